@@ -1,0 +1,209 @@
+# qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
+# cross-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+SHELL = /bin/sh
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define QLIB_VERSION_MINOR \([0-9]*\).*/\1/p' include/qlib.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define QLIB_VERSION_PATCH \([0-9]*\).*/\1/p' include/qlib.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR_INSTALL ?= $(PREFIX)/lib
+INCDIR_INSTALL ?= $(PREFIX)/include
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+PYTHON ?= /usr/bin/python3
+
+BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -pthread)
+
+VARIANT = release
+SANFLAGS =
+ifeq ($(SANITIZE),1)
+VARIANT = asan
+SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+ifeq ($(TSAN),1)
+VARIANT = tsan
+SANFLAGS = -fsanitize=thread -fno-omit-frame-pointer
+endif
+B = build/$(VARIANT)
+ifeq ($(VARIANT),release)
+OUT = lib
+else
+OUT = $(B)/lib
+endif
+
+MACHINE := $(shell $(CC) -dumpmachine 2>/dev/null)
+KERNEL_SRC = src/kernels/dispatch.c src/kernels/scalar.c
+ifneq (,$(findstring x86_64,$(MACHINE)))
+KERNEL_SRC += $(wildcard src/kernels/x86_*.c)
+endif
+ifneq (,$(findstring aarch64,$(MACHINE)))
+KERNEL_SRC += $(wildcard src/kernels/arm_*.c)
+endif
+LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c) $(KERNEL_SRC)
+LIB_OBJ = $(LIB_SRC:%.c=$(B)/obj/%.o)
+
+LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude $(BLAS_CFLAGS)
+ALL_CFLAGS = $(CFLAGS) $(WARN) $(SANFLAGS)
+
+STATIC = $(OUT)/libqlib.a
+SHARED = $(OUT)/libqlib.so.$(VERSION)
+LIBS = $(BLAS_LIBS) -lpthread -lm
+
+TEST_SRC = $(wildcard test/unit/*.c)
+TEST_BIN = $(B)/test/unit
+DEMO_BIN = $(B)/examples/demo
+QUICKSTART_BIN = $(B)/examples/quickstart
+BENCH_BIN = $(B)/test/bench
+LLAMA_SRC = $(wildcard examples/llama2/*.c)
+LLAMA_BIN = examples/llama2/qlib-llama
+FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
+REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
+DATA ?= ../shared/data
+
+.PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 \
+        model-check deps symbols-check header-check python-check replay valgrind
+
+all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(LLAMA_SRC),$(LLAMA_BIN))
+
+# ---- the library ----
+$(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
+
+$(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
+$(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
+
+$(STATIC): $(LIB_OBJ)
+	@mkdir -p $(OUT)
+	rm -f $@
+	$(AR) rcs $@ $(LIB_OBJ)
+
+$(SHARED): $(LIB_OBJ) src/qlib.map
+	@mkdir -p $(OUT)
+	$(CC) -shared $(ALL_CFLAGS) -o $@ $(LIB_OBJ) -Wl,-soname,libqlib.so.$(VERSION_MAJOR) \
+	    -Wl,--version-script=src/qlib.map -Wl,--no-undefined $(LIBS)
+	ln -sf libqlib.so.$(VERSION) $(OUT)/libqlib.so.$(VERSION_MAJOR)
+	ln -sf libqlib.so.$(VERSION_MAJOR) $(OUT)/libqlib.so
+
+$(OUT)/qlib.pc: qlib.pc.in include/qlib.h
+	@mkdir -p $(OUT)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' qlib.pc.in > $@
+
+# ---- programs ----
+$(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $(TEST_SRC) \
+	    $(STATIC) $(CHECK_LIBS) $(LIBS)
+
+$(DEMO_BIN): examples/demo/demo.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+$(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+$(BENCH_BIN): $(wildcard test/bench/*.c) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
+	    $(wildcard test/bench/*.c) $(STATIC) $(LIBS)
+
+$(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
+	    $(STATIC) $(LIBS)
+
+$(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) -o $@ $< test/fuzz/replay.c \
+	    $(STATIC) $(LIBS)
+
+# ---- the two commands of the README ----
+deps:
+	@sh scripts/deps.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory $(DEMO_BIN)
+	@$(DEMO_BIN)
+
+check: deps
+	@$(MAKE) --no-print-directory check-run
+
+check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
+	@$(MAKE) --no-print-directory symbols-check header-check
+	$(TEST_BIN)
+	@$(QUICKSTART_BIN) > /dev/null && echo "quickstart: ok"
+	@$(MAKE) --no-print-directory replay
+ifeq ($(VARIANT),release)
+	@$(MAKE) --no-print-directory python-check
+	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
+	 else echo "model-check: skipped ($(DATA) not found)"; fi
+endif
+
+symbols-check: $(SHARED)
+	@nm -D --defined-only $(SHARED) | awk '$$2 == "T" {print $$3}' | sed 's/@.*//' | sort > $(B)/symbols.txt
+	@if diff -u abi/qlib.symbols $(B)/symbols.txt; then echo "symbols: $$(wc -l < abi/qlib.symbols) exported, as committed"; \
+	 else echo "symbols: exported list differs from abi/qlib.symbols"; exit 1; fi
+
+header-check:
+	@mkdir -p $(B)
+	@printf '#include "qlib.h"\nint main(void) { return qlib_version_number() == 0; }\n' > $(B)/hdr.c
+	@$(CC) -std=c99 -Wall -Wextra -pedantic -Werror -Iinclude -c $(B)/hdr.c -o $(B)/hdr_c.o
+	@c++ -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iinclude -c $(B)/hdr.c -o $(B)/hdr_cpp.o
+	@echo "header: compiles as C99 and C++"
+
+replay: $(REPLAY_BINS)
+	@for b in $(REPLAY_BINS); do t=$${b##*/replay_}; $$b test/fuzz/corpus/$$t || exit 1; done
+
+python-check: $(SHARED)
+	@if $(PYTHON) -c 'import numpy, pytest' 2>/dev/null && [ -d test/python ]; then \
+	   QLIB_LIBRARY=$(CURDIR)/$(SHARED) PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q test/python; \
+	 else echo "python tests: skipped (need $(PYTHON) with numpy and pytest)"; fi
+
+model-check: $(LLAMA_BIN)
+	@QLIB_DATA=$(DATA) bash test/model/run.sh
+
+valgrind: $(TEST_BIN)
+	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	    --suppressions=test/valgrind.supp $(TEST_BIN)
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BENCH_BIN)
+	@$(BENCH_BIN)
+
+fuzz:
+	@sh test/fuzz/run.sh
+
+cross-aarch64:
+	@$(MAKE) --no-print-directory CC=aarch64-linux-gnu-gcc VARIANT=aarch64 B=build/aarch64 \
+	    OUT=build/aarch64/lib BLAS_CFLAGS= BLAS_LIBS='$(AARCH64_BLAS_LIBS)' \
+	    build/aarch64/lib/libqlib.a build/aarch64/test/unit
+
+install: all
+	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig
+	install -m 644 include/qlib.h $(DESTDIR)$(INCDIR_INSTALL)/qlib.h
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION)
+	ln -sf libqlib.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR)
+	ln -sf libqlib.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so
+	install -m 644 $(OUT)/qlib.pc $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCDIR_INSTALL)/qlib.h $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR) \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+
+clean:
+	rm -rf build lib $(LLAMA_BIN)

@@ -1,0 +1,141 @@
+/* qlib_matmul: checks, activation preparation, and the split of output
+ * columns over threads. */
+#include <math.h>
+
+#include "core.h"
+#include "../linalg/linalg.h"
+#include "../schemes/schemes.h"
+
+#define COL_CHUNK 64                 /* output columns per task: fixed, any thread count */
+#define INLINE_WORK (1u << 18)       /* below this many multiply-adds, stay on this thread */
+
+int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t ld)
+{
+    for (size_t i = 0; i < rows; i++) {
+        const float *r = x + i * ld;
+        float acc = 0.0f;
+        for (size_t j = 0; j < cols; j++) acc += r[j] * 0.0f;  /* NaN iff some r[j] is Inf/NaN */
+        if (acc != 0.0f) return 0;
+    }
+    return 1;
+}
+
+typedef struct mm_job {
+    const qk_weights *w;
+    const qlib_kernels *kern;
+    qk_xmap map;
+    const float *x;
+    size_t ldx, m, n_tasks, cols_per_task;
+    int8_t *q;
+    float *d, *xf;
+    int32_t *sum;
+    float *y;
+    size_t ldy;
+} mm_job;
+
+static void prep_task(void *arg, size_t i)
+{
+    mm_job *j = arg;
+    size_t r0 = j->m * i / j->n_tasks, r1 = j->m * (i + 1) / j->n_tasks, kp = j->map.kp;
+    for (size_t r = r0; r < r1; r++) {
+        if (j->q)
+            j->kern->quantize_row(&j->map, j->x + r * j->ldx, j->q + r * kp,
+                                  j->d + r * (kp / QK_BLOCK), j->sum + r * (kp / QK_BLOCK));
+        else
+            j->kern->prepare_row(&j->map, j->x + r * j->ldx, j->xf + r * kp);
+    }
+}
+
+static void gemm_task(void *arg, size_t i)
+{
+    mm_job *j = arg;
+    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
+    if (n1 > j->w->n) n1 = j->w->n;
+    if (j->q) {
+        qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum };
+        j->kern->gemm_q8(j->w, &a, n0, n1, j->y, j->ldy);
+    } else {
+        j->kern->gemm_f32(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
+    }
+}
+
+static size_t task_count(const qlib_ctx *ctx, size_t units, size_t work)
+{
+    if (ctx->n_threads <= 1 || work < INLINE_WORK) return 1;
+    return units;
+}
+
+qlib_status qlib_matmul_quantized(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                                  size_t ldx, float *y, size_t ldy, const uint8_t *drop)
+{
+    static const char fn[] = "qlib_matmul";
+    const qk_weights *w = &t->w;
+    size_t kp = w->kp, nbk = kp / QK_BLOCK, bytes, rows_bytes;
+    int quant = ctx->compute == QLIB_COMPUTE_AUTO;
+    size_t per_row = quant ? kp + nbk * 8 : kp * 4;
+    if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 256)
+        return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);
+    bytes = rows_bytes + 256;
+    uint8_t *s = qlib_ctx_scratch(ctx, bytes, fn);
+    if (!s) return QLIB_ERR_NOMEM;
+    mm_job j;
+    memset(&j, 0, sizeof j);
+    j.w = w;
+    j.kern = ctx->kern;
+    j.map = (qk_xmap){ t->d.k, kp, t->perm, t->input_scales, drop };
+    j.x = x;
+    j.ldx = ldx;
+    j.m = m;
+    j.y = y;
+    j.ldy = ldy;
+    if (quant) {
+        j.d = (float *)(void *)s;
+        j.sum = (int32_t *)(void *)(s + qlib_round_up(m * nbk * 4, 64));
+        j.q = (int8_t *)(s + 2 * qlib_round_up(m * nbk * 4, 64));
+    } else {
+        j.xf = (float *)(void *)s;
+    }
+    size_t work = m * kp * w->n;
+    j.n_tasks = task_count(ctx, m, work / w->n * 64);
+    qlib_ctx_parallel_for(ctx, prep_task, &j, j.n_tasks);
+    size_t chunks = (w->n + COL_CHUNK - 1) / COL_CHUNK;
+    j.n_tasks = task_count(ctx, chunks, work);
+    j.cols_per_task = j.n_tasks == 1 ? w->n : COL_CHUNK;
+    qlib_ctx_parallel_for(ctx, gemm_task, &j, j.n_tasks);
+    return QLIB_OK;
+}
+
+static int ranges_overlap(const void *a, size_t alen, const void *b, size_t blen)
+{
+    uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+    return a0 < b0 + blen && b0 < a0 + alen;
+}
+
+qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m, size_t ldx,
+                        float *y, size_t ldy)
+{
+    static const char fn[] = "qlib_matmul";
+    if (!ctx || !t || !x || !y)
+        return qlib_fail(QLIB_ERR_ARG, "%s: ctx, tensor, x or y is NULL", fn);
+    size_t k = t->d.k, n = t->d.n, xe, ye;
+    if (m == 0) return qlib_fail(QLIB_ERR_ARG, "%s: m is 0", fn);
+    if (ldx < k)
+        return qlib_fail(QLIB_ERR_SHAPE, "%s: x has ldx=%zu but the tensor expects k=%zu columns",
+                         fn, ldx, k);
+    if (ldy < n)
+        return qlib_fail(QLIB_ERR_SHAPE, "%s: y has ldy=%zu but the tensor has n=%zu rows", fn,
+                         ldy, n);
+    if (qlib_mul_overflows(m - 1, ldx, &xe) || xe > SIZE_MAX / 8 - k ||
+        qlib_mul_overflows(m - 1, ldy, &ye) || ye > SIZE_MAX / 8 - n)
+        return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu with ldx=%zu, ldy=%zu overflows", fn, m, ldx,
+                         ldy);
+    if (ranges_overlap(x, (xe + k) * 4, y, (ye + n) * 4))
+        return qlib_fail(QLIB_ERR_ARG, "%s: y overlaps x", fn);
+    if (!qlib_all_finite(x, m, k, ldx))
+        return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
+    if (t->d.method == QLIB_METHOD_NONE) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
+    if (t->d.method == QLIB_METHOD_LLM_INT8 && ctx->compute == QLIB_COMPUTE_AUTO &&
+        t->d.outlier_threshold > 0.0f)
+        return qlib_llm_int8_matmul(ctx, t, x, m, ldx, y, ldy);
+    return qlib_matmul_quantized(ctx, t, x, m, ldx, y, ldy, NULL);
+}

@@ -1,0 +1,27 @@
+/* Picks a kernel table by name or by the CPU's features. */
+#include <string.h>
+
+#include "kernels.h"
+#include "../core/core.h"
+
+typedef struct isa_entry {
+    const char *name;
+    const qlib_kernels *kern;
+    unsigned needs;
+} isa_entry;
+
+/* Best first. */
+static const isa_entry isa_table[] = {
+    { "scalar", &qlib_kernels_scalar, 0 },
+};
+
+const qlib_kernels *qlib_kernels_pick(const char *isa, unsigned cpu_features)
+{
+    size_t n = sizeof isa_table / sizeof isa_table[0];
+    for (size_t i = 0; i < n; i++) {
+        const isa_entry *e = &isa_table[i];
+        if ((e->needs & cpu_features) != e->needs) continue;
+        if (!isa || strcmp(isa, e->name) == 0) return e->kern;
+    }
+    return NULL;
+}

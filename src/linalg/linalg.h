@@ -1,0 +1,20 @@
+/* The OpenBLAS (CBLAS + LAPACK) calls the library needs, behind one header.
+ * Matrices are row-major. Sizes above INT_MAX are rejected by the callers. */
+#ifndef QLIB_LINALG_H
+#define QLIB_LINALG_H
+
+#include "../core/core.h"
+
+/* C = alpha * op(A) * op(B) + beta * C; ta/tb: 0 = as is, 1 = transposed. */
+void qlib_la_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                   size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/* Upper triangle of C (n x n) = alpha * A^T A + beta * C, A is k x n. */
+void qlib_la_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t lda, float beta,
+                        float *c, size_t ldc);
+/* y = x * W^T for a float (NONE) tensor. */
+qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                                 size_t ldx, float *y, size_t ldy);
+/* Largest size the BLAS interface takes. */
+size_t qlib_la_max_dim(void);
+
+#endif

@@ -1,0 +1,247 @@
+/* Round to nearest (INT8 / INT4 / INT3 / INT2), and float (NONE) tensors. */
+#include <math.h>
+
+#include "schemes.h"
+
+#define TINY_SCALE 5.9604645e-08f   /* smallest fp16 subnormal, 2^-24 */
+
+int qlib_rtn_params_range(float lo, float hi, int bits, int symmetric, qlib_qparams *p)
+{
+    float s;
+    p->maxq = (1 << bits) - 1;
+    if (symmetric) {
+        float amax = fmaxf(-lo, hi);
+        s = amax / (float)((1 << (bits - 1)) - 1);
+        p->zero = 1 << (bits - 1);
+    } else {
+        s = (hi - lo) / (float)p->maxq;
+    }
+    if (!(s > TINY_SCALE)) s = TINY_SCALE;
+    if (s > 65504.0f) return 0;
+    p->scale16 = qlib_f32_to_f16_up(s);
+    p->scale = qlib_f16_to_f32(p->scale16);
+    if (!symmetric) {
+        float z = nearbyintf(-lo / p->scale);
+        p->zero = z < 0.0f ? 0 : z > (float)p->maxq ? p->maxq : (int)z;
+    }
+    return 1;
+}
+
+int qlib_rtn_params(const float *w, size_t len, int bits, int symmetric, qlib_qparams *p)
+{
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t i = 0; i < len; i++) {
+        lo = fminf(lo, w[i]);
+        hi = fmaxf(hi, w[i]);
+    }
+    return qlib_rtn_params_range(lo, hi, bits, symmetric, p);
+}
+
+qlib_tensor_desc qlib_quant_desc(const qlib_config *cfg, size_t n, size_t k)
+{
+    qlib_tensor_desc d;
+    memset(&d, 0, sizeof d);
+    d.method = cfg->method;
+    d.bits = cfg->bits;
+    d.group_size = cfg->group_size;
+    d.symmetric = cfg->symmetric;
+    d.n = n;
+    d.k = k;
+    if (cfg->method == QLIB_METHOD_LLM_INT8) d.outlier_threshold = cfg->outlier_threshold;
+    return d;
+}
+
+void qlib_tensor_put_params(qlib_tensor *t, size_t r, size_t g, const qlib_qparams *p)
+{
+    size_t idx = r * t->w.scale_stride + g;
+    qlib_t_scales(t)[idx] = p->scale16;
+    if (!t->d.symmetric) qlib_zero_put(qlib_t_zeros(t), idx, t->d.bits, (unsigned)p->zero);
+}
+
+/* ---- RTN fill, rows in parallel ---- */
+
+typedef struct rtn_job {
+    qlib_tensor *t;
+    const float *w;
+    size_t ldw, n_tasks;
+    uint8_t *codes;            /* n_tasks x kp */
+    qlib_qparams tensor_p;     /* group -1 */
+    int failed;                /* a scale overflowed fp16 */
+} rtn_job;
+
+static void rtn_row(rtn_job *j, size_t r, uint8_t *codes)
+{
+    qlib_tensor *t = j->t;
+    const float *wr = j->w + r * j->ldw;
+    size_t k = t->d.k, G = t->w.group;
+    qlib_qparams p = j->tensor_p;
+    for (size_t g = 0; g < t->w.n_groups; g++) {
+        size_t c0 = g * G, c1 = c0 + G < k ? c0 + G : k;
+        if (t->d.group_size >= 0) {
+            if (!qlib_rtn_params(wr + c0, c1 - c0, t->d.bits, t->d.symmetric, &p)) {
+                __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
+                return;
+            }
+            qlib_tensor_put_params(t, r, g, &p);
+        }
+        for (size_t c = c0; c < c1; c++) codes[c] = (uint8_t)qlib_rtn_code(&p, wr[c]);
+    }
+    for (size_t c = k; c < t->w.kp; c++) codes[c] = (uint8_t)p.zero;
+    qlib_pack_row(t->d.bits, codes, t->w.kp, qlib_t_codes(t) + r * t->w.row_bytes);
+}
+
+static void rtn_task(void *arg, size_t i)
+{
+    rtn_job *j = arg;
+    size_t n = j->t->d.n, r0 = n * i / j->n_tasks, r1 = n * (i + 1) / j->n_tasks;
+    for (size_t r = r0; r < r1; r++) rtn_row(j, r, j->codes + i * j->t->w.kp);
+}
+
+qlib_status qlib_rtn_fill(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t ldw)
+{
+    static const char fn[] = "qlib_quantize";
+    rtn_job j = { t, w, ldw, (size_t)ctx->n_threads, NULL, { 0, 0, 0, 0 }, 0 };
+    if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
+    if (t->d.group_size < 0) {
+        float lo = 0.0f, hi = 0.0f;
+        for (size_t r = 0; r < t->d.n; r++)
+            for (size_t c = 0; c < t->d.k; c++) {
+                lo = fminf(lo, w[r * ldw + c]);
+                hi = fmaxf(hi, w[r * ldw + c]);
+            }
+        if (!qlib_rtn_params_range(lo, hi, t->d.bits, t->d.symmetric, &j.tensor_p))
+            return qlib_fail(QLIB_ERR_NUMERIC, "%s: weight range too large for an fp16 scale", fn);
+        qlib_tensor_put_params(t, 0, 0, &j.tensor_p);
+    }
+    j.codes = qlib_mem_alloc(&ctx->alloc, j.n_tasks * t->w.kp);
+    if (!j.codes) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
+    qlib_ctx_parallel_for(ctx, rtn_task, &j, j.n_tasks);
+    qlib_mem_free(&ctx->alloc, j.codes);
+    if (j.failed)
+        return qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale",
+                         fn);
+    return QLIB_OK;
+}
+
+/* ---- relative weight error ---- */
+
+typedef struct err_job {
+    const qlib_tensor *t;
+    const qlib_kernels *kern;
+    const float *w;
+    size_t ldw, n_tasks;
+    float *tmp;                 /* n_tasks x (kp + k) */
+    double *num, *den;          /* n_tasks */
+} err_job;
+
+static void err_task(void *arg, size_t i)
+{
+    err_job *j = arg;
+    size_t n = j->t->d.n, k = j->t->d.k, kp = j->t->w.kp ? j->t->w.kp : k;
+    size_t r0 = n * i / j->n_tasks, r1 = n * (i + 1) / j->n_tasks;
+    float *row = j->tmp + i * (kp + k), *tmp = row + k;
+    double num = 0.0, den = 0.0;
+    for (size_t r = r0; r < r1; r++) {
+        qlib_tensor_row(j->t, j->kern, r, row, tmp);
+        for (size_t c = 0; c < k; c++) {
+            double wv = j->w[r * j->ldw + c], dv = wv - row[c];
+            num += dv * dv;
+            den += wv * wv;
+        }
+    }
+    j->num[i] = num;
+    j->den[i] = den;
+}
+
+qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float *w, size_t ldw,
+                                double *out)
+{
+    size_t k = t->d.k, kp = t->w.kp ? t->w.kp : k;
+    err_job j = { t, ctx->kern, w, ldw, (size_t)ctx->n_threads, NULL, NULL, NULL };
+    if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
+    /* Per-task sums added in task order: n_tasks depends on the thread
+     * count, so the last bits of the error may too; the tensor's data never does. */
+    void *mem = qlib_mem_alloc(&ctx->alloc, j.n_tasks * ((kp + k) * sizeof(float) + 16));
+    if (!mem) return qlib_fail(QLIB_ERR_NOMEM, "qlib_quantize: out of memory");
+    j.num = mem;
+    j.den = j.num + j.n_tasks;
+    j.tmp = (float *)(void *)(j.den + j.n_tasks);
+    qlib_ctx_parallel_for(ctx, err_task, &j, j.n_tasks);
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < j.n_tasks; i++) {
+        num += j.num[i];
+        den += j.den[i];
+    }
+    qlib_mem_free(&ctx->alloc, mem);
+    *out = den > 0.0 ? num / den : 0.0;
+    return QLIB_OK;
+}
+
+/* ---- the methods ---- */
+
+static qlib_status finish(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t ldw,
+                          qlib_tensor **out)
+{
+    double err;
+    qlib_status s = qlib_relative_error(ctx, t, w, ldw, &err);
+    if (s != QLIB_OK) {
+        qlib_tensor_destroy(t);
+        return s;
+    }
+    qlib_tensor_seal(t, err, 0);
+    *out = t;
+    return QLIB_OK;
+}
+
+qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+{
+    (void)calib;
+    qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
+    qlib_tensor *t;
+    qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
+    if (s != QLIB_OK) return s;
+    s = qlib_rtn_fill(ctx, t, w, ldw);
+    if (s != QLIB_OK) {
+        qlib_tensor_destroy(t);
+        return s;
+    }
+    return finish(ctx, t, w, ldw, out);
+}
+
+qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+{
+    (void)calib;
+    qlib_tensor_desc d;
+    memset(&d, 0, sizeof d);
+    d.method = QLIB_METHOD_NONE;
+    d.bits = cfg->bits;
+    d.n = n;
+    d.k = k;
+    qlib_tensor *t;
+    qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
+    if (s != QLIB_OK) return s;
+    for (size_t r = 0; r < n; r++) {
+        const float *wr = w + r * ldw;
+        if (d.bits == 32) {
+            memcpy((float *)t->f32 + r * k, wr, k * sizeof(float));
+            continue;
+        }
+        for (size_t c = 0; c < k; c++) {
+            if (fabsf(wr[c]) > 65504.0f) {
+                qlib_tensor_destroy(t);
+                return qlib_fail(QLIB_ERR_NUMERIC,
+                                 "qlib_quantize: w[%zu][%zu]=%g exceeds the fp16 range", r, c,
+                                 (double)wr[c]);
+            }
+            ((uint16_t *)t->f16)[r * k + c] = qlib_f32_to_f16(wr[c]);
+        }
+    }
+    if (d.bits == 32) {
+        qlib_tensor_seal(t, 0.0, 0);
+        *out = t;
+        return QLIB_OK;
+    }
+    return finish(ctx, t, w, ldw, out);
+}
