@@ -29,6 +29,11 @@ qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const floa
     size_t n = t->d.n, k = t->d.k, lim = qlib_la_max_dim();
     if (m > lim || n > lim || k > lim || ldx > lim || ldy > lim)
         return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: float tensor sizes above %zu", fn, lim);
+    if (t->f32 && m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, t->f32, (int)k, x, 1, 0.0f,
+                    y, 1);
+        return QLIB_OK;
+    }
     if (t->f32) {
         qlib_la_sgemm(0, 1, m, n, k, 1.0f, x, ldx, t->f32, k, 0.0f, y, ldy);
         return QLIB_OK;
