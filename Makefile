@@ -74,7 +74,7 @@ DATA ?= ../shared/data
 .PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 \
         model-check deps symbols-check header-check python-check replay valgrind
 
-all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(LLAMA_SRC),$(LLAMA_BIN))
+all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
 # ---- the library ----
 $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
