@@ -263,7 +263,8 @@ static qlib_status write_all(int fd, const uint8_t *p, size_t n)
 qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
 {
     static const char fn[] = "qlib_tensor_save";
-    if (!t || !path || !*path) return qlib_fail(QLIB_ERR_ARG, "%s: tensor or path is NULL", fn);
+    if (!t || !path) return qlib_fail(QLIB_ERR_ARG, "%s: tensor or path is NULL", fn);
+    if (!*path) return qlib_fail(QLIB_ERR_ARG, "%s: path is empty", fn);
     size_t plen = strlen(path);
     char *tmp = qlib_mem_alloc(&t->alloc, plen + 16);
     if (!tmp) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);

@@ -82,7 +82,8 @@ size_t qlib_tensor_layout(const qlib_tensor_desc *d, qlib_section sec[QLIB_SEC_M
         i++;
     }
     *n_sec = n;
-    *storage = total;
+    /* the zeros section's last byte is read padding, not storage */
+    *storage = total - (sizes[QLIB_SEC_ZEROS] ? 1 : 0);
     return off;
 }
 
