@@ -124,10 +124,18 @@ $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
 	    $(STATIC) $(LIBS)
 
-$(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(STATIC)
+$(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(STATIC) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) -o $@ $< test/fuzz/replay.c \
 	    $(STATIC) $(LIBS)
+
+# the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
+LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))
+$(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
+        $(STATIC) test/fuzz/fuzz.h examples/llama2/llama.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) -o $@ $< \
+	    test/fuzz/replay.c $(LLAMA_READERS) $(STATIC) $(LIBS)
 
 # ---- the two commands of the README ----
 deps:

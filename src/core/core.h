@@ -170,5 +170,14 @@ QLIB_HIDDEN int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t
 QLIB_HIDDEN qlib_status qlib_matmul_quantized(qlib_ctx *ctx, const qlib_tensor *t, const float *x,
                                               size_t m, size_t ldx, float *y, size_t ldy,
                                               const uint8_t *drop);
+/* The same, and post(post_arg, n0, n1) for each chunk of at most 64 output
+ * columns (boundaries at multiples of 64, whatever the thread count), on the
+ * thread that computed the chunk, right after the kernel wrote y's columns
+ * [n0, n1): the chunk's weight rows are still in cache. post may be NULL. */
+QLIB_HIDDEN qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t,
+                                                   const float *x, size_t m, size_t ldx, float *y,
+                                                   size_t ldy, const uint8_t *drop,
+                                                   void (*post)(void *, size_t, size_t),
+                                                   void *post_arg);
 
 #endif

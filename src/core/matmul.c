@@ -31,6 +31,8 @@ typedef struct mm_job {
     int32_t *sum;
     float *y;
     size_t ldy;
+    void (*post)(void *, size_t, size_t);   /* optional, after each chunk of columns */
+    void *post_arg;
 } mm_job;
 
 static void prep_task(void *arg, size_t i)
@@ -46,16 +48,30 @@ static void prep_task(void *arg, size_t i)
     }
 }
 
-static void gemm_task(void *arg, size_t i)
+static void gemm_range(const mm_job *j, size_t n0, size_t n1)
 {
-    mm_job *j = arg;
-    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
-    if (n1 > j->w->n) n1 = j->w->n;
     if (j->q) {
         qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum };
         j->kern->gemm_q8(j->w, &a, n0, n1, j->y, j->ldy);
     } else {
         j->kern->gemm_f32(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
+    }
+}
+
+static void gemm_task(void *arg, size_t i)
+{
+    mm_job *j = arg;
+    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
+    if (n1 > j->w->n) n1 = j->w->n;
+    if (!j->post) {
+        gemm_range(j, n0, n1);
+        return;
+    }
+    /* Chunk by chunk, so that the hook finds each chunk's weights in cache. */
+    for (size_t c0 = n0; c0 < n1; c0 += COL_CHUNK) {
+        size_t c1 = c0 + COL_CHUNK < n1 ? c0 + COL_CHUNK : n1;
+        gemm_range(j, c0, c1);
+        j->post(j->post_arg, c0, c1);
     }
 }
 
@@ -67,6 +83,14 @@ static size_t task_count(const qlib_ctx *ctx, size_t units, size_t work)
 
 qlib_status qlib_matmul_quantized(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
                                   size_t ldx, float *y, size_t ldy, const uint8_t *drop)
+{
+    return qlib_matmul_quantized_post(ctx, t, x, m, ldx, y, ldy, drop, NULL, NULL);
+}
+
+qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, const float *x,
+                                       size_t m, size_t ldx, float *y, size_t ldy,
+                                       const uint8_t *drop,
+                                       void (*post)(void *, size_t, size_t), void *post_arg)
 {
     static const char fn[] = "qlib_matmul";
     const qk_weights *w = &t->w;
@@ -88,6 +112,8 @@ qlib_status qlib_matmul_quantized(qlib_ctx *ctx, const qlib_tensor *t, const flo
     j.m = m;
     j.y = y;
     j.ldy = ldy;
+    j.post = post;
+    j.post_arg = post_arg;
     if (quant) {
         j.d = (float *)(void *)s;
         j.sum = (int32_t *)(void *)(s + qlib_round_up(m * nbk * 4, 64));

@@ -40,12 +40,16 @@ void qlib_pack_row(int bits, const uint8_t *codes, size_t kp, uint8_t *dst)
     }
 }
 
+/* Rows are quantized in parallel and neighbouring entries share bytes, so
+ * only this entry's bits are changed, each byte with one atomic and/or:
+ * a plain read-modify-write of the byte would lose another row's bits. */
 void qlib_zero_put(uint8_t *stream, size_t index, int bits, unsigned value)
 {
     size_t bit = index * (size_t)bits;
-    unsigned mask = (1u << bits) - 1u;
-    unsigned window = (unsigned)stream[bit >> 3] | (unsigned)stream[(bit >> 3) + 1] << 8;
-    window = (window & ~(mask << (bit & 7))) | (value & mask) << (bit & 7);
-    stream[bit >> 3] = (uint8_t)window;
-    stream[(bit >> 3) + 1] = (uint8_t)(window >> 8);
+    unsigned mask = ((1u << bits) - 1u) << (bit & 7), v = (value << (bit & 7)) & mask;
+    for (unsigned b = 0; b < 2 && (mask >> (8 * b)) != 0; b++) {
+        uint8_t *p = stream + (bit >> 3) + b;
+        __atomic_fetch_and(p, (uint8_t)~(mask >> (8 * b)), __ATOMIC_RELAXED);
+        __atomic_fetch_or(p, (uint8_t)(v >> (8 * b)), __ATOMIC_RELAXED);
+    }
 }

@@ -227,6 +227,9 @@ qlib_status qlib_dequantize(qlib_ctx *ctx, const qlib_tensor *t, float *w, size_
         return qlib_fail(QLIB_ERR_ARG, "%s: ctx, tensor or output is NULL", fn);
     if (ldw < t->d.k)
         return qlib_fail(QLIB_ERR_ARG, "%s: ldw=%zu is less than k=%zu", fn, ldw, t->d.k);
+    size_t span;
+    if (qlib_mul_overflows(t->d.n - 1, ldw, &span) || span > SIZE_MAX / sizeof(float) - t->d.k)
+        return qlib_fail(QLIB_ERR_ARG, "%s: n=%zu rows with ldw=%zu overflows", fn, t->d.n, ldw);
     dequant_job j = { t, ctx->kern, w, NULL, ldw, (size_t)ctx->n_threads };
     if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
     if (t->perm || t->input_scales) {

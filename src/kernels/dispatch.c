@@ -12,6 +12,13 @@ typedef struct isa_entry {
 
 /* Best first. */
 static const isa_entry isa_table[] = {
+#if defined(__x86_64__) || defined(_M_X64)
+    { "avx2", &qlib_kernels_avx2, QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C },
+#endif
+#if defined(__aarch64__)
+    { "neon-dotprod", &qlib_kernels_neon_dotprod, QLIB_CPU_NEON | QLIB_CPU_DOTPROD },
+    { "neon", &qlib_kernels_neon, QLIB_CPU_NEON },
+#endif
     { "scalar", &qlib_kernels_scalar, 0 },
 };
 

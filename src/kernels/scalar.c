@@ -2,6 +2,7 @@
  * They fix the arithmetic each output element is computed with: per group,
  * the int32 (AUTO) or fp32 (F32) block products summed in block order, then
  * scaled by the group's scale and added to the output in group order. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -64,6 +65,7 @@ static void scalar_quantize_row(const qk_xmap *map, const float *x, int8_t *q, f
             amax = fmaxf(amax, fabsf(v[j]));
         }
         float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (inv > FLT_MAX) inv = amax = 0.0f;  /* amax < 127/FLT_MAX: the block is zero */
         int32_t s = 0;
         for (int j = 0; j < QK_BLOCK; j++) {
             int qi = (int)nearbyintf(v[j] * inv);

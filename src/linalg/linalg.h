@@ -11,6 +11,13 @@ void qlib_la_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, co
 /* Upper triangle of C (n x n) = alpha * A^T A + beta * C, A is k x n. */
 void qlib_la_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t lda, float beta,
                         float *c, size_t ldc);
+/* In place, row-major, only the lower triangle of a (n x n) read and written:
+ * a = L L^T, L lower with a positive diagonal. Returns 0, or the LAPACK info
+ * (> 0: the leading minor of that order is not positive definite). */
+int qlib_la_cholesky_lower(size_t n, float *a, size_t lda);
+/* In place, row-major: the lower triangle of a becomes its inverse (lower,
+ * non-unit diagonal). Returns 0, or the LAPACK info (> 0: a zero pivot). */
+int qlib_la_tri_inverse_lower(size_t n, float *a, size_t lda);
 /* y = x * W^T for a float (NONE) tensor. */
 qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
                                  size_t ldx, float *y, size_t ldy);

@@ -1,5 +1,6 @@
 /* Calibration: what GPTQ and AWQ learn from one layer's input activations,
  * accumulated as a stream. */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 
@@ -102,6 +103,17 @@ static void calib_stats(qlib_calib *c, const float *x, size_t n, size_t ldx)
 
 #define HESSIAN_BATCH 4096   /* rows per rank-k update: keeps int sizes in range */
 
+/* The rank-k update sums up to HESSIAN_BATCH products x_i x_j before it
+ * scales them, so |x| must stay below sqrt(FLT_MAX / (2 HESSIAN_BATCH)),
+ * about 2e17, for H to stay finite. Returns the largest |x| of the batch. */
+static float batch_abs_max(const float *x, size_t n, size_t k, size_t ldx)
+{
+    float m = 0.0f;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < k; j++) m = fmaxf(m, fabsf(x[t * ldx + j]));
+    return m;
+}
+
 qlib_status qlib_calib_add(qlib_calib *c, const float *x, size_t n_tokens, size_t ldx)
 {
     static const char fn[] = "qlib_calib_add";
@@ -113,6 +125,13 @@ qlib_status qlib_calib_add(qlib_calib *c, const float *x, size_t n_tokens, size_
         return qlib_fail(QLIB_ERR_ARG, "%s: n_tokens=%zu with ldx=%zu overflows", fn, n_tokens, ldx);
     if (!qlib_all_finite(x, n_tokens, c->k, ldx))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
+    if (c->hessian) {
+        float big = batch_abs_max(x, n_tokens, c->k, ldx);
+        float limit = sqrtf(FLT_MAX / (2.0f * HESSIAN_BATCH));
+        if (big > limit)
+            return qlib_fail(QLIB_ERR_NUMERIC, "%s: |x| = %g exceeds %g: the Hessian would overflow",
+                             fn, (double)big, (double)limit);
+    }
     for (size_t t0 = 0; t0 < n_tokens; t0 += HESSIAN_BATCH) {
         size_t b = n_tokens - t0 < HESSIAN_BATCH ? n_tokens - t0 : HESSIAN_BATCH;
         const float *xb = x + t0 * ldx;

@@ -1,9 +1,584 @@
-/* GPTQ (Frantar et al., 2022). */
+/* GPTQ (Frantar et al., 2022): the weights of a row are rounded one input
+ * column at a time, and each rounding error is spread, through the upper
+ * Cholesky factor of the inverse Hessian, over the columns not yet rounded.
+ * docs/ALGORITHMS.md states what is computed and where it departs from the
+ * paper's reference code. */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "schemes.h"
+#include "../linalg/linalg.h"
+
+#define ROW_CHUNK 64      /* rows per task of the column sweep: fixed, whatever the thread count */
+#define PANEL 8           /* rows swept together, stored transposed so the updates vectorise */
+#define TILE 64           /* tile edge when the Hessian's lower triangle is filled in */
+#define DAMP_GROWTH 10.0f
+#define DAMP_RETRIES 4    /* damping grows this many times after a failed Cholesky */
+
+enum { FAIL_SCALE = 1, FAIL_NONFINITE = 2 };
+
+typedef struct gptq {
+    qlib_ctx *ctx;
+    qlib_tensor *t;
+    const float *h;       /* the calibration's H: k x k, upper triangle */
+    const float *w;
+    size_t ldw, n, k, kp, block;
+    size_t group, n_groups;   /* in stored column order (the tensor's) */
+    int bits, symmetric, per_tensor;
+    int dynamic;          /* group parameters computed when the sweep enters a group */
+    float damp;
+    qlib_qparams tensor_p;
+    float *wk;            /* n x k working weights in stored order; a rounded column holds codes */
+    float *hf;            /* k x k: H permuted, then its inverse factor U, then a Gram matrix */
+    float *err;           /* n x block: rounding errors of the current block, over U's pivots */
+    uint8_t *zeros;       /* n x n_groups zero points (asymmetric, per group), else NULL */
+    int32_t *perm;        /* k: stored position -> original column */
+    int32_t *dead;        /* the columns with H_jj = 0 */
+    size_t n_dead;
+    float *vec;           /* k floats of scratch */
+    uint8_t *seen;        /* k bytes of scratch */
+    uint8_t *task_mem;    /* scratch, task_bytes per task */
+    size_t task_bytes, n_sweep_tasks, n_row_tasks;
+    size_t i1, i2;        /* the block being swept */
+    int failed;           /* FAIL_* from a task */
+} gptq;
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+/* ---- the inverse Hessian's factor ---- */
+
+static void reverse_floats(float *a, size_t len)
+{
+    for (size_t i = 0, j = len - 1; i < j; i++, j--) {
+        float v = a[i];
+        a[i] = a[j];
+        a[j] = v;
+    }
+}
+
+/* Rebuilds the lower triangle of a from its strict upper triangle and diag. */
+static void restore_lower(float *a, size_t k, const float *diag)
+{
+    for (size_t i = 0; i < k; i++) {
+        for (size_t j = 0; j < i; j++) a[i * k + j] = a[j * k + i];
+        a[i * k + i] = diag[i];
+    }
+}
+
+static int lower_finite(const float *a, size_t k)
+{
+    for (size_t i = 0; i < k; i++)
+        if (!qlib_all_finite(a + i * k, 1, i + 1, k)) return 0;
+    return 1;
+}
+
+/* Cholesky of a + lambda I, then its triangular inverse. a is J A J (J the
+ * reversal), so that the inverse, reversed back, is the upper factor. */
+static int try_factor(float *a, size_t k, const float *diag, float lambda)
+{
+    for (size_t i = 0; i < k; i++) a[i * k + i] = diag[i] + lambda;
+    return qlib_la_cholesky_lower(k, a, k) == 0 && qlib_la_tri_inverse_lower(k, a, k) == 0 &&
+           lower_finite(a, k);
+}
+
+/* If J A J = L L^T (J reverses the order), then A = R R^T with R = J L J
+ * upper, and A^-1 = U^T U with U = R^-1 = J L^-1 J: one Cholesky and one
+ * triangular inverse give the factor the reference code gets from a
+ * Cholesky, an inverse and a second Cholesky. For a symmetric k x k matrix
+ * stored with stride k, J A J is the array read backwards. */
+qlib_status qlib_gptq_inverse_factor(float *a, size_t k, float damp, float *diag, float *lambda)
+{
+    static const char fn[] = "qlib_quantize";
+    double mean = 0.0;
+    for (size_t i = 0; i < k; i++) mean += a[i * k + i];
+    mean /= (double)k;
+    if (!(mean > 0.0) || !isfinite(mean))
+        return qlib_fail(QLIB_ERR_NUMERIC, "%s: GPTQ Hessian has mean diagonal %g", fn, mean);
+    reverse_floats(a, k * k);
+    for (size_t i = 0; i < k; i++) diag[i] = a[i * k + i];
+    char tried[128];
+    size_t len = 0;
+    float lam = (float)((double)damp * mean);
+    for (int attempt = 0;; attempt++) {
+        if (try_factor(a, k, diag, lam)) {
+            reverse_floats(a, k * k);
+            *lambda = lam;
+            return QLIB_OK;
+        }
+        int w = snprintf(tried + len, sizeof tried - len, "%s%.3g", attempt ? ", " : "",
+                         (double)lam);
+        if (w > 0) len = min_size(len + (size_t)w, sizeof tried - 1);
+        if (lam == 0.0f || attempt == DAMP_RETRIES) break;
+        restore_lower(a, k, diag);
+        lam *= DAMP_GROWTH;
+    }
+    return qlib_fail(QLIB_ERR_NUMERIC,
+                     "%s: GPTQ Hessian H + lambda*I is not positive definite for lambda = %s "
+                     "(damp %g x mean diag H %g)", fn, tried, (double)damp, mean);
+}
+
+/* hf = the calibration's H in full, dead columns' diagonal set to 1. */
+static void hessian_full(gptq *g)
+{
+    size_t k = g->k;
+    const float *h = g->h;
+    float *s = g->hf;
+    for (size_t i0 = 0; i0 < k; i0 += TILE)
+        for (size_t j0 = i0; j0 < k; j0 += TILE)
+            for (size_t i = i0; i < min_size(i0 + TILE, k); i++)
+                for (size_t j = j0 > i ? j0 : i; j < min_size(j0 + TILE, k); j++) {
+                    float v = h[i * k + j];
+                    s[i * k + j] = v;
+                    s[j * k + i] = v;
+                }
+    for (size_t d = 0; d < g->n_dead; d++) s[(size_t)g->dead[d] * (k + 1)] = 1.0f;
+}
+
+/* hf = P^T hf P for the stored order: rows moved along the permutation's
+ * cycles, then each row gathered. */
+static void hessian_permute(gptq *g)
+{
+    size_t k = g->k;
+    float *s = g->hf, *tmp = g->vec;
+    memset(g->seen, 0, k);
+    for (size_t c = 0; c < k; c++) {
+        if (g->seen[c] || (size_t)g->perm[c] == c) continue;
+        memcpy(tmp, s + c * k, k * sizeof(float));
+        size_t cur = c;
+        for (;;) {
+            size_t next = (size_t)g->perm[cur];
+            g->seen[cur] = 1;
+            if (next == c) break;
+            memcpy(s + cur * k, s + next * k, k * sizeof(float));
+            cur = next;
+        }
+        memcpy(s + cur * k, tmp, k * sizeof(float));
+    }
+    for (size_t i = 0; i < k; i++) {
+        float *row = s + i * k;
+        for (size_t j = 0; j < k; j++) tmp[j] = row[g->perm[j]];
+        memcpy(row, tmp, k * sizeof(float));
+    }
+}
+
+/* ---- column order ---- */
+
+typedef struct col_key { float h; int32_t col; } col_key;
+
+static int by_decreasing_h(const void *a, const void *b)
+{
+    const col_key *x = a, *y = b;
+    if (x->h != y->h) return x->h > y->h ? -1 : 1;
+    return (x->col > y->col) - (x->col < y->col);
+}
+
+/* act_order: decreasing diag(H) after the dead-column fix, ties by column.
+ * keys borrows the working weights' first 2k floats, not yet filled. */
+static void order_columns(gptq *g, int act_order)
+{
+    size_t k = g->k;
+    if (!act_order) {
+        for (size_t j = 0; j < k; j++) g->perm[j] = (int32_t)j;
+        return;
+    }
+    col_key *keys = (col_key *)(void *)g->wk;
+    for (size_t j = 0; j < k; j++) {
+        keys[j].h = g->h[j * (k + 1)];
+        keys[j].col = (int32_t)j;
+    }
+    for (size_t d = 0; d < g->n_dead; d++) keys[g->dead[d]].h = 1.0f;
+    qsort(keys, k, sizeof *keys, by_decreasing_h);
+    for (size_t j = 0; j < k; j++) g->perm[j] = keys[j].col;
+}
+
+/* ---- group parameters ---- */
+
+static void params_store(gptq *g, size_t r, size_t grp, const qlib_qparams *p)
+{
+    qlib_t_scales(g->t)[r * g->n_groups + grp] = p->scale16;
+    if (g->zeros) g->zeros[r * g->n_groups + grp] = (uint8_t)p->zero;
+}
+
+static void params_load(const gptq *g, size_t r, size_t grp, qlib_qparams *p)
+{
+    p->scale16 = g->t->w.scales[r * g->n_groups + grp];
+    p->scale = qlib_f16_to_f32(p->scale16);
+    p->zero = g->zeros ? g->zeros[r * g->n_groups + grp] : 1 << (g->bits - 1);
+    p->maxq = (1 << g->bits) - 1;
+}
+
+static void set_failed(gptq *g, int why)
+{
+    __atomic_store_n(&g->failed, why, __ATOMIC_RELAXED);
+}
+
+/* ---- passes over rows, split evenly over the threads (rows are independent) ---- */
+
+static void row_range(const gptq *g, size_t task, size_t *r0, size_t *r1)
+{
+    *r0 = g->n * task / g->n_row_tasks;
+    *r1 = g->n * (task + 1) / g->n_row_tasks;
+}
+
+static void load_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    size_t r0, r1, k = g->k;
+    row_range(g, task, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        float *wr = g->wk + r * k;
+        memcpy(wr, g->w + r * g->ldw, k * sizeof(float));
+        for (size_t d = 0; d < g->n_dead; d++) wr[g->dead[d]] = 0.0f;
+    }
+}
+
+static void permute_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    size_t r0, r1, k = g->k;
+    float *tmp = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    row_range(g, task, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        float *wr = g->wk + r * k;
+        for (size_t j = 0; j < k; j++) tmp[j] = wr[g->perm[j]];
+        memcpy(wr, tmp, k * sizeof(float));
+    }
+}
+
+/* static_groups: every group's parameters from the weights before any update. */
+static void static_params_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    size_t r0, r1, k = g->k;
+    row_range(g, task, &r0, &r1);
+    for (size_t r = r0; r < r1; r++)
+        for (size_t grp = 0; grp < g->n_groups; grp++) {
+            size_t c0 = grp * g->group, len = min_size(g->group, k - c0);
+            qlib_qparams p;
+            if (!qlib_rtn_params(g->wk + r * k + c0, len, g->bits, g->symmetric, &p)) {
+                set_failed(g, FAIL_SCALE);
+                return;
+            }
+            params_store(g, r, grp, &p);
+        }
+}
+
+/* Codes to the tensor; then the row's error W - W^ in the original column
+ * order, in place of the codes, for the Hessian-weighted error. */
+static void finish_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    qlib_tensor *t = g->t;
+    size_t r0, r1, k = g->k, kp = g->kp;
+    float *deq = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    uint8_t *codes = (uint8_t *)(deq + kp);
+    row_range(g, task, &r0, &r1);
+    for (size_t r = r0; r < r1; r++) {
+        float *wr = g->wk + r * k;
+        const float *w0 = g->w + r * g->ldw;
+        for (size_t j = 0; j < k; j++) codes[j] = (uint8_t)wr[j];
+        int pad = g->per_tensor ? g->tensor_p.zero
+                : g->zeros ? g->zeros[r * g->n_groups + g->n_groups - 1] : 1 << (g->bits - 1);
+        memset(codes + k, pad, kp - k);
+        qlib_pack_row(g->bits, codes, kp, qlib_t_codes(t) + r * t->w.row_bytes);
+        g->ctx->kern->dequant_row(&t->w, r, deq);
+        for (size_t j = 0; j < k; j++) {
+            size_t c = (size_t)g->perm[j];
+            wr[c] = w0[c] - deq[j];
+        }
+    }
+}
+
+/* ---- the column sweep of one block ---- */
+
+/* Parameters of group grp for the panel's rows: computed if the sweep is
+ * entering the group (from the panel, or from the working weights when the
+ * group reaches past the block, which only happens at the block's start,
+ * before any update), else loaded. */
+static int panel_params(gptq *g, size_t p0, size_t nr, const float *seg, size_t i, size_t grp,
+                        qlib_qparams *p)
+{
+    size_t col = g->i1 + i, c0 = grp * g->group, len = min_size(g->group, g->k - c0);
+    for (size_t r = 0; r < nr; r++) {
+        if (!g->dynamic || c0 != col) {
+            params_load(g, p0 + r, grp, &p[r]);
+            continue;
+        }
+        int ok;
+        if (c0 + len <= g->i2) {
+            float lo = 0.0f, hi = 0.0f;
+            for (size_t c = 0; c < len; c++) {
+                lo = fminf(lo, seg[(i + c) * PANEL + r]);
+                hi = fmaxf(hi, seg[(i + c) * PANEL + r]);
+            }
+            ok = qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &p[r]);
+        } else {
+            ok = qlib_rtn_params(g->wk + (p0 + r) * g->k + c0, len, g->bits, g->symmetric, &p[r]);
+        }
+        if (!ok) return FAIL_SCALE;
+        params_store(g, p0 + r, grp, &p[r]);
+    }
+    return 0;
+}
+
+/* Rows p0 .. p0+nr-1 through columns i1 .. i2-1. seg holds the block
+ * transposed (PANEL values per column); rows past nr stay zero. */
+static int sweep_panel(gptq *g, size_t p0, size_t nr, float *seg)
+{
+    size_t i1 = g->i1, bc = g->i2 - i1, k = g->k;
+    for (size_t i = 0; i < bc; i++)
+        for (size_t r = 0; r < PANEL; r++)
+            seg[i * PANEL + r] = r < nr ? g->wk[(p0 + r) * k + i1 + i] : 0.0f;
+    qlib_qparams p[PANEL];
+    for (size_t r = 0; r < PANEL; r++) p[r] = g->tensor_p;
+    size_t cur = SIZE_MAX;
+    float e[PANEL];
+    for (size_t i = 0; i < bc; i++) {
+        size_t col = i1 + i, grp = g->per_tensor ? 0 : col / g->group;
+        if (!g->per_tensor && grp != cur) {
+            int why = panel_params(g, p0, nr, seg, i, grp, p);
+            if (why) return why;
+            cur = grp;
+        }
+        const float *u = g->hf + col * k;    /* row col of U */
+        float *s = seg + i * PANEL;
+        for (size_t r = 0; r < PANEL; r++) {
+            e[r] = 0.0f;
+            if (r >= nr) continue;
+            float v = s[r];
+            if (!(fabsf(v) <= FLT_MAX)) return FAIL_NONFINITE;
+            int c = qlib_rtn_code(&p[r], v);
+            e[r] = (v - qlib_rtn_value(&p[r], c)) / u[col];
+            g->wk[(p0 + r) * k + col] = (float)c;
+            g->err[(p0 + r) * g->block + i] = e[r];
+        }
+        for (size_t j = i + 1; j < bc; j++) {
+            float uj = u[i1 + j], *sj = seg + j * PANEL;
+            for (size_t r = 0; r < PANEL; r++) sj[r] -= e[r] * uj;
+        }
+    }
+    return 0;
+}
+
+static void sweep_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    size_t r0 = task * ROW_CHUNK, r1 = min_size(r0 + ROW_CHUNK, g->n);
+    float *seg = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    for (size_t p0 = r0; p0 < r1; p0 += PANEL) {
+        int why = sweep_panel(g, p0, min_size(PANEL, r1 - p0), seg);
+        if (why) {
+            set_failed(g, why);
+            return;
+        }
+    }
+}
+
+/* The block starting at i1: block_size columns, cut short so that a group
+ * the sweep enters inside the block also ends inside it (its parameters
+ * then come from fully updated weights). */
+static size_t block_end(const gptq *g, size_t i1)
+{
+    size_t i2 = min_size(i1 + g->block, g->k);
+    if (g->dynamic && i2 < g->k) {
+        size_t start = (i2 - 1) / g->group * g->group;
+        if (start > i1 && start + g->group > i2) i2 = start;
+    }
+    return i2;
+}
+
+/* ---- the Hessian-weighted error ---- */
+
+/* <H, A^T A> = tr(A H A^T) for A (n x k, stride k), through hf. */
+static double hessian_inner(gptq *g, const float *a)
+{
+    size_t k = g->k;
+    qlib_la_syrk_upper(k, g->n, 1.0f, a, k, 0.0f, g->hf, k);
+    double sum = 0.0;
+    for (size_t i = 0; i < k; i++) {
+        const float *hr = g->h + i * k, *gr = g->hf + i * k;
+        double off = 0.0;
+        for (size_t j = i + 1; j < k; j++) off += (double)hr[j] * gr[j];
+        sum += (double)hr[i] * gr[i] + 2.0 * off;
+    }
+    return sum;
+}
+
+/* ---- setup ---- */
+
+static qlib_status gptq_alloc(gptq *g, int act_order)
+{
+    static const char fn[] = "qlib_quantize";
+    const qlib_allocator *a = &g->ctx->alloc;
+    size_t nk, kk, ne, nz = 0;
+    if (qlib_mul_overflows(g->k, g->k, &kk) || kk > SIZE_MAX / 4 ||
+        qlib_mul_overflows(g->n, g->block, &ne) || ne > SIZE_MAX / 4 ||
+        qlib_mul_overflows(g->n, g->k, &nk) || nk > SIZE_MAX / 4)
+        return qlib_fail(QLIB_ERR_ARG, "%s: GPTQ buffers for %zu x %zu overflow", fn, g->n, g->k);
+    if (nk < 2 * g->k) nk = 2 * g->k;   /* the sort keys borrow wk's first 2k floats */
+    if (!g->symmetric && !g->per_tensor) nz = g->n * g->n_groups;
+    g->n_sweep_tasks = (g->n + ROW_CHUNK - 1) / ROW_CHUNK;
+    g->n_row_tasks = min_size((size_t)g->ctx->n_threads, g->n);
+    size_t sweep_bytes = PANEL * g->block * sizeof(float), row_bytes = g->kp * 5;
+    g->task_bytes = qlib_round_up(sweep_bytes > row_bytes ? sweep_bytes : row_bytes, QLIB_ALIGN);
+    size_t tasks = g->n_sweep_tasks > g->n_row_tasks ? g->n_sweep_tasks : g->n_row_tasks;
+    g->wk = qlib_mem_alloc(a, nk * sizeof(float));
+    g->hf = g->wk ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL;
+    g->err = g->hf ? qlib_mem_alloc(a, ne * sizeof(float)) : NULL;
+    g->task_mem = g->err ? qlib_mem_alloc(a, tasks * g->task_bytes) : NULL;
+    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + sizeof(float) + 1))
+                         : NULL;
+    g->zeros = g->vec && nz ? qlib_mem_alloc(a, nz) : NULL;
+    if (!g->vec || (nz && !g->zeros))
+        return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for GPTQ on %zu x %zu", fn, g->n,
+                         g->k);
+    g->dead = (int32_t *)(void *)(g->vec + g->k);
+    g->perm = act_order ? (int32_t *)g->t->perm : g->dead + g->k;
+    g->seen = (uint8_t *)(g->dead + 2 * g->k);
+    return QLIB_OK;
+}
+
+static void gptq_release(gptq *g)
+{
+    const qlib_allocator *a = &g->ctx->alloc;
+    qlib_mem_free(a, g->wk);
+    qlib_mem_free(a, g->hf);
+    qlib_mem_free(a, g->err);
+    qlib_mem_free(a, g->task_mem);
+    qlib_mem_free(a, g->vec);
+    qlib_mem_free(a, g->zeros);
+}
+
+static void find_dead(gptq *g)
+{
+    g->n_dead = 0;
+    for (size_t j = 0; j < g->k; j++)
+        if (g->h[j * (g->k + 1)] == 0.0f) g->dead[g->n_dead++] = (int32_t)j;
+}
+
+/* group -1: one scale for the tensor, from the weights before any update. */
+static qlib_status tensor_params(gptq *g)
+{
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t i = 0; i < g->n * g->k; i++) {
+        lo = fminf(lo, g->wk[i]);
+        hi = fmaxf(hi, g->wk[i]);
+    }
+    if (!qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &g->tensor_p))
+        return qlib_fail(QLIB_ERR_NUMERIC, "qlib_quantize: weight range too large for an fp16 scale");
+    qlib_tensor_put_params(g->t, 0, 0, &g->tensor_p);
+    return QLIB_OK;
+}
+
+static qlib_status sweep_failure(const gptq *g)
+{
+    if (g->failed == FAIL_SCALE)
+        return qlib_fail(QLIB_ERR_NUMERIC, "qlib_quantize: GPTQ: a group's range is too large "
+                         "for an fp16 scale (columns %zu..%zu in stored order)", g->i1, g->i2 - 1);
+    return qlib_fail(QLIB_ERR_NUMERIC, "qlib_quantize: GPTQ: updated weights are not finite "
+                     "(columns %zu..%zu in stored order)", g->i1, g->i2 - 1);
+}
+
+static qlib_status sweep_blocks(gptq *g)
+{
+    size_t k = g->k;
+    for (size_t i1 = 0; i1 < k; i1 = g->i2) {
+        g->i1 = i1;
+        g->i2 = block_end(g, i1);
+        qlib_ctx_parallel_for(g->ctx, sweep_task, g, g->n_sweep_tasks);
+        if (g->failed) return sweep_failure(g);
+        /* the lazy batch update: the rest of W, one GEMM per block */
+        if (g->i2 < k)
+            qlib_la_sgemm(0, 0, g->n, k - g->i2, g->i2 - i1, -1.0f, g->err, g->block,
+                          g->hf + i1 * k + g->i2, k, 1.0f, g->wk + g->i2, k);
+    }
+    if (g->zeros)
+        for (size_t i = 0; i < g->n * g->n_groups; i++)
+            qlib_zero_put(qlib_t_zeros(g->t), i, g->bits, g->zeros[i]);
+    return QLIB_OK;
+}
+
+static qlib_status gptq_run(gptq *g, int act_order, double *error)
+{
+    float lambda;
+    find_dead(g);
+    order_columns(g, act_order);
+    qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
+    double den = hessian_inner(g, g->wk);
+    if (act_order) qlib_ctx_parallel_for(g->ctx, permute_task, g, g->n_row_tasks);
+    hessian_full(g);
+    if (act_order) hessian_permute(g);
+    qlib_status s = qlib_gptq_inverse_factor(g->hf, g->k, g->damp, g->vec, &lambda);
+    if (s != QLIB_OK) return s;
+    if (g->per_tensor) {
+        s = tensor_params(g);
+        if (s != QLIB_OK) return s;
+    } else if (!g->dynamic) {
+        qlib_ctx_parallel_for(g->ctx, static_params_task, g, g->n_row_tasks);
+        if (g->failed)
+            return qlib_fail(QLIB_ERR_NUMERIC,
+                             "qlib_quantize: a group's range is too large for an fp16 scale");
+    }
+    s = sweep_blocks(g);
+    if (s != QLIB_OK) return s;
+    qlib_ctx_parallel_for(g->ctx, finish_task, g, g->n_row_tasks);
+    double num = hessian_inner(g, g->wk);
+    *error = den > 0.0 ? num / den : 0.0;
+    return QLIB_OK;
+}
+
+static qlib_status calib_check(const qlib_calib *calib, size_t k)
+{
+    static const char fn[] = "qlib_quantize";
+    if (!calib) return qlib_fail(QLIB_ERR_STATE, "%s: GPTQ needs a calibration (calib is NULL)", fn);
+    if (!calib->hessian)
+        return qlib_fail(QLIB_ERR_STATE, "%s: GPTQ needs a calibration made with QLIB_CALIB_HESSIAN",
+                         fn);
+    if (calib->n_tokens == 0)
+        return qlib_fail(QLIB_ERR_STATE, "%s: GPTQ calibration has seen no tokens", fn);
+    if (calib->k != k)
+        return qlib_fail(QLIB_ERR_SHAPE, "%s: calibration has k=%zu, weights have k=%zu", fn,
+                         calib->k, k);
+    return QLIB_OK;
+}
 
 qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
-    (void)ctx; (void)w; (void)n; (void)k; (void)ldw; (void)cfg; (void)calib; (void)out;
-    return qlib_fail(QLIB_ERR_UNSUPPORTED, "qlib_quantize: GPTQ is not available in this build");
+    qlib_status s = calib_check(calib, k);
+    if (s != QLIB_OK) return s;
+    qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
+    d.has_perm = cfg->gptq_act_order;
+    gptq g;
+    memset(&g, 0, sizeof g);
+    s = qlib_tensor_create(&ctx->alloc, &d, &g.t, "qlib_quantize");
+    if (s != QLIB_OK) return s;
+    g.ctx = ctx;
+    g.h = calib->hessian;
+    g.w = w;
+    g.ldw = ldw;
+    g.n = n;
+    g.k = k;
+    g.kp = g.t->w.kp;
+    g.block = min_size((size_t)cfg->gptq_block_size, k);
+    g.group = g.t->w.group;
+    g.n_groups = g.t->w.n_groups;
+    g.bits = cfg->bits;
+    g.symmetric = cfg->symmetric;
+    g.per_tensor = cfg->group_size < 0;
+    g.dynamic = !g.per_tensor && !cfg->gptq_static_groups;
+    g.damp = cfg->gptq_damp;
+    double error = 0.0;
+    s = gptq_alloc(&g, cfg->gptq_act_order);
+    if (s == QLIB_OK) s = gptq_run(&g, cfg->gptq_act_order, &error);
+    gptq_release(&g);
+    if (s != QLIB_OK) {
+        qlib_tensor_destroy(g.t);
+        return s;
+    }
+    qlib_tensor_seal(g.t, error, 1);
+    *out = g.t;
+    return QLIB_OK;
 }

@@ -131,7 +131,7 @@ typedef struct err_job {
     const float *w;
     size_t ldw, n_tasks;
     float *tmp;                 /* n_tasks x (kp + k) */
-    double *num, *den;          /* n_tasks */
+    double *num, *den;          /* n: per row, added in row order */
 } err_job;
 
 static void err_task(void *arg, size_t i)
@@ -140,17 +140,17 @@ static void err_task(void *arg, size_t i)
     size_t n = j->t->d.n, k = j->t->d.k, kp = j->t->w.kp ? j->t->w.kp : k;
     size_t r0 = n * i / j->n_tasks, r1 = n * (i + 1) / j->n_tasks;
     float *row = j->tmp + i * (kp + k), *tmp = row + k;
-    double num = 0.0, den = 0.0;
     for (size_t r = r0; r < r1; r++) {
+        double num = 0.0, den = 0.0;
         qlib_tensor_row(j->t, j->kern, r, row, tmp);
         for (size_t c = 0; c < k; c++) {
             double wv = j->w[r * j->ldw + c], dv = wv - row[c];
             num += dv * dv;
             den += wv * wv;
         }
+        j->num[r] = num;
+        j->den[r] = den;
     }
-    j->num[i] = num;
-    j->den[i] = den;
 }
 
 qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float *w, size_t ldw,
@@ -159,18 +159,18 @@ qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float
     size_t k = t->d.k, kp = t->w.kp ? t->w.kp : k;
     err_job j = { t, ctx->kern, w, ldw, (size_t)ctx->n_threads, NULL, NULL, NULL };
     if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
-    /* Per-task sums added in task order: n_tasks depends on the thread
-     * count, so the last bits of the error may too; the tensor's data never does. */
-    void *mem = qlib_mem_alloc(&ctx->alloc, j.n_tasks * ((kp + k) * sizeof(float) + 16));
+    /* Per-row sums added in row order: the error is stored in the blob's
+     * header, so it must not depend on the thread count either. */
+    void *mem = qlib_mem_alloc(&ctx->alloc, t->d.n * 16 + j.n_tasks * (kp + k) * sizeof(float));
     if (!mem) return qlib_fail(QLIB_ERR_NOMEM, "qlib_quantize: out of memory");
     j.num = mem;
-    j.den = j.num + j.n_tasks;
-    j.tmp = (float *)(void *)(j.den + j.n_tasks);
+    j.den = j.num + t->d.n;
+    j.tmp = (float *)(void *)(j.den + t->d.n);
     qlib_ctx_parallel_for(ctx, err_task, &j, j.n_tasks);
     double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < j.n_tasks; i++) {
-        num += j.num[i];
-        den += j.den[i];
+    for (size_t r = 0; r < t->d.n; r++) {
+        num += j.num[r];
+        den += j.den[r];
     }
     qlib_mem_free(&ctx->alloc, mem);
     *out = den > 0.0 ? num / den : 0.0;

@@ -22,6 +22,18 @@ qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size
                                    const qlib_config *cfg, const qlib_calib *calib,
                                    qlib_tensor **out);
 
+/* AWQ's scale search alone (awq.c): the exponent alpha it picks for w with
+ * cfg and calib (ties go to the smaller alpha). For tests. */
+qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                  const qlib_config *cfg, const qlib_calib *calib, float *alpha);
+
+/* GPTQ's factor (gptq.c): a (k x k, symmetric, row-major, both triangles)
+ * becomes in its upper triangle U with U^T U = (a + lambda I)^-1, lambda =
+ * damp * mean(diag a), grown x10 up to 4 times while a + lambda I is not
+ * positive definite, then ERR_NUMERIC naming every lambda tried. The lower
+ * triangle is left undefined. diag: k floats of scratch. For tests too. */
+qlib_status qlib_gptq_inverse_factor(float *a, size_t k, float damp, float *diag, float *lambda);
+
 /* LLM.int8() matmul with outlier decomposition (AUTO mode, threshold > 0),
  * after qlib_matmul's checks. */
 qlib_status qlib_llm_int8_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,

@@ -1,0 +1,247 @@
+/*
+ * qlib: quantize the weight matrices of large language models and multiply
+ * with them on the CPU.
+ *
+ * This header is the whole public, stable API (C99, also usable from C++).
+ * Conventions:
+ *  - Functions that can fail return a qlib_status; outputs come last. On
+ *    failure an output handle is set to NULL and nothing is half-made; the
+ *    detail is in qlib_last_error() (thread-local).
+ *  - Handles are opaque. No struct layout is part of the ABI except the two
+ *    callback tables a caller fills in (qlib_allocator, qlib_parallel), which
+ *    start with struct_size.
+ *  - Matrices are row-major; leading dimensions (ld*) count elements.
+ *  - Enum values are pinned: a value is never reused or renumbered.
+ *  - Nothing in the library prints, exits or aborts.
+ * See docs/API.md for each function's ownership, errors and thread safety.
+ */
+#ifndef QLIB_H
+#define QLIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(QLIB_BUILDING_DLL)
+#  define QLIB_API __declspec(dllexport)
+#elif defined(__GNUC__) || defined(__clang__)
+#  define QLIB_API __attribute__((visibility("default")))
+#else
+#  define QLIB_API
+#endif
+
+/* ---------------------------------------------------------------- version */
+#define QLIB_VERSION_MAJOR 0
+#define QLIB_VERSION_MINOR 1
+#define QLIB_VERSION_PATCH 0
+#define QLIB_VERSION_NUMBER \
+    (QLIB_VERSION_MAJOR * 10000 + QLIB_VERSION_MINOR * 100 + QLIB_VERSION_PATCH)
+#define QLIB_VERSION_STRING "0.1.0"
+
+/* The version of the library actually linked (may differ from the header's). */
+QLIB_API unsigned    qlib_version_number(void);
+QLIB_API const char *qlib_version_string(void);   /* static string, never NULL */
+
+/* ----------------------------------------------------------------- errors */
+typedef enum qlib_status {
+    QLIB_OK = 0,
+    QLIB_ERR_ARG = 1,          /* NULL pointer, zero or overflowing size, bad option value */
+    QLIB_ERR_SHAPE = 2,        /* operand dimensions do not agree */
+    QLIB_ERR_NOMEM = 3,        /* the allocator returned NULL */
+    QLIB_ERR_UNSUPPORTED = 4,  /* valid request this build or CPU cannot serve; unknown option */
+    QLIB_ERR_NUMERIC = 5,      /* NaN/Inf in input; Hessian not positive definite after damping */
+    QLIB_ERR_STATE = 6,        /* calibration that saw no tokens or lacks what the method needs */
+    QLIB_ERR_IO = 7,           /* open/read/write/rename failed (errno text in the message) */
+    QLIB_ERR_FORMAT = 8        /* serialized data corrupt, truncated, or of an unknown version */
+} qlib_status;
+
+/* A static English name for s ("QLIB_ERR_ARG: invalid argument"); never NULL,
+ * also for values this version does not know. */
+QLIB_API const char *qlib_status_string(qlib_status s);
+/* The detail of the last failure on the calling thread, e.g.
+ * "qlib_matmul: x has k=4095 columns, tensor expects 4096". Empty string when
+ * nothing failed yet. Valid until the next failing call on this thread. */
+QLIB_API const char *qlib_last_error(void);
+
+/* ---------------------------------------------------------------- context */
+typedef struct qlib_ctx qlib_ctx;
+
+/* Every allocation the library makes goes through this table. alloc returns
+ * size bytes aligned to alignment (a power of two >= sizeof(void *)) or NULL;
+ * free(NULL) need not be handled (the library never passes NULL). */
+typedef struct qlib_allocator {
+    uint32_t struct_size;                                   /* sizeof(qlib_allocator) */
+    void *(*alloc)(void *user, size_t size, size_t alignment);
+    void  (*free)(void *user, void *ptr);
+    void  *user;
+} qlib_allocator;
+#define QLIB_ALLOCATOR_INIT { (uint32_t)sizeof(qlib_allocator), NULL, NULL, NULL }
+
+/* Lets an engine lend its own thread pool: run must call task(arg, i) once
+ * for every i in [0, n_tasks), in any order and on any threads, and return
+ * only when all calls have returned. */
+typedef struct qlib_parallel {
+    uint32_t struct_size;                                   /* sizeof(qlib_parallel) */
+    void (*run)(void *user, void (*task)(void *arg, size_t i), void *arg, size_t n_tasks);
+    void  *user;
+} qlib_parallel;
+#define QLIB_PARALLEL_INIT { (uint32_t)sizeof(qlib_parallel), NULL, NULL }
+
+typedef enum qlib_compute {
+    QLIB_COMPUTE_AUTO = 0,  /* int8 dot products where the format allows */
+    QLIB_COMPUTE_F32 = 1    /* dequantize on the fly, fp32 arithmetic */
+} qlib_compute;
+
+/* A context owns a thread pool, the kernel table and a scratch buffer. It is
+ * used by one thread at a time. Defaults: all online CPUs, the best ISA of
+ * this CPU (or the one named by the environment variable QLIB_ISA), AUTO. */
+QLIB_API qlib_status qlib_ctx_create(qlib_ctx **out);
+/* a is copied; a NULL a means malloc/free. ERR_ARG: struct_size too small or
+ * a callback missing. */
+QLIB_API qlib_status qlib_ctx_create_with_allocator(const qlib_allocator *a, qlib_ctx **out);
+/* 0 = all online CPUs; 1 = run on the calling thread only. ERR_ARG: < 0 or
+ * more than 1024. */
+QLIB_API qlib_status qlib_ctx_set_threads(qlib_ctx *ctx, int n_threads);
+/* p is copied; NULL returns to the built-in pool. */
+QLIB_API qlib_status qlib_ctx_set_parallel(qlib_ctx *ctx, const qlib_parallel *p);
+/* "scalar", "avx2", "neon", "neon-dotprod"; NULL = best available.
+ * ERR_UNSUPPORTED: unknown name or an ISA this build or CPU lacks. */
+QLIB_API qlib_status qlib_ctx_set_isa(qlib_ctx *ctx, const char *isa);
+QLIB_API qlib_status qlib_ctx_set_compute(qlib_ctx *ctx, qlib_compute mode);
+QLIB_API const char *qlib_ctx_isa(const qlib_ctx *ctx);       /* static string; "" for NULL */
+QLIB_API int         qlib_ctx_threads(const qlib_ctx *ctx);   /* effective count; 0 for NULL */
+QLIB_API qlib_compute qlib_ctx_compute(const qlib_ctx *ctx);
+QLIB_API void        qlib_ctx_destroy(qlib_ctx *ctx);         /* NULL is fine */
+
+/* ------------------------------------------------- methods and their options */
+typedef enum qlib_method {
+    QLIB_METHOD_NONE = 0,       /* keep float: bits 32 or 16 */
+    QLIB_METHOD_RTN = 1,        /* round to nearest: INT8 / INT4 / INT3 / INT2 */
+    QLIB_METHOD_GPTQ = 2,
+    QLIB_METHOD_AWQ = 3,
+    QLIB_METHOD_LLM_INT8 = 4
+} qlib_method;
+
+typedef enum qlib_param {
+    QLIB_PARAM_BITS = 1,               /* int: 2, 3, 4, 8 (16, 32 with NONE) */
+    QLIB_PARAM_GROUP_SIZE = 2,         /* int: weights per group along K, a positive
+                                          multiple of 32; 0 = one group per row;
+                                          -1 = one group for the whole tensor */
+    QLIB_PARAM_SYMMETRIC = 3,          /* int 0/1: no zero point */
+    QLIB_PARAM_GPTQ_DAMP = 10,         /* float in [0, 1]: default 0.01 of mean(diag H) */
+    QLIB_PARAM_GPTQ_BLOCK_SIZE = 11,   /* int in [1, 4096]: default 128 */
+    QLIB_PARAM_GPTQ_ACT_ORDER = 12,    /* int 0/1: columns by decreasing diag(H) */
+    QLIB_PARAM_GPTQ_STATIC_GROUPS = 13,/* int 0/1: group parameters from the unmodified W */
+    QLIB_PARAM_AWQ_GRID = 20,          /* int in [1, 1000]: default 20 */
+    QLIB_PARAM_AWQ_CLIP = 21,          /* int 0/1: default 1 */
+    QLIB_PARAM_AWQ_MAX_SHRINK = 22,    /* float in [0, 0.95]: default 0.5 */
+    QLIB_PARAM_OUTLIER_THRESHOLD = 30  /* float: LLM.int8(), default 6.0; <= 0 disables */
+} qlib_param;
+
+typedef struct qlib_config qlib_config;
+/* A config holding the method's defaults. ERR_ARG: unknown method. */
+QLIB_API qlib_status qlib_config_create(qlib_method method, qlib_config **out);
+/* ERR_ARG: value out of range (the config is unchanged);
+ * ERR_UNSUPPORTED: unknown parameter, or not one of this method's. */
+QLIB_API qlib_status qlib_config_set_int(qlib_config *c, qlib_param p, int value);
+QLIB_API qlib_status qlib_config_set_float(qlib_config *c, qlib_param p, float value);
+QLIB_API qlib_status qlib_config_get_int(const qlib_config *c, qlib_param p, int *value);
+QLIB_API qlib_status qlib_config_get_float(const qlib_config *c, qlib_param p, float *value);
+QLIB_API qlib_method qlib_config_method(const qlib_config *c);
+QLIB_API void        qlib_config_destroy(qlib_config *c);      /* NULL is fine */
+
+/* ------------------------------------------------------------ calibration */
+typedef struct qlib_calib qlib_calib;
+enum {
+    QLIB_CALIB_HESSIAN = 1,    /* H = 2/n * sum x x^T  (K x K)       - GPTQ */
+    QLIB_CALIB_ACT_STATS = 2,  /* per-channel mean |x| and max |x|  - AWQ, reports */
+    QLIB_CALIB_SAMPLES = 4,    /* reservoir of up to max_samples token rows, fixed seed - AWQ */
+    QLIB_CALIB_ALL = 7
+};
+/* What GPTQ / AWQ learn from one layer's input activations (k features).
+ * The calib keeps a reference to ctx (its allocator and threads): ctx must
+ * outlive it. ERR_ARG: k == 0, what == 0 or has unknown bits, SAMPLES with
+ * max_samples == 0. */
+QLIB_API qlib_status qlib_calib_create(qlib_ctx *ctx, size_t k, unsigned what,
+                                       size_t max_samples, qlib_calib **out);
+/* Streams n_tokens rows of x (row stride ldx >= k). ERR_NUMERIC: NaN/Inf in
+ * x (nothing of this batch is kept). */
+QLIB_API qlib_status qlib_calib_add(qlib_calib *c, const float *x, size_t n_tokens, size_t ldx);
+QLIB_API size_t      qlib_calib_tokens(const qlib_calib *c);   /* 0 for NULL */
+QLIB_API size_t      qlib_calib_k(const qlib_calib *c);        /* 0 for NULL */
+/* Copies per-channel mean |x| and max |x| (k floats each; either may be
+ * NULL). ERR_STATE: no ACT_STATS or no tokens seen. */
+QLIB_API qlib_status qlib_calib_act_stats(const qlib_calib *c, float *mean_abs, float *max_abs);
+/* Copies H (k x k, row stride ldh >= k). ERR_STATE: no HESSIAN or no tokens. */
+QLIB_API qlib_status qlib_calib_hessian(const qlib_calib *c, float *h, size_t ldh);
+QLIB_API void        qlib_calib_destroy(qlib_calib *c);        /* NULL is fine */
+
+/* ---------------------------------------------------- quantized tensors */
+typedef struct qlib_tensor qlib_tensor;
+/* Quantizes w (n x k, row stride ldw >= k, like an nn.Linear weight) with
+ * cfg. calib is required by GPTQ (HESSIAN) and AWQ (ACT_STATS + SAMPLES),
+ * ignored otherwise (NULL is fine); its k must equal k.
+ * Errors: ARG (NULL, zero or overflowing sizes, ldw < k), SHAPE (calib k),
+ * NUMERIC (NaN/Inf in w, Hessian not positive definite), STATE (calib lacks
+ * what the method needs or saw no tokens), NOMEM. The tensor does not keep a
+ * reference to ctx, w, cfg or calib. */
+QLIB_API qlib_status qlib_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                   const qlib_config *cfg, const qlib_calib *calib,
+                                   qlib_tensor **out);
+/* Writes the N x K effective weights W^ in the original input space (AWQ
+ * scales and act-order permutation undone), so that qlib_matmul(x) equals
+ * x * W^T up to rounding. ldw >= K. */
+QLIB_API qlib_status qlib_dequantize(qlib_ctx *ctx, const qlib_tensor *t, float *w, size_t ldw);
+QLIB_API void        qlib_tensor_destroy(qlib_tensor *t);                 /* NULL is fine */
+QLIB_API size_t      qlib_tensor_rows(const qlib_tensor *t);              /* N; 0 for NULL */
+QLIB_API size_t      qlib_tensor_cols(const qlib_tensor *t);              /* K; 0 for NULL */
+QLIB_API qlib_method qlib_tensor_method(const qlib_tensor *t);
+QLIB_API int         qlib_tensor_bits(const qlib_tensor *t);
+QLIB_API int         qlib_tensor_group_size(const qlib_tensor *t);        /* as configured: -1, 0, G */
+QLIB_API int         qlib_tensor_symmetric(const qlib_tensor *t);
+/* Bytes of codes, scales, zeros, permutation and input scales (not the
+ * serialization header or alignment padding). */
+QLIB_API size_t      qlib_tensor_storage_bytes(const qlib_tensor *t);
+QLIB_API double      qlib_tensor_bits_per_weight(const qlib_tensor *t);  /* storage_bytes*8/(N*K) */
+/* tr(dW H dW^T)/tr(W H W^T) when quantized with a Hessian, else
+ * ||dW||^2/||W||^2 (0 for NONE at 32 bits). */
+QLIB_API double      qlib_tensor_quant_error(const qlib_tensor *t);
+/* AWQ: the K floats x is multiplied by (1/s); NULL for other methods. Owned
+ * by the tensor. */
+QLIB_API const float *qlib_tensor_input_scales(const qlib_tensor *t);
+/* GPTQ act-order: perm[j] is the original input column stored at position j;
+ * NULL when there is no permutation. Owned by the tensor. */
+QLIB_API const int32_t *qlib_tensor_permutation(const qlib_tensor *t);
+/* LLM.int8(): the outlier threshold; 0 for other methods. */
+QLIB_API float       qlib_tensor_outlier_threshold(const qlib_tensor *t);
+
+/* y[m x n] = x[m x k] * W^T, row-major. ldx >= K, ldy >= N. y must not
+ * overlap x. ERR_NUMERIC: NaN/Inf in x (y is then left unspecified). */
+QLIB_API qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *w, const float *x, size_t m,
+                                 size_t ldx, float *y, size_t ldy);
+
+/* ---------------------------------------------------------- serialization */
+/* One tensor per blob; the layout is docs/FORMAT.md. */
+enum { QLIB_LOAD_BORROW = 1 };  /* the tensor points into the caller's buffer
+                                   (e.g. mmap): no copy. The buffer must be
+                                   64-byte aligned and outlive the tensor. */
+QLIB_API qlib_status qlib_tensor_serialized_size(const qlib_tensor *t, size_t *bytes);
+/* ERR_ARG: cap smaller than the serialized size (nothing written). */
+QLIB_API qlib_status qlib_tensor_serialize(const qlib_tensor *t, void *buf, size_t cap,
+                                           size_t *written);
+/* ERR_FORMAT: bad magic, unknown version, truncated, inconsistent header,
+ * checksum mismatch. ERR_ARG: unknown flag bits; BORROW with a misaligned
+ * buffer. */
+QLIB_API qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len,
+                                             unsigned flags, qlib_tensor **out);
+/* Atomic: writes path.tmp.<random> then renames it over path. */
+QLIB_API qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path);
+QLIB_API qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QLIB_H */

@@ -1,0 +1,335 @@
+/*
+ * The quantized model file (docs/LLAMA2.md): a 64-byte header, the fp32
+ * embeddings and norms, then every projection as a qlib blob behind a 64-byte
+ * record header, each section starting at a multiple of 64 bytes so that a
+ * mapped file can be handed to qlib_tensor_deserialize with QLIB_LOAD_BORROW.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "llama.h"
+
+#define QM_MAGIC "QLLAMA2"   /* 8 bytes with its NUL */
+#define QM_VERSION 1u
+#define QM_ALIGN 64u
+#define QM_HEADER_BYTES 64u
+#define QM_RECORD_BYTES 64u
+#define QM_RECORD_TAG "QTNS"
+#define QM_FLAG_SEPARATE_CLASSIFIER 1u
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static size_t pad_to_align(size_t n)
+{
+    return (QM_ALIGN - n % QM_ALIGN) % QM_ALIGN;
+}
+
+int qmodel_is_quantized_file(const mapped_file *f)
+{
+    return f->size >= 8 && memcmp(f->data, QM_MAGIC, 8) == 0;
+}
+
+/* The fp32 arrays in file order, with their lengths in floats. */
+static int float_arrays(const llama_model *m, const float **arr, size_t *len)
+{
+    const llama_config *c = &m->cfg;
+    size_t d = (size_t)c->dim, L = (size_t)c->n_layers, v = (size_t)c->vocab_size;
+    arr[0] = m->tok_emb;   len[0] = v * d;
+    arr[1] = m->rms_att;   len[1] = L * d;
+    arr[2] = m->rms_ffn;   len[2] = L * d;
+    arr[3] = m->rms_final; len[3] = d;
+    arr[4] = m->wcls;      len[4] = c->shared_classifier ? 0 : v * d;
+    return 5;
+}
+
+static size_t float_bytes(const llama_model *m)
+{
+    const float *arr[5];
+    size_t len[5], total = 0;
+    int i, n = float_arrays(m, arr, len);
+    for (i = 0; i < n; i++)
+        total += len[i] * sizeof(float);
+    return total;
+}
+
+static void build_header(const llama_model *m, unsigned char *h, uint64_t checksum)
+{
+    const llama_config *c = &m->cfg;
+    int32_t dims[7];
+    int i;
+    dims[0] = c->dim; dims[1] = c->hidden_dim; dims[2] = c->n_layers; dims[3] = c->n_heads;
+    dims[4] = c->n_kv_heads; dims[5] = c->vocab_size; dims[6] = c->seq_len;
+    memset(h, 0, QM_HEADER_BYTES);
+    memcpy(h, QM_MAGIC, 8);
+    put_u32le(h + 8, QM_VERSION);
+    put_u32le(h + 12, QM_HEADER_BYTES);
+    for (i = 0; i < 7; i++)
+        put_u32le(h + 16 + 4 * i, (uint32_t)dims[i]);
+    put_u32le(h + 44, c->shared_classifier ? 0u : QM_FLAG_SEPARATE_CLASSIFIER);
+    put_u64le(h + 48, (uint64_t)float_bytes(m));
+    put_u64le(h + 56, checksum);
+}
+
+static int write_all(FILE *f, const void *p, size_t n)
+{
+    return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -1;
+}
+
+static int write_padding(FILE *f, size_t written)
+{
+    static const unsigned char zeros[QM_ALIGN];
+    return write_all(f, zeros, pad_to_align(written));
+}
+
+static int write_floats(FILE *f, const llama_model *m)
+{
+    const float *arr[5];
+    size_t len[5];
+    unsigned char header[QM_HEADER_BYTES];
+    uint64_t h = FNV_OFFSET;
+    int i, n = float_arrays(m, arr, len);
+    for (i = 0; i < n; i++)
+        h = fnv1a(h, arr[i], len[i] * sizeof(float));
+    build_header(m, header, h);
+    if (write_all(f, header, sizeof(header)))
+        return -1;
+    for (i = 0; i < n; i++)
+        if (write_all(f, arr[i], len[i] * sizeof(float)))
+            return -1;
+    return write_padding(f, float_bytes(m));
+}
+
+static int write_tensor(FILE *f, const qlib_tensor *t, int l, int p)
+{
+    unsigned char rec[QM_RECORD_BYTES];
+    size_t bytes = 0, written = 0;
+    void *blob;
+    int rc;
+    if (qlib_tensor_serialized_size(t, &bytes) != QLIB_OK) {
+        report_qlib_error("qlib_tensor_serialized_size");
+        return -1;
+    }
+    blob = xcalloc(bytes, 1, "tensor blob");
+    if (!blob)
+        return -1;
+    if (qlib_tensor_serialize(t, blob, bytes, &written) != QLIB_OK) {
+        report_qlib_error("qlib_tensor_serialize");
+        free(blob);
+        return -1;
+    }
+    memset(rec, 0, sizeof(rec));
+    memcpy(rec, QM_RECORD_TAG, 4);
+    put_u32le(rec + 4, (uint32_t)l);
+    put_u32le(rec + 8, (uint32_t)p);
+    put_u64le(rec + 16, (uint64_t)written);
+    rc = write_all(f, rec, sizeof(rec)) || write_all(f, blob, written) || write_padding(f, written);
+    free(blob);
+    return rc ? -1 : 0;
+}
+
+static int write_model(FILE *f, const llama_model *m)
+{
+    int l, p;
+    if (write_floats(f, m))
+        return -1;
+    for (l = 0; l < m->cfg.n_layers; l++)
+        for (p = 0; p < N_PROJ; p++)
+            if (write_tensor(f, *model_proj(m, l, p), l, p))
+                return -1;
+    return 0;
+}
+
+/* Writes path.tmp.<pid>, then renames it over path. */
+int qmodel_save(const llama_model *m, const char *path, size_t *file_bytes)
+{
+    char tmp[4096];
+    FILE *f;
+    long end;
+    int rc;
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
+        llama_err("%s: path too long", path);
+        return -1;
+    }
+    f = fopen(tmp, "wb");
+    if (!f) {
+        llama_err("%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    rc = write_model(f, m);
+    end = rc == 0 ? ftell(f) : -1;
+    if (fclose(f) != 0 || end < 0)
+        rc = -1;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -1;
+    if (rc != 0) {
+        llama_err("%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    *file_bytes = (size_t)end;
+    return 0;
+}
+
+static int header_config(const char *path, const unsigned char *h, llama_config *c)
+{
+    uint32_t flags = get_u32le(h + 44);
+    c->dim = (int32_t)get_u32le(h + 16);
+    c->hidden_dim = (int32_t)get_u32le(h + 20);
+    c->n_layers = (int32_t)get_u32le(h + 24);
+    c->n_heads = (int32_t)get_u32le(h + 28);
+    c->n_kv_heads = (int32_t)get_u32le(h + 32);
+    c->vocab_size = (int32_t)get_u32le(h + 36);
+    c->seq_len = (int32_t)get_u32le(h + 40);
+    c->shared_classifier = !(flags & QM_FLAG_SEPARATE_CLASSIFIER);
+    if (flags & ~QM_FLAG_SEPARATE_CLASSIFIER) {
+        llama_err("%s: unknown header flags 0x%x", path, flags);
+        return -1;
+    }
+    return config_validate(c, path);
+}
+
+static int check_header(const char *path, const llama_model *m)
+{
+    const unsigned char *h = m->file.data;
+    if (m->file.size < QM_HEADER_BYTES) {
+        llama_err("%s: truncated header", path);
+        return -1;
+    }
+    if (!host_is_little_endian()) {
+        llama_err("%s: quantized models hold little-endian floats; this host is not", path);
+        return -1;
+    }
+    if (get_u32le(h + 8) != QM_VERSION || get_u32le(h + 12) != QM_HEADER_BYTES) {
+        llama_err("%s: unknown quantized-model version %u (header %u bytes); this program reads "
+                  "version %u", path, get_u32le(h + 8), get_u32le(h + 12), QM_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+/* Bytes of the fp32 section of a model with this configuration. */
+static int section_bytes(const llama_config *c, size_t *bytes)
+{
+    size_t vd, ld, n;
+    int bad = size_mul((size_t)c->vocab_size, (size_t)c->dim, &vd)
+              || size_mul((size_t)c->n_layers, (size_t)c->dim, &ld)
+              || size_mul(ld, 2, &n) || size_add(n, vd, &n) || size_add(n, (size_t)c->dim, &n)
+              || (!c->shared_classifier && size_add(n, vd, &n)) || size_mul(n, sizeof(float), &n);
+    *bytes = n;
+    return bad ? -1 : 0;
+}
+
+/* Sets the fp32 pointers; returns the offset of the first record, or 0. */
+static size_t map_floats(const char *path, llama_model *m)
+{
+    const llama_config *c = &m->cfg;
+    size_t expect, d = (size_t)c->dim, L = (size_t)c->n_layers, v = (size_t)c->vocab_size;
+    uint64_t stated = get_u64le(m->file.data + 48);
+    if (section_bytes(c, &expect) || stated != (uint64_t)expect
+        || expect > m->file.size - QM_HEADER_BYTES
+        || pad_to_align(expect) > m->file.size - QM_HEADER_BYTES - expect) {
+        llama_err("%s: the fp32 section should hold %zu bytes (header says %llu, file has %zu)",
+                  path, expect, (unsigned long long)stated, m->file.size);
+        return 0;
+    }
+    m->tok_emb = (const float *)(const void *)(m->file.data + QM_HEADER_BYTES);
+    m->rms_att = m->tok_emb + v * d;
+    m->rms_ffn = m->rms_att + L * d;
+    m->rms_final = m->rms_ffn + L * d;
+    m->wcls = c->shared_classifier ? m->tok_emb : m->rms_final + d;
+    return QM_HEADER_BYTES + expect + pad_to_align(expect);
+}
+
+static int check_floats(const char *path, const llama_model *m)
+{
+    const float *arr[5];
+    size_t len[5];
+    uint64_t h = FNV_OFFSET;
+    int i, n = float_arrays(m, arr, len);
+    for (i = 0; i < n; i++)
+        h = fnv1a(h, arr[i], len[i] * sizeof(float));
+    if (h != get_u64le(m->file.data + 56)) {
+        llama_err("%s: checksum mismatch in the fp32 section (file corrupt)", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_record(qlib_ctx *ctx, const char *path, llama_model *m, int l, int p, size_t *off)
+{
+    const unsigned char *rec = m->file.data + *off;
+    size_t left = m->file.size - *off, blob;
+    qlib_tensor *t = NULL;
+    if (left < QM_RECORD_BYTES || memcmp(rec, QM_RECORD_TAG, 4) != 0
+        || get_u32le(rec + 4) != (uint32_t)l || get_u32le(rec + 8) != (uint32_t)p) {
+        llama_err("%s: missing or misplaced record for layer %d %s at offset %zu", path, l,
+                  proj_names[p], *off);
+        return -1;
+    }
+    left -= QM_RECORD_BYTES;
+    if (get_u64le(rec + 16) > (uint64_t)left
+        || pad_to_align((size_t)get_u64le(rec + 16)) > left - (size_t)get_u64le(rec + 16)) {
+        llama_err("%s: layer %d %s: blob of %llu bytes overruns the file", path, l, proj_names[p],
+                  (unsigned long long)get_u64le(rec + 16));
+        return -1;
+    }
+    blob = (size_t)get_u64le(rec + 16);
+    if (qlib_tensor_deserialize(ctx, rec + QM_RECORD_BYTES, blob, QLIB_LOAD_BORROW, &t) != QLIB_OK) {
+        llama_err("%s: layer %d %s: qlib_tensor_deserialize: %s", path, l, proj_names[p],
+                  qlib_last_error());
+        return -1;
+    }
+    *model_proj(m, l, p) = t;
+    if (qlib_tensor_rows(t) != proj_rows(&m->cfg, p) || qlib_tensor_cols(t) != proj_cols(&m->cfg, p)) {
+        llama_err("%s: layer %d %s is %zu x %zu, the model needs %zu x %zu", path, l, proj_names[p],
+                  qlib_tensor_rows(t), qlib_tensor_cols(t), proj_rows(&m->cfg, p),
+                  proj_cols(&m->cfg, p));
+        return -1;
+    }
+    *off += QM_RECORD_BYTES + blob + pad_to_align(blob);
+    return 0;
+}
+
+static int load_records(qlib_ctx *ctx, const char *path, llama_model *m, size_t off)
+{
+    int l, p;
+    for (l = 0; l < m->cfg.n_layers; l++)
+        for (p = 0; p < N_PROJ; p++)
+            if (load_record(ctx, path, m, l, p, &off))
+                return -1;
+    if (off != m->file.size) {
+        llama_err("%s: %zu bytes after the last tensor", path, m->file.size - off);
+        return -1;
+    }
+    return 0;
+}
+
+int qmodel_load(qlib_ctx *ctx, const char *path, llama_model *m)
+{
+    size_t off;
+    m->quantized = 1;
+    if (check_header(path, m) || header_config(path, m->file.data, &m->cfg))
+        return -1;
+    off = map_floats(path, m);
+    if (off == 0 || check_floats(path, m))
+        return -1;
+    m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
+    if (!m->proj)
+        return -1;
+    return load_records(ctx, path, m, off);
+}

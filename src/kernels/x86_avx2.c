@@ -1,0 +1,618 @@
+/* AVX2 + FMA + F16C kernels (this unit alone is compiled with -mavx2 -mfma
+ * -mf16c; it is used only when the CPU and the OS support them).
+ *
+ * Every output element is computed with exactly the arithmetic of the scalar
+ * reference (scalar.c): the integer block dots are exact, and the float
+ * operations (block scale, group sum, group scale, output sum) are the same
+ * separate multiplies and adds in the same order, vectorised across output
+ * columns. So results equal the scalar kernels bit for bit, whatever the
+ * split of columns over threads.
+ *
+ *   u8i8_dot_gemv_ukernel_8x1c32__avx2: M = 1 in AUTO mode. Eight weight rows
+ *     at a time stream their packed codes once; per block of 32 codes each row
+ *     gives eight int32 partial dots (maddubs for codes up to 4 bits, pmaddwd
+ *     on widened codes for 8 bits), reduced across rows by a transpose-add.
+ *   i16i16_dot_gemm_ukernel_4x16c2__avx2: M > 1 in AUTO mode. A tile of 16
+ *     weight rows by up to 16 blocks is unpacked once to int16 (c - z),
+ *     interleaved by pairs of k, and reused by every row of x in a panel of
+ *     64; x is widened to int16 per 4-row tile; pmaddwd accumulates in int32.
+ *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The same int16 tile,
+ *     converted to fp32 per k, multiplied with broadcast x in k order. */
+#include <float.h>
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "../core/core.h"
+
+#define NR 16                /* weight rows (output columns) per tile */
+#define MR 4                 /* rows of x per register tile */
+#define MC 64                /* rows of x sharing one unpacked weight tile */
+#define KB 16                /* blocks of 32 codes per tile */
+
+#define AI __attribute__((always_inline)) static inline
+
+/* ---- unpacking one block of 32 codes (docs/FORMAT.md) ---- */
+
+AI __m256i unpack_block(int bits, const uint8_t *row, size_t b)
+{
+    if (bits == 8) return _mm256_loadu_si256((const __m256i *)(const void *)(row + 32 * b));
+    if (bits == 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(row + 32 * (b >> 1)));
+        v = _mm256_srl_epi16(v, _mm_cvtsi32_si128((int)(b & 1) * 4));
+        return _mm256_and_si256(v, _mm256_set1_epi8(15));
+    }
+    const uint8_t *p = row + (bits == 2 ? 8 : 12) * b;
+    int64_t lo64;
+    memcpy(&lo64, p, 8);
+    /* byte i of 64-bit lane j, shifted right by 2j: bits 2j..2j+1 of byte i */
+    __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x(lo64), _mm256_setr_epi64x(0, 2, 4, 6));
+    v = _mm256_and_si256(v, _mm256_set1_epi8(3));
+    if (bits == 2) return v;
+    int32_t hi;
+    memcpy(&hi, p + 8, 4);
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
+    __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32(hi), pick);
+    h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+    return _mm256_or_si256(v, _mm256_and_si256(h, _mm256_set1_epi8(4)));
+}
+
+static size_t n_blocks(const qk_weights *w) { return (w->k + QK_BLOCK - 1) / QK_BLOCK; }
+
+/* Transposes 8 vectors of 8 dwords in place: v[i] dword j -> v[j] dword i. */
+AI void transpose8(__m256i v[8])
+{
+    __m256i t[8], u[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Sum of the 8 dwords of each v[t], as dword t of the result (unpacks and
+ * adds: phaddd is three times slower on the CPUs that matter here). */
+AI __m256i reduce8(const __m256i v[8])
+{
+    __m256i a[4], b[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
+                                _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b[0], b[1], 0x20),
+                            _mm256_permute2x128_si256(b[0], b[1], 0x31));
+}
+
+/* ---- activations ---- */
+
+/* x'[j0 .. j0+7] of the mapped row (qk_xmap). */
+AI __m256 map_x8(const qk_xmap *map, const float *x, size_t j0)
+{
+    if (j0 + 8 <= map->k && !map->perm && !map->drop) {
+        __m256 v = _mm256_loadu_ps(x + j0);
+        return map->scale ? _mm256_mul_ps(v, _mm256_loadu_ps(map->scale + j0)) : v;
+    }
+    float t[8];
+    for (size_t j = 0; j < 8; j++) {
+        size_t jj = j0 + j;
+        if (jj >= map->k) { t[j] = 0.0f; continue; }
+        size_t c = map->perm ? (size_t)map->perm[jj] : jj;
+        t[j] = map->drop && map->drop[c] ? 0.0f : map->scale ? x[c] * map->scale[c] : x[c];
+    }
+    return _mm256_loadu_ps(t);
+}
+
+static void avx2_prepare_row(const qk_xmap *map, const float *x, float *out)
+{
+    for (size_t j = 0; j < map->kp; j += 8) _mm256_storeu_ps(out + j, map_x8(map, x, j));
+}
+
+static void avx2_quantize_row(const qk_xmap *map, const float *x, int8_t *q, float *d,
+                              int32_t *sum)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (size_t b = 0; b < map->kp / QK_BLOCK; b++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int t = 0; t < 4; t++) {
+            v[t] = map_x8(map, x, b * QK_BLOCK + 8 * (size_t)t);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[t], abs_mask));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        float amax = _mm_cvtss_f32(m4), inv1 = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (inv1 > FLT_MAX) inv1 = amax = 0.0f;  /* as scalar.c: a block below 127/FLT_MAX is zero */
+        __m256 inv = _mm256_set1_ps(inv1);
+        __m256i qi[4], s = _mm256_setzero_si256();
+        for (int t = 0; t < 4; t++) {   /* round to nearest even, like nearbyintf */
+            qi[t] = _mm256_cvtps_epi32(_mm256_mul_ps(v[t], inv));
+            qi[t] = _mm256_max_epi32(_mm256_min_epi32(qi[t], _mm256_set1_epi32(127)),
+                                     _mm256_set1_epi32(-127));
+            s = _mm256_add_epi32(s, qi[t]);
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]),
+                                       _mm256_packs_epi32(qi[2], qi[3]));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(void *)(q + b * QK_BLOCK), p);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_hadd_epi32(s4, s4);
+        s4 = _mm_hadd_epi32(s4, s4);
+        d[b] = amax / 127.0f;
+        sum[b] = _mm_cvtsi128_si32(s4);
+    }
+}
+
+/* ---- per-row group parameters, eight or sixteen rows at once ---- */
+
+static __m256 scales8(const qk_weights *w, const size_t r[8], size_t g)
+{
+    uint16_t h[8];
+    for (int t = 0; t < 8; t++) h[t] = w->scales[r[t] * w->scale_stride + g];
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)h));
+}
+
+static __m256i zeros8(const qk_weights *w, const size_t r[8], size_t g)
+{
+    if (w->symmetric) return _mm256_set1_epi32(1 << (w->bits - 1));
+    int32_t z[8];
+    for (int t = 0; t < 8; t++) z[t] = qk_zero(w, r[t], g);
+    return _mm256_loadu_si256((const __m256i *)(const void *)z);
+}
+
+/* Rows r0 .. r0+count-1, the ones past n1 repeating the last (their results
+ * are computed the same way and dropped). */
+static void tile_rows(size_t r0, size_t n1, size_t count, size_t *r)
+{
+    for (size_t t = 0; t < count; t++) r[t] = r0 + t < n1 ? r0 + t : n1 - 1;
+}
+
+/* ---- GEMV, AUTO mode ---- */
+
+/* The 8 rows' dots of one block from their maddubs products (16 int16 each,
+ * |p| <= 2 * 15 * 127): summed in int16 through three unpack levels (at
+ * most 8 * 3810 = 30480), then the two 128-bit halves in int32. */
+AI __m256i reduce8_i16(const __m256i p[8])
+{
+    __m256i a[4], b[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2 * i], p[2 * i + 1]),
+                                _mm256_unpackhi_epi16(p[2 * i], p[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm256_add_epi16(_mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
+                                _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+    __m256i c = _mm256_add_epi16(_mm256_unpacklo_epi64(b[0], b[1]),
+                                 _mm256_unpackhi_epi64(b[0], b[1]));
+    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(c)),
+                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c, 1)));
+}
+
+/* Running state of 8 weight rows along k. */
+typedef struct gemv_state {
+    size_t r[8];
+    __m256i zv;                  /* zero points of the current group */
+    __m256 ga, yv;
+} gemv_state;
+
+/* Adds block b, whose exact dots with q are dot + (zero-point term), to the
+ * group sum, and the group sum to the output at the group's end. */
+AI void gemv_block_finish(const qk_weights *w, const qk_acts *a, size_t b, size_t bpg, size_t nb,
+                          __m256i dot, gemv_state *st)
+{
+    dot = _mm256_sub_epi32(dot, _mm256_mullo_epi32(st->zv, _mm256_set1_epi32(a->sum[b])));
+    st->ga = _mm256_add_ps(st->ga, _mm256_mul_ps(_mm256_set1_ps(a->d[b]), _mm256_cvtepi32_ps(dot)));
+    if ((b + 1) % bpg == 0 || b + 1 == nb) {
+        size_t g = b / bpg;
+        st->yv = _mm256_add_ps(st->yv, _mm256_mul_ps(scales8(w, st->r, g), st->ga));
+        st->ga = _mm256_setzero_ps();
+        if (b + 1 < nb) st->zv = zeros8(w, st->r, g + 1);
+    }
+}
+
+/* u8i8_dot_gemv_ukernel_8x1c32__avx2 for codes of up to 4 bits; 4-bit blocks
+ * go in pairs sharing one load (low and high nibbles). */
+AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, gemv_state *st)
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
+    const uint8_t *rows[8];
+    for (int t = 0; t < 8; t++) rows[t] = w->codes + st->r[t] * w->row_bytes;
+    const __m256i mask = _mm256_set1_epi8(15);
+    size_t step = bits == 4 ? 2 : 1;
+    for (size_t b = 0; b < nb; b += step) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+        __m256i p[8], c[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            c[t] = bits == 4 ? _mm256_loadu_si256((const __m256i *)(const void *)(rows[t] + 16 * b))
+                             : unpack_block(bits, rows[t], b);
+            p[t] = _mm256_maddubs_epi16(bits == 4 ? _mm256_and_si256(c[t], mask) : c[t], q);
+        }
+        gemv_block_finish(w, a, b, bpg, nb, reduce8_i16(p), st);
+        if (bits != 4 || b + 1 >= nb) continue;
+        q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * (b + 1)));
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++)
+            p[t] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(c[t], 4), mask), q);
+        gemv_block_finish(w, a, b + 1, bpg, nb, reduce8_i16(p), st);
+    }
+}
+
+/* i16i16_dot_gemv_ukernel_8x1c32__avx2 for 8-bit codes: pmaddwd of widened
+ * codes and x (255 * 127 * 2 does not fit maddubs' int16). */
+static void gemv_8bit(const qk_weights *w, const qk_acts *a, gemv_state *st)
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
+    const uint8_t *rows[8];
+    for (int t = 0; t < 8; t++) rows[t] = w->codes + st->r[t] * w->row_bytes;
+    for (size_t b = 0; b < nb; b++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+        __m256i qlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+        __m256i qhi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+        __m256i lanes[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) {
+            const __m128i *src = (const __m128i *)(const void *)(rows[t] + 32 * b);
+            __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(src));
+            __m256i hi = _mm256_cvtepu8_epi16(_mm_loadu_si128(src + 1));
+            lanes[t] = _mm256_add_epi32(_mm256_madd_epi16(lo, qlo), _mm256_madd_epi16(hi, qhi));
+        }
+        gemv_block_finish(w, a, b, bpg, nb, reduce8(lanes), st);
+    }
+}
+
+static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y)
+{
+    for (size_t r0 = n0; r0 < n1; r0 += 8) {
+        gemv_state st;
+        tile_rows(r0, n1, 8, st.r);
+        st.zv = zeros8(w, st.r, 0);
+        st.ga = st.yv = _mm256_setzero_ps();
+        switch (w->bits) {
+        case 2: gemv_small_bits(2, w, a, &st); break;
+        case 3: gemv_small_bits(3, w, a, &st); break;
+        case 4: gemv_small_bits(4, w, a, &st); break;
+        default: gemv_8bit(w, a, &st); break;
+        }
+        float out[8];
+        _mm256_storeu_ps(out, st.yv);
+        memcpy(y + r0, out, (n1 - r0 < 8 ? n1 - r0 : 8) * sizeof(float));
+    }
+}
+
+/* ---- the weight tile shared by the GEMM kernels ---- */
+
+typedef struct wtile {
+    /* int16 form, [block][pair of k p][half]: 8 rows x (c - z) at k = 2p, 2p+1.
+     * u8 form (AUTO, codes up to 4 bits), [block][quad of k s][half]: 8 rows x
+     * the codes at k = 4s .. 4s+3; zero holds the zero points. */
+    __m256i w[KB][16][2];
+    int32_t zero[KB][NR];
+    float scale[KB][NR];         /* scale of the block's group, per row */
+    int group_end[KB];           /* the block is the last of its group */
+    int u8;                      /* the u8 form */
+    size_t r[NR];                /* weight rows (clamped) */
+} wtile;
+
+AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_t kb, wtile *t)
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
+    for (size_t bb = 0; bb < kb; bb++) {
+        size_t b = b0 + bb, g = b / bpg;
+        t->group_end[bb] = (b + 1) % bpg == 0 || b + 1 == nb;
+        for (int h = 0; h < 2; h++) {
+            __m256i lo[8], hi[8];
+            int32_t *z = t->zero[bb] + 8 * h;
+            _mm256_storeu_si256((__m256i *)(void *)z, zeros8(w, t->r + 8 * h, g));
+            _mm256_storeu_ps(t->scale[bb] + 8 * h, scales8(w, t->r + 8 * h, g));
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *row = w->codes + t->r[8 * h + c] * w->row_bytes;
+                __m256i codes = unpack_block(bits, row, b);
+                if (u8) {
+                    lo[c] = codes;
+                    continue;
+                }
+                __m256i zc = _mm256_set1_epi16((int16_t)z[c]);
+                lo[c] = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes)), zc);
+                hi[c] = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes, 1)),
+                                         zc);
+            }
+            transpose8(lo);
+            if (!u8) transpose8(hi);
+#pragma GCC unroll 8
+            for (int p = 0; p < 8; p++) {
+                t->w[bb][p][h] = lo[p];
+                if (!u8) t->w[bb][p + 8][h] = hi[p];
+            }
+        }
+    }
+}
+
+/* The u8 form serves AUTO with codes of up to 4 bits: maddubs of a code
+ * (<= 15) and an int8 (|q| <= 127) pair stays below 2^15 even summed over
+ * the 8 quads of a block (16 * 15 * 127 = 30480). */
+static void unpack_tile(const qk_weights *w, int auto_mode, size_t b0, size_t kb, wtile *t)
+{
+    t->u8 = auto_mode && w->bits <= 4;
+    switch (w->bits * 2 + t->u8) {
+    case 4: unpack_tile_bits(2, 0, w, b0, kb, t); break;
+    case 5: unpack_tile_bits(2, 1, w, b0, kb, t); break;
+    case 6: unpack_tile_bits(3, 0, w, b0, kb, t); break;
+    case 7: unpack_tile_bits(3, 1, w, b0, kb, t); break;
+    case 8: unpack_tile_bits(4, 0, w, b0, kb, t); break;
+    case 9: unpack_tile_bits(4, 1, w, b0, kb, t); break;
+    default: unpack_tile_bits(8, 0, w, b0, kb, t); break;
+    }
+}
+
+/* Per (row of x, column) float state across the blocks of a tile column:
+ * the running group sum and the output. */
+typedef struct fstate {
+    __m256 ga[MC][2], y[MC][2];
+} fstate;
+
+AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m256 blockv)
+{
+    f->ga[ii][h] = _mm256_add_ps(f->ga[ii][h], blockv);
+    if (t->group_end[bb]) {
+        f->y[ii][h] = _mm256_add_ps(f->y[ii][h],
+                                    _mm256_mul_ps(_mm256_loadu_ps(t->scale[bb] + 8 * h),
+                                                  f->ga[ii][h]));
+        f->ga[ii][h] = _mm256_setzero_ps();
+    }
+}
+
+/* x rows i0 .. i0+MR-1 (clamped) as int16 for blocks b0 .. b0+kb-1. */
+static void widen_acts(const qk_acts *a, const size_t *ri, size_t b0, size_t kb,
+                       int16_t x16[MR][KB * QK_BLOCK])
+{
+    for (int i = 0; i < MR; i++) {
+        const int8_t *q = a->q + ri[i] * a->kp + b0 * QK_BLOCK;
+        for (size_t j = 0; j < kb * QK_BLOCK; j += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(q + j));
+            _mm256_storeu_si256((__m256i *)(void *)(x16[i] + j), _mm256_cvtepi8_epi16(v));
+        }
+    }
+}
+
+/* u8i8_dot_gemm_ukernel_4x16c4__avx2: one block, MR rows x 16 columns, codes
+ * times int8 x with maddubs, int16 sums over the block, then the zero point
+ * taken off with the block sums of x. */
+static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], const int32_t *sum[MR],
+                            const float *d[MR], fstate *f, size_t ii0)
+{
+    __m256i acc[MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int s = 0; s < 8; s++) {
+        __m256i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            int32_t quad;
+            memcpy(&quad, q[i] + bb * QK_BLOCK + 4 * s, 4);
+            __m256i xb = _mm256_set1_epi32(quad);
+            acc[i][0] = _mm256_add_epi16(acc[i][0], _mm256_maddubs_epi16(w0, xb));
+            acc[i][1] = _mm256_add_epi16(acc[i][1], _mm256_maddubs_epi16(w1, xb));
+        }
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        __m256 dv = _mm256_set1_ps(d[i][bb]);
+        __m256i sv = _mm256_set1_epi32(sum[i][bb]);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(t->zero[bb] + 8 * h));
+            __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(acc[i][h], ones),
+                                           _mm256_mullo_epi32(z, sv));
+            block_finish(f, t, bb, ii0 + (size_t)i, h,
+                         _mm256_mul_ps(dv, _mm256_cvtepi32_ps(dot)));
+        }
+    }
+}
+
+/* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns. */
+static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t x16[MR][KB * QK_BLOCK],
+                            const float *d[MR], fstate *f, size_t ii0)
+{
+    __m256i acc[MR][2];
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int p = 0; p < 16; p++) {
+        __m256i w0 = t->w[bb][p][0], w1 = t->w[bb][p][1];
+        #pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            int32_t pair;
+            memcpy(&pair, x16[i] + bb * QK_BLOCK + 2 * p, 4);
+            __m256i xb = _mm256_set1_epi32(pair);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(w0, xb));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(w1, xb));
+        }
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        __m256 dv = _mm256_set1_ps(d[i][bb]);
+        #pragma GCC unroll 8
+        for (int h = 0; h < 2; h++)
+            block_finish(f, t, bb, ii0 + (size_t)i, h,
+                         _mm256_mul_ps(dv, _mm256_cvtepi32_ps(acc[i][h])));
+    }
+}
+
+/* f32_gemm_ukernel_{4,1}x16__avx2: one block; x rows in fp32. */
+AI void gemm_f32_ukernel(int mr, const wtile *t, size_t bb, const float *x[MR], fstate *f,
+                         size_t ii0)
+{
+    __m256 acc[MR][2];
+    #pragma GCC unroll 8
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 1
+    for (int p = 0; p < 16; p++) {
+        __m256 we[2], wo[2];
+        #pragma GCC unroll 8
+        for (int h = 0; h < 2; h++) {
+            __m256i v = t->w[bb][p][h];
+            we[h] = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 16), 16));
+            wo[h] = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 16));
+        }
+        #pragma GCC unroll 8
+        for (int i = 0; i < mr; i++) {
+            __m256 xe = _mm256_broadcast_ss(x[i] + bb * QK_BLOCK + 2 * p);
+            __m256 xo = _mm256_broadcast_ss(x[i] + bb * QK_BLOCK + 2 * p + 1);
+            #pragma GCC unroll 8
+            for (int h = 0; h < 2; h++) {
+                acc[i][h] = _mm256_add_ps(acc[i][h], _mm256_mul_ps(xe, we[h]));
+                acc[i][h] = _mm256_add_ps(acc[i][h], _mm256_mul_ps(xo, wo[h]));
+            }
+        }
+    }
+    #pragma GCC unroll 8
+    for (int i = 0; i < mr; i++)
+        #pragma GCC unroll 8
+        for (int h = 0; h < 2; h++) block_finish(f, t, bb, ii0 + (size_t)i, h, acc[i][h]);
+}
+
+/* The operands of one GEMM call. */
+typedef struct gemm_args {
+    const qk_weights *w;
+    const qk_acts *a;            /* AUTO */
+    const float *x;              /* F32 */
+    size_t ldx, m;
+    float *y;
+    size_t ldy;
+} gemm_args;
+
+static void rows_clamped(size_t i0, size_t m, size_t count, size_t *ri)
+{
+    for (size_t i = 0; i < count; i++) ri[i] = i0 + i < m ? i0 + i : m - 1;
+}
+
+/* Blocks b0 .. b0+kb-1 of the tile for rows [i0, i1) of x. */
+static void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb, size_t i0,
+                           size_t i1, fstate *f)
+{
+    size_t nbk = g->w->kp / QK_BLOCK;
+    if (!g->a && i1 - i0 == 1) {
+        const float *x[MR] = { g->x + i0 * g->ldx + b0 * QK_BLOCK };
+        for (size_t bb = 0; bb < kb; bb++) gemm_f32_ukernel(1, t, bb, x, f, 0);
+        return;
+    }
+    for (size_t i = i0; i < i1; i += MR) {
+        size_t ri[MR];
+        rows_clamped(i, i1, MR, ri);
+        if (g->a && t->u8) {
+            const int8_t *q[MR];
+            const int32_t *sum[MR];
+            const float *d[MR];
+            for (int r = 0; r < MR; r++) {
+                q[r] = g->a->q + ri[r] * g->a->kp + b0 * QK_BLOCK;
+                sum[r] = g->a->sum + ri[r] * nbk + b0;
+                d[r] = g->a->d + ri[r] * nbk + b0;
+            }
+            for (size_t bb = 0; bb < kb; bb++) gemm_u8_ukernel(t, bb, q, sum, d, f, i - i0);
+        } else if (g->a) {
+            int16_t x16[MR][KB * QK_BLOCK];
+            const float *d[MR];
+            widen_acts(g->a, ri, b0, kb, x16);
+            for (int r = 0; r < MR; r++) d[r] = g->a->d + ri[r] * nbk + b0;
+            for (size_t bb = 0; bb < kb; bb++) gemm_q8_ukernel(t, bb, x16, d, f, i - i0);
+        } else {
+            const float *x[MR];
+            for (int r = 0; r < MR; r++) x[r] = g->x + ri[r] * g->ldx + b0 * QK_BLOCK;
+            for (size_t bb = 0; bb < kb; bb++) gemm_f32_ukernel(MR, t, bb, x, f, i - i0);
+        }
+    }
+}
+
+static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
+{
+    const qk_weights *w = g->w;
+    size_t nb = n_blocks(w);
+    wtile t;
+    fstate f;
+    for (size_t i0 = 0; i0 < g->m; i0 += MC) {
+        size_t i1 = g->m - i0 < MC ? g->m : i0 + MC;
+        for (size_t r0 = n0; r0 < n1; r0 += NR) {
+            tile_rows(r0, n1, NR, t.r);
+            memset(&f, 0, sizeof f);
+            for (size_t b0 = 0; b0 < nb; b0 += KB) {
+                size_t kb = nb - b0 < KB ? nb - b0 : KB;
+                unpack_tile(w, g->a != NULL, b0, kb, &t);
+                gemm_tile_rows(g, &t, b0, kb, i0, i1, &f);
+            }
+            size_t nr = n1 - r0 < NR ? n1 - r0 : NR;
+            for (size_t i = i0; i < i1; i++) {
+                float out[NR];
+                _mm256_storeu_ps(out, f.y[i - i0][0]);
+                _mm256_storeu_ps(out + 8, f.y[i - i0][1]);
+                memcpy(g->y + i * g->ldy + r0, out, nr * sizeof(float));
+            }
+        }
+    }
+}
+
+static void avx2_gemm_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y,
+                         size_t ldy)
+{
+    if (n0 >= n1) return;
+    if (a->m == 1) {
+        gemv_q8(w, a, n0, n1, y);
+        return;
+    }
+    gemm_args g = { w, a, NULL, 0, a->m, y, ldy };
+    gemm_tiles(&g, n0, n1);
+}
+
+static void avx2_gemm_f32(const qk_weights *w, const float *x, size_t ldx, size_t m, size_t n0,
+                          size_t n1, float *y, size_t ldy)
+{
+    if (n0 >= n1) return;
+    gemm_args g = { w, NULL, x, ldx, m, y, ldy };
+    gemm_tiles(&g, n0, n1);
+}
+
+static void avx2_dequant_row(const qk_weights *w, size_t r, float *out)
+{
+    const uint8_t *row = w->codes + r * w->row_bytes;
+    size_t nb = n_blocks(w);
+    for (size_t b = 0; b < nb; b++) {
+        size_t g = b * QK_BLOCK / w->group;
+        __m256 s = _mm256_set1_ps(qlib_f16_to_f32(w->scales[r * w->scale_stride + g]));
+        __m256i z = _mm256_set1_epi32(qk_zero(w, r, g));
+        uint8_t c[QK_BLOCK];
+        _mm256_storeu_si256((__m256i *)(void *)c, unpack_block(w->bits, row, b));
+        float v[QK_BLOCK];
+        for (int t = 0; t < 4; t++) {
+            __m256i c8 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(c + 8 * t)));
+            __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(c8, z));
+            _mm256_storeu_ps(v + 8 * t, _mm256_mul_ps(s, f));
+        }
+        size_t n = w->k - b * QK_BLOCK < QK_BLOCK ? w->k - b * QK_BLOCK : QK_BLOCK;
+        memcpy(out + b * QK_BLOCK, v, n * sizeof(float));
+    }
+}
+
+const qlib_kernels qlib_kernels_avx2 = {
+    "avx2", avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row
+};

@@ -1,0 +1,503 @@
+/* make bench: qlib's packed kernels against OpenBLAS on the layers of a 7B
+ * model, measured in the same run on the same machine.
+ *
+ * Every time is the median of several repetitions after one warm-up run.
+ * Ratios are OpenBLAS time / qlib time (sgemv for M = 1, sgemm for M > 1),
+ * both on one thread unless a row says otherwise. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qlib.h"
+
+/* ---- timing ---- */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef void (*bench_fn)(void *arg);
+
+/* Median seconds of reps runs, after one warm-up. */
+static double median_time(bench_fn f, void *arg, int reps)
+{
+    double t[32];
+    if (reps > 32) reps = 32;
+    f(arg);
+    for (int i = 0; i < reps; i++) {
+        double t0 = now_s();
+        f(arg);
+        t[i] = now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+static void die(const char *what, qlib_status s)
+{
+    fprintf(stderr, "bench: %s: %s (%s)\n", what, qlib_status_string(s), qlib_last_error());
+    exit(1);
+}
+
+/* ---- data ---- */
+
+static uint64_t rng_state = 0x62656e6368ull;
+static double uniform01(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+static float normal(void)
+{
+    double u = uniform01() + 1e-300, v = uniform01();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* Weights: normal with a heavy tail (every 97th weight x8), scale 0.02. */
+static float *make_weights(size_t n, size_t k)
+{
+    float *w = malloc(n * k * sizeof *w);
+    if (!w) exit(1);
+    for (size_t i = 0; i < n * k; i++) w[i] = 0.02f * normal() * (i % 97 == 5 ? 8.0f : 1.0f);
+    return w;
+}
+
+/* Correlated activations: rank-64 mixture plus noise, channel scales that
+ * vary 10x, every 64th channel an outlier (x outlier). */
+static float *make_acts(size_t m, size_t k, float outlier)
+{
+    size_t rank = 64;
+    float *basis = malloc(rank * k * sizeof *basis), *x = malloc(m * k * sizeof *x);
+    if (!basis || !x) exit(1);
+    for (size_t i = 0; i < rank * k; i++) basis[i] = normal();
+    for (size_t i = 0; i < m; i++) {
+        float c[64];
+        for (size_t r = 0; r < rank; r++) c[r] = normal() / 8.0f;
+        for (size_t j = 0; j < k; j++) {
+            float v = 0.3f * normal();
+            for (size_t r = 0; r < rank; r++) v += c[r] * basis[r * k + j];
+            float s = 0.3f + (float)(j % 10) * 0.1f;
+            x[i * k + j] = v * s * (j % 64 == 11 ? outlier : 1.0f);
+        }
+    }
+    free(basis);
+    return x;
+}
+
+static const char *cpu_model(void)
+{
+    static char model[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    if (!f) return model;
+    while (fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (c && (strncmp(line, "model name", 10) == 0 || strncmp(line, "CPU part", 8) == 0)) {
+            snprintf(model, sizeof model, "%s", c + 2);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    }
+    fclose(f);
+    return model;
+}
+
+/* ---- memory read bandwidth: a vectorised sum over 1 GiB ---- */
+
+typedef float v8f __attribute__((vector_size(32)));
+
+static double read_bandwidth(void)
+{
+    size_t n = (size_t)1 << 28;   /* floats: 1 GiB */
+    v8f *a = aligned_alloc(64, n * sizeof(float));
+    if (!a) return 0.0;
+    for (size_t i = 0; i < n / 8; i++) a[i] = (v8f){ 1, 1, 1, 1, 1, 1, 1, 1 };
+    double best = 1e30;
+    float sink = 0.0f;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        v8f s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+        for (size_t i = 0; i < n / 8; i += 4) {
+            s0 += a[i];
+            s1 += a[i + 1];
+            s2 += a[i + 2];
+            s3 += a[i + 3];
+        }
+        v8f s = s0 + s1 + s2 + s3;
+        double t = now_s() - t0;
+        sink += s[0] + s[7];
+        if (t < best) best = t;
+    }
+    free(a);
+    if (sink < 0.0f) printf("?");
+    return (double)n * sizeof(float) / best / 1e9;
+}
+
+/* ---- the operations timed ---- */
+
+typedef struct mm_arg {
+    qlib_ctx *ctx;
+    const qlib_tensor *t;
+    const float *x, *w;
+    float *y;
+    size_t m, n, k;
+} mm_arg;
+
+static void run_qlib(void *p)
+{
+    mm_arg *a = p;
+    qlib_status s = qlib_matmul(a->ctx, a->t, a->x, a->m, a->k, a->y, a->n);
+    if (s != QLIB_OK) die("qlib_matmul", s);
+}
+
+static void run_blas(void *p)
+{
+    mm_arg *a = p;
+    if (a->m == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)a->n, (int)a->k, 1.0f, a->w, (int)a->k,
+                    a->x, 1, 0.0f, a->y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)a->n, (int)a->k,
+                    1.0f, a->x, (int)a->k, a->w, (int)a->k, 0.0f, a->y, (int)a->n);
+}
+
+static int reps_for(size_t m) { return m >= 512 ? 5 : m >= 128 ? 5 : 9; }
+
+static qlib_tensor *quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, int bits,
+                                 int group, int sym)
+{
+    qlib_config *c;
+    qlib_tensor *t;
+    qlib_status s = qlib_config_create(QLIB_METHOD_RTN, &c);
+    if (s != QLIB_OK) die("config", s);
+    qlib_config_set_int(c, QLIB_PARAM_BITS, bits);
+    qlib_config_set_int(c, QLIB_PARAM_GROUP_SIZE, group);
+    qlib_config_set_int(c, QLIB_PARAM_SYMMETRIC, sym);
+    s = qlib_quantize(ctx, w, n, k, k, c, NULL, &t);
+    if (s != QLIB_OK) die("quantize", s);
+    qlib_config_destroy(c);
+    return t;
+}
+
+static double time_qlib(qlib_ctx *ctx, const qlib_tensor *t, const float *x, float *y, size_t m,
+                        size_t n, size_t k)
+{
+    mm_arg a = { ctx, t, x, NULL, y, m, n, k };
+    return median_time(run_qlib, &a, reps_for(m));
+}
+
+static double time_blas(const float *w, const float *x, float *y, size_t m, size_t n, size_t k)
+{
+    mm_arg a = { NULL, NULL, x, w, y, m, n, k };
+    return median_time(run_blas, &a, reps_for(m));
+}
+
+/* ---- sections ---- */
+
+static void shapes_table(qlib_ctx *ctx, double bw)
+{
+    static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 },
+                                        { 2048, 2048 } };
+    static const size_t ms[] = { 1, 16, 128, 512 };
+    float *x = make_acts(512, 11008, 4.0f), *y = malloc(512 * 11008 * sizeof(float));
+    if (!y) exit(1);
+    printf("\n## qlib_matmul vs OpenBLAS, 1 thread (median; ratio = OpenBLAS time / qlib time)\n\n");
+    printf("| N x K | M | fp32 OpenBLAS ms | INT4 g128 ms | x | GFLOP/s | INT8 ms | x | GFLOP/s "
+           "| GB/s fp32 | GB/s INT4 | GB/s INT8 |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t n = shapes[s][0], k = shapes[s][1];
+        float *w = make_weights(n, k);
+        qlib_tensor *t4 = quantize_rtn(ctx, w, n, k, 4, 128, 0);
+        qlib_tensor *t8 = quantize_rtn(ctx, w, n, k, 8, 0, 1);
+        for (size_t mi = 0; mi < 4; mi++) {
+            size_t m = ms[mi];
+            if (n == 2048 && m != 1 && m != 128) continue;
+            double tb = time_blas(w, x, y, m, n, k);
+            double t4s = time_qlib(ctx, t4, x, y, m, n, k);
+            double t8s = time_qlib(ctx, t8, x, y, m, n, k);
+            double flop = 2.0 * (double)m * (double)n * (double)k;
+            printf("| %zux%zu | %zu | %.3f | %.3f | %.2f | %.1f | %.3f | %.2f | %.1f |", n, k, m,
+                   tb * 1e3, t4s * 1e3, tb / t4s, flop / t4s / 1e9, t8s * 1e3, tb / t8s,
+                   flop / t8s / 1e9);
+            if (m == 1)
+                printf(" %.1f | %.1f | %.1f |\n", (double)(n * k * 4) / tb / 1e9,
+                       (double)qlib_tensor_storage_bytes(t4) / t4s / 1e9,
+                       (double)qlib_tensor_storage_bytes(t8) / t8s / 1e9);
+            else
+                printf(" | | |\n");
+            fflush(stdout);
+        }
+        qlib_tensor_destroy(t4);
+        qlib_tensor_destroy(t8);
+        free(w);
+    }
+    printf("\nGB/s: bytes of weights (fp32, or packed codes + scales + zeros) per second at "
+           "M = 1; read bandwidth measured above: %.1f GB/s\n", bw);
+    free(x);
+    free(y);
+}
+
+static void compute_f32_rows(qlib_ctx *ctx)
+{
+    size_t n = 4096, k = 4096;
+    float *w = make_weights(n, k), *x = make_acts(128, k, 4.0f), *y = malloc(128 * n * 4);
+    if (!y) exit(1);
+    qlib_tensor *t4 = quantize_rtn(ctx, w, n, k, 4, 128, 0);
+    printf("\n## COMPUTE_F32 (fp32 arithmetic on dequantized weights), INT4 g128 4096x4096, 1 "
+           "thread\n\n| M | fp32 OpenBLAS ms | INT4 F32 ms | x |\n|---|---|---|---|\n");
+    qlib_ctx_set_compute(ctx, QLIB_COMPUTE_F32);
+    for (size_t m = 1; m <= 128; m *= 128) {
+        double tb = time_blas(w, x, y, m, n, k), tq = time_qlib(ctx, t4, x, y, m, n, k);
+        printf("| %zu | %.3f | %.3f | %.2f |\n", m, tb * 1e3, tq * 1e3, tb / tq);
+    }
+    qlib_ctx_set_compute(ctx, QLIB_COMPUTE_AUTO);
+    qlib_tensor_destroy(t4);
+    free(w);
+    free(x);
+    free(y);
+}
+
+static void thread_scaling(qlib_ctx *ctx1, qlib_ctx *ctx2)
+{
+    static const size_t cases[][3] = { { 1, 4096, 4096 }, { 1, 11008, 4096 }, { 128, 2048, 2048 },
+                                       { 128, 4096, 4096 } };
+    printf("\n## 2-thread scaling (INT4 g128 and INT8, AUTO; OpenBLAS with 2 threads alongside)\n\n");
+    printf("| M | N x K | INT4 1t ms | INT4 2t ms | speed-up | INT8 1t ms | INT8 2t ms | speed-up "
+           "| OpenBLAS 1t ms | OpenBLAS 2t ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t m = cases[c][0], n = cases[c][1], k = cases[c][2];
+        float *w = make_weights(n, k), *x = make_acts(m, k, 4.0f), *y = malloc(m * n * 4);
+        if (!y) exit(1);
+        qlib_tensor *t4 = quantize_rtn(ctx1, w, n, k, 4, 128, 0);
+        qlib_tensor *t8 = quantize_rtn(ctx1, w, n, k, 8, 0, 1);
+        double a1 = time_qlib(ctx1, t4, x, y, m, n, k), a2 = time_qlib(ctx2, t4, x, y, m, n, k);
+        double b1 = time_qlib(ctx1, t8, x, y, m, n, k), b2 = time_qlib(ctx2, t8, x, y, m, n, k);
+        double o1 = time_blas(w, x, y, m, n, k);
+        openblas_set_num_threads(2);
+        double o2 = time_blas(w, x, y, m, n, k);
+        openblas_set_num_threads(1);
+        printf("| %zu | %zux%zu | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f | %.3f | %.3f |\n", m, n,
+               k, a1 * 1e3, a2 * 1e3, a1 / a2, b1 * 1e3, b2 * 1e3, b1 / b2, o1 * 1e3, o2 * 1e3);
+        fflush(stdout);
+        qlib_tensor_destroy(t4);
+        qlib_tensor_destroy(t8);
+        free(w);
+        free(x);
+        free(y);
+    }
+}
+
+/* ---- quantization methods ---- */
+
+typedef struct q_arg {
+    qlib_ctx *ctx;
+    const float *w;
+    size_t n, k;
+    qlib_config *cfg;
+    const qlib_calib *calib;
+    qlib_status status;
+} q_arg;
+
+static void run_quantize(void *p)
+{
+    q_arg *a = p;
+    qlib_tensor *t = NULL;
+    a->status = qlib_quantize(a->ctx, a->w, a->n, a->k, a->k, a->cfg, a->calib, &t);
+    qlib_tensor_destroy(t);
+}
+
+static qlib_config *make_config(qlib_method method, int bits, int group)
+{
+    qlib_config *c;
+    qlib_status s = qlib_config_create(method, &c);
+    if (s != QLIB_OK) die("config", s);
+    qlib_config_set_int(c, QLIB_PARAM_BITS, bits);
+    if (method != QLIB_METHOD_LLM_INT8) qlib_config_set_int(c, QLIB_PARAM_GROUP_SIZE, group);
+    return c;
+}
+
+static qlib_calib *make_calib(qlib_ctx *ctx, size_t k, size_t tokens, unsigned what,
+                              size_t samples)
+{
+    qlib_calib *c;
+    qlib_status s = qlib_calib_create(ctx, k, what, samples, &c);
+    if (s != QLIB_OK) die("calib", s);
+    for (size_t done = 0; done < tokens; done += 256) {
+        size_t part = tokens - done < 256 ? tokens - done : 256;
+        float *x = make_acts(part, k, 6.0f);
+        s = qlib_calib_add(c, x, part, k);
+        free(x);
+        if (s != QLIB_OK) die("calib_add", s);
+    }
+    return c;
+}
+
+/* One "quantize time" row: a single timed run (these take seconds). */
+static void quantize_row(const char *label, qlib_ctx *ctx, const float *w, size_t n, size_t k,
+                         qlib_config *cfg, const qlib_calib *calib)
+{
+    q_arg a = { ctx, w, n, k, cfg, calib, QLIB_OK };
+    double t0 = now_s();
+    run_quantize(&a);
+    double t = now_s() - t0;
+    if (a.status == QLIB_OK)
+        printf("| %s | %zux%zu | %d | %.3f s |\n", label, n, k, qlib_ctx_threads(ctx), t);
+    else if (a.status == QLIB_ERR_UNSUPPORTED)
+        printf("| %s | %zux%zu | %d | n/a: %s |\n", label, n, k, qlib_ctx_threads(ctx),
+               qlib_last_error());
+    else
+        printf("| %s | %zux%zu | %d | failed: %s (%s) |\n", label, n, k, qlib_ctx_threads(ctx),
+               qlib_status_string(a.status), qlib_last_error());
+    fflush(stdout);
+}
+
+static void quantize_table(qlib_ctx *ctx1, qlib_ctx *ctx2)
+{
+    printf("\n## Quantize time per method (one run each)\n\n| method | N x K | threads | time "
+           "|\n|---|---|---|---|\n");
+    static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 } };
+    for (size_t s = 0; s < 2; s++) {
+        size_t n = shapes[s][0], k = shapes[s][1];
+        float *w = make_weights(n, k);
+        qlib_config *rtn4 = make_config(QLIB_METHOD_RTN, 4, 128);
+        qlib_config *rtn8 = make_config(QLIB_METHOD_RTN, 8, 0);
+        quantize_row("RTN INT4 g128", ctx1, w, n, k, rtn4, NULL);
+        quantize_row("RTN INT8 per-channel", ctx1, w, n, k, rtn8, NULL);
+        qlib_calib *h = make_calib(ctx1, k, 2048, QLIB_CALIB_HESSIAN, 0);
+        qlib_config *gptq = make_config(QLIB_METHOD_GPTQ, 4, 128);
+        quantize_row("GPTQ INT4 g128, 2048 tokens", ctx1, w, n, k, gptq, h);
+        quantize_row("GPTQ INT4 g128, 2048 tokens", ctx2, w, n, k, gptq, h);
+        if (s == 0) {
+            qlib_calib *c = make_calib(ctx1, k, 512, QLIB_CALIB_ALL, 512);
+            qlib_config *awq = make_config(QLIB_METHOD_AWQ, 4, 128);
+            quantize_row("AWQ INT4 g128, 512 samples", ctx1, w, n, k, awq, c);
+            quantize_row("AWQ INT4 g128, 512 samples", ctx2, w, n, k, awq, c);
+            qlib_config_destroy(awq);
+            qlib_calib_destroy(c);
+        }
+        qlib_config_destroy(gptq);
+        qlib_calib_destroy(h);
+        qlib_config_destroy(rtn4);
+        qlib_config_destroy(rtn8);
+        free(w);
+    }
+}
+
+/* LLM.int8(): x with a fraction of columns holding outliers (|x| = 20 in
+ * one row, above the default threshold 6). */
+static void llm_int8_table(qlib_ctx *ctx)
+{
+    size_t n = 4096, k = 4096;
+    float *w = make_weights(n, k), *y = malloc(128 * n * 4);
+    if (!y) exit(1);
+    printf("\n## LLM.int8() matmul vs plain INT8 (RTN per-channel) and fp32, 4096x4096, 1 "
+           "thread\n\n| M | outlier columns | LLM.int8 ms | INT8 ms | fp32 ms |\n|---|---|---|---|---|\n");
+    qlib_config *c = make_config(QLIB_METHOD_LLM_INT8, 8, 0);
+    qlib_tensor *tl = NULL;
+    qlib_status s = qlib_quantize(ctx, w, n, k, k, c, NULL, &tl);
+    qlib_config_destroy(c);
+    if (s != QLIB_OK) {
+        printf("| - | - | n/a: %s | | |\n", qlib_last_error());
+        free(w);
+        free(y);
+        return;
+    }
+    qlib_tensor *t8 = quantize_rtn(ctx, w, n, k, 8, 0, 1);
+    static const double fracs[] = { 0.0, 0.001, 0.01 };
+    for (size_t m = 1; m <= 128; m *= 128)
+        for (size_t f = 0; f < 3; f++) {
+            float *x = make_acts(m, k, 1.0f);
+            for (size_t i = 0; i < m * k; i++) x[i] = fmaxf(-5.0f, fminf(5.0f, x[i]));
+            size_t n_out = (size_t)(fracs[f] * (double)k + 0.5);
+            for (size_t o = 0; o < n_out; o++) x[(o % m) * k + (o * 977 + 13) % k] = 20.0f;
+            double tl_s = time_qlib(ctx, tl, x, y, m, n, k), t8_s = time_qlib(ctx, t8, x, y, m, n, k);
+            double tb = time_blas(w, x, y, m, n, k);
+            printf("| %zu | %zu (%.1f%%) | %.3f | %.3f | %.3f |\n", m, n_out, fracs[f] * 100.0,
+                   tl_s * 1e3, t8_s * 1e3, tb * 1e3);
+            fflush(stdout);
+            free(x);
+        }
+    qlib_tensor_destroy(tl);
+    qlib_tensor_destroy(t8);
+    free(w);
+    free(y);
+}
+
+/* GPTQ with and without act-order: the permuted tensor's matmul permutes x
+ * once per row while quantizing it. */
+static void act_order_table(qlib_ctx *ctx)
+{
+    size_t n = 4096, k = 4096;
+    float *w = make_weights(n, k), *y = malloc(128 * n * 4), *x = make_acts(128, k, 4.0f);
+    if (!y) exit(1);
+    qlib_calib *h = make_calib(ctx, k, 512, QLIB_CALIB_HESSIAN, 0);
+    printf("\n## GPTQ act-order matmul speed, INT4 g128 4096x4096, 1 thread\n\n");
+    qlib_tensor *t[2] = { NULL, NULL };
+    for (int ao = 0; ao < 2; ao++) {
+        qlib_config *c = make_config(QLIB_METHOD_GPTQ, 4, 128);
+        qlib_config_set_int(c, QLIB_PARAM_GPTQ_ACT_ORDER, ao);
+        qlib_status s = qlib_quantize(ctx, w, n, k, k, c, h, &t[ao]);
+        qlib_config_destroy(c);
+        if (s != QLIB_OK) {
+            printf("skipped: %s\n", qlib_last_error());
+            qlib_tensor_destroy(t[0]);
+            qlib_calib_destroy(h);
+            free(w);
+            free(x);
+            free(y);
+            return;
+        }
+    }
+    printf("| M | no act-order ms | act-order ms | ratio |\n|---|---|---|---|\n");
+    for (size_t m = 1; m <= 128; m *= 128) {
+        double a = time_qlib(ctx, t[0], x, y, m, n, k), b = time_qlib(ctx, t[1], x, y, m, n, k);
+        printf("| %zu | %.3f | %.3f | %.2f |\n", m, a * 1e3, b * 1e3, b / a);
+    }
+    qlib_tensor_destroy(t[0]);
+    qlib_tensor_destroy(t[1]);
+    qlib_calib_destroy(h);
+    free(w);
+    free(x);
+    free(y);
+}
+
+int main(void)
+{
+    qlib_ctx *ctx1, *ctx2;
+    qlib_status s = qlib_ctx_create(&ctx1);
+    if (s != QLIB_OK) die("ctx", s);
+    if ((s = qlib_ctx_set_threads(ctx1, 1)) != QLIB_OK) die("threads", s);
+    if ((s = qlib_ctx_create(&ctx2)) != QLIB_OK) die("ctx", s);
+    if ((s = qlib_ctx_set_threads(ctx2, 2)) != QLIB_OK) die("threads", s);
+    openblas_set_num_threads(1);
+    printf("# qlib bench %s\n\nCPU: %s; qlib ISA: %s; threads: 1 (and 2 where stated); "
+           "OpenBLAS: 1 thread\n", qlib_version_string(), cpu_model(), qlib_ctx_isa(ctx1));
+    double bw = read_bandwidth();
+    printf("Read bandwidth, 1 thread (vectorised sum over 1 GiB): %.1f GB/s\n", bw);
+    fflush(stdout);
+    shapes_table(ctx1, bw);
+    compute_f32_rows(ctx1);
+    thread_scaling(ctx1, ctx2);
+    llm_int8_table(ctx1);
+    act_order_table(ctx1);
+    quantize_table(ctx1, ctx2);
+    qlib_ctx_destroy(ctx1);
+    qlib_ctx_destroy(ctx2);
+    return 0;
+}

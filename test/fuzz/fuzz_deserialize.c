@@ -1,0 +1,56 @@
+/* qlib_tensor_deserialize on arbitrary bytes, copied and borrowed, then
+ * everything a caller does with the tensor.
+ *
+ * Input: one control byte, then the blob.
+ *   bits 0-1  how the blob is made from the bytes (FZ_RAW .. FZ_VALID, fuzz.h)
+ *   bit 2     QLIB_LOAD_BORROW
+ *   bit 3     QLIB_COMPUTE_F32 (else AUTO)
+ *   bit 4     a context with 2 threads (else 1)
+ *   bit 5     5 rows of activations (else 1)
+ *   bits 6-7  fail allocation 1, 2 or 3 of the load (0: none) */
+#include "fuzz.h"
+
+static fz_counter load_counter;
+static qlib_ctx *load_ctx, *run_ctx[2];
+
+static void setup(void)
+{
+    if (load_ctx) return;
+    load_ctx = fz_ctx(1, &load_counter);
+    run_ctx[0] = fz_ctx(1, NULL);
+    run_ctx[1] = fz_ctx(2, NULL);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1) return 0;
+    setup();
+    unsigned ctl = data[0];
+    int mode = ctl & 3, borrow = (ctl >> 2) & 1, must_load;
+    long fail_at = (long)(ctl >> 6);
+    size_t len;
+    uint8_t *blob = fz_blob(data + 1, size - 1, mode, &len, &must_load);
+    qlib_ctx *ctx = run_ctx[(ctl >> 4) & 1];
+    FZ_CHECK(qlib_ctx_set_compute(ctx, (ctl >> 3) & 1 ? QLIB_COMPUTE_F32 : QLIB_COMPUTE_AUTO) ==
+             QLIB_OK);
+
+    long live = load_counter.live;
+    fz_counter_arm(&load_counter, fail_at);
+    qlib_tensor *t = (qlib_tensor *)&load_counter;   /* must be overwritten */
+    qlib_status s = qlib_tensor_deserialize(load_ctx, blob, len, borrow ? QLIB_LOAD_BORROW : 0, &t);
+    if (s != QLIB_OK) {
+        FZ_CHECK(t == NULL);
+        FZ_CHECK(qlib_last_error()[0] != '\0');
+        FZ_CHECK(s == QLIB_ERR_FORMAT || (s == QLIB_ERR_NOMEM && load_counter.failed));
+        FZ_CHECK(!must_load || load_counter.failed);
+    } else {
+        FZ_CHECK(t != NULL);
+        fz_check_queries(t, blob, len);
+        fz_check_compute(ctx, t, (ctl >> 5) & 1 ? 5 : 1, (uint32_t)(size * 131u + ctl));
+    }
+    qlib_tensor_destroy(t);
+    FZ_CHECK(load_counter.live == live);
+    /* a borrowed tensor pointed into blob: it must be gone before blob is */
+    free(blob);
+    return 0;
+}

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Real-model check of examples/llama2 on stories260K (see ../shared/data/PROVENANCE.md):
+# quantizes every projection with each method, measures NLL and perplexity on
+# the TinyStories validation stories, prints one table and checks the numbers.
+# Environment: QLIB_DATA (default ../shared/data), QLIB_LLAMA (the binary),
+# QLIB_MODEL_JOBS (parallel runs, default: online CPUs).
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+
+DATA=${QLIB_DATA:-../shared/data}
+BIN=${QLIB_LLAMA:-examples/llama2/qlib-llama}
+MODEL=$DATA/stories260K.bin
+TOK=$DATA/tok512.bin
+VALID=$DATA/tinystories-valid.txt
+CALIB=$DATA/tinystories-train-calib.txt
+
+if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$VALID" ] || [ ! -f "$CALIB" ]; then
+    echo "model-check: skipped ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
+    exit 0
+fi
+if [ ! -x "$BIN" ]; then
+    echo "model-check: $BIN is not built (run make first)"
+    exit 1
+fi
+
+# Targets: the unquantized model's NLL measured by an independent numpy forward pass
+# (PROVENANCE.md), and the start of llama2.c's greedy sample.
+FP32_NLL=1.2494
+FP32_TOKENS=142182
+GREEDY="Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+ACT_ORDER_SLACK=0.002   # nats/token act-order may lose to plain GPTQ on a model this small
+
+JOBS=${QLIB_MODEL_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/qlib-model.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT
+START=$(date +%s)
+# Runs share the CPUs: one thread each, OpenBLAS included.
+export OPENBLAS_NUM_THREADS=1
+RUN=("$BIN")
+COMMON=(--model "$MODEL" --tokenizer "$TOK" --threads 1)
+
+PASSED=0
+FAILED=0
+pass() { PASSED=$((PASSED + 1)); printf 'ok    %s\n' "$*"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %s\n' "$*"; }
+skip() { printf 'skip  %s\n' "$*"; }
+
+# ------------------------------------------------------------------ the runs
+# id | label | bits | group | quantize arguments ("" = the fp32 checkpoint itself)
+ROWS=(
+    "fp32|fp32|32|-|"
+    "int8|INT8 (RTN)|8|0|--method rtn --bits 8 --group 0"
+    "rtn4|RTN|4|32|--method rtn --bits 4 --group 32"
+    "rtn3|RTN|3|32|--method rtn --bits 3 --group 32"
+    "gptq4|GPTQ|4|32|--method gptq --bits 4 --group 32"
+    "gptq4a|GPTQ act-order|4|32|--method gptq --bits 4 --group 32 --act-order"
+    "gptq3|GPTQ|3|32|--method gptq --bits 3 --group 32"
+    "gptq3a|GPTQ act-order|3|32|--method gptq --bits 3 --group 32 --act-order"
+    "awq4|AWQ|4|32|--method awq --bits 4 --group 32"
+    "awq3|AWQ|3|32|--method awq --bits 3 --group 32"
+    "llmint8|LLM.int8()|8|0|--method llm-int8"
+)
+
+field() { sed -nE "s/(^|.* )$1[=:] *([^ ]*).*/\2/p" "$2" | head -n 1; }
+
+# Writes $WORK/<id>.res: status|bits|group|bits/weight|bytes|nll|ppl|tokens|message
+run_row() {
+    local id=$1 args=$2 model=$MODEL rc bits=32 group=- bpw=32 bytes
+    bytes=$(wc -c < "$MODEL")
+    if [ -n "$args" ]; then
+        # shellcheck disable=SC2086
+        "${RUN[@]}" quantize "${COMMON[@]}" $args --calib "$CALIB" -o "$WORK/$id.qm" \
+            > "$WORK/$id.q.out" 2> "$WORK/$id.q.err"
+        rc=$?
+        if [ $rc -eq 3 ]; then
+            echo "na||||||||$(sed -n 's/.*not available: //p' "$WORK/$id.q.err" | head -n 1)" > "$WORK/$id.res"
+            return
+        elif [ $rc -ne 0 ]; then
+            echo "error||||||||quantize exit $rc: $(tail -n 1 "$WORK/$id.q.err")" > "$WORK/$id.res"
+            return
+        fi
+        model=$WORK/$id.qm
+        bits=$(field bits "$WORK/$id.q.out")
+        group=$(field group "$WORK/$id.q.out")
+        bpw=$(field bits_per_weight "$WORK/$id.q.out")
+        bytes=$(field file_bytes "$WORK/$id.q.out")
+    fi
+    "${RUN[@]}" ppl --model "$model" --tokenizer "$TOK" --threads 1 --text "$VALID" \
+        > "$WORK/$id.p.out" 2> "$WORK/$id.p.err"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "error||||||||ppl exit $rc: $(tail -n 1 "$WORK/$id.p.err")" > "$WORK/$id.res"
+        return
+    fi
+    echo "ok|$bits|$group|$bpw|$bytes|$(field nll "$WORK/$id.p.out")|$(field perplexity "$WORK/$id.p.out")|$(sed -n 's/.*, \([0-9]*\) predicted tokens.*/\1/p' "$WORK/$id.p.out")|" > "$WORK/$id.res"
+}
+
+greedy_run() {
+    "${RUN[@]}" generate "${COMMON[@]}" -t 0 -n 256 > "$WORK/greedy.out" 2> "$WORK/greedy.err"
+    echo $? > "$WORK/greedy.rc"
+}
+
+throttle() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done; }
+
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r id _ _ _ args <<< "$row"
+    throttle
+    run_row "$id" "$args" &
+done
+throttle
+greedy_run &
+wait
+
+# ----------------------------------------------------------------- the table
+res() { IFS='|' read -r ST BITS GROUP BPW BYTES NLL PPL TOKENS MSG < "$WORK/$1.res"; }
+res fp32
+REF_NLL=$NLL
+REF_PPL=$PPL
+[ "$ST" = ok ] || REF_NLL=
+
+echo
+echo "stories260K on $(basename "$VALID"), one story per sequence; quantized with group size 32"
+echo "(K = 172 for w2 leaves a partial group), GPTQ/AWQ calibrated on $(basename "$CALIB")"
+sed -n 's/^qlib /qlib /p' "$WORK/fp32.p.out"
+printf '%-16s %4s %5s %7s %10s %9s %10s %10s %8s\n' method bits group "bits/w" "size KiB" NLL perplexity "ΔNLL" "Δppl"
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r id label bits group _ <<< "$row"
+    res "$id"
+    if [ "$ST" != ok ]; then
+        [ "$ST" = na ] && MSG="not available: $MSG"
+        printf '%-16s %4s %5s  %s\n' "$label" "$bits" "$group" "$MSG"
+        continue
+    fi
+    awk -v l="$label" -v b="$BITS" -v g="$GROUP" -v w="$BPW" -v s="$BYTES" -v n="$NLL" \
+        -v p="$PPL" -v rn="$REF_NLL" -v rp="$REF_PPL" 'BEGIN {
+        dn = rn == "" ? "-" : sprintf("%+.4f", n - rn)
+        dp = rn == "" ? "-" : sprintf("%+.2f%%", 100 * (p / rp - 1))
+        printf "%-16s %4s %5s %7.3f %10.1f %9.4f %10.4f %10s %8s\n", l, b, g, w, s / 1024, n, p, dn, dp }'
+done
+echo
+
+# ---------------------------------------------------------------- the checks
+# cmp_check DESCRIPTION AWK-CONDITION ROW... : runs when every row is available
+cmp_check() {
+    local what=$1 cond=$2 r vars=()
+    shift 2
+    for r in "$@"; do
+        res "$r"
+        if [ "$ST" = na ]; then skip "$what ($r not available)"; return; fi
+        if [ "$ST" != ok ]; then fail "$what ($r: $MSG)"; return; fi
+        vars+=(-v "$r=$NLL")
+    done
+    if awk "${vars[@]}" -v ref="$REF_NLL" -v slack="$ACT_ORDER_SLACK" "BEGIN { exit !($cond) }"; then
+        pass "$what"
+    else
+        fail "$what"
+    fi
+}
+
+res fp32
+if [ "$ST" = ok ] && awk -v n="$NLL" -v t="$FP32_NLL" 'BEGIN { d = n - t; exit !(d < 0.001 && d > -0.001) }'; then
+    pass "fp32 NLL $NLL within 0.001 of $FP32_NLL"
+else
+    fail "fp32 NLL ${NLL:-?} not within 0.001 of $FP32_NLL ${MSG}"
+fi
+if [ "$ST" = ok ] && [ "$TOKENS" = "$FP32_TOKENS" ]; then
+    pass "fp32 predicts $TOKENS tokens"
+else
+    fail "fp32 predicts ${TOKENS:-?} tokens, expected $FP32_TOKENS"
+fi
+if [ "$(cat "$WORK/greedy.rc")" = 0 ] && [ "$(head -c ${#GREEDY} "$WORK/greedy.out")" = "$GREEDY" ]; then
+    pass "greedy text begins \"${GREEDY:0:40}...\""
+else
+    fail "greedy text: $(head -c 120 "$WORK/greedy.out") $(tail -n 1 "$WORK/greedy.err")"
+fi
+
+# qlib promises bit-identical results for any thread count.
+if [ -f "$WORK/rtn4.qm" ]; then
+    for t in 1 2; do
+        "${RUN[@]}" generate --model "$WORK/rtn4.qm" --tokenizer "$TOK" --threads $t -t 0 -n 200 \
+            > "$WORK/threads$t.out" 2> /dev/null
+    done
+    if [ -s "$WORK/threads1.out" ] && cmp -s "$WORK/threads1.out" "$WORK/threads2.out"; then
+        pass "RTN 4-bit greedy text identical with 1 and 2 qlib threads"
+    else
+        fail "RTN 4-bit greedy text differs between 1 and 2 qlib threads"
+    fi
+fi
+
+# Every row that ran must have succeeded; unavailable methods are reported, not failed.
+for row in "${ROWS[@]}"; do
+    IFS='|' read -r id label _ _ args <<< "$row"
+    res "$id"
+    case $ST in
+        ok) if [ -n "$args" ]; then pass "$id: quantized, written, reloaded identically, evaluated"
+            else pass "$id: evaluated"; fi ;;
+        na) skip "$id: not available: $MSG" ;;
+        *) fail "$id: $MSG" ;;
+    esac
+done
+# perplexity ratio = exp(NLL - NLL of fp32)
+cmp_check "INT8 (RTN per channel) perplexity within 1% of fp32" \
+    "int8 > 0 && exp(int8 - ref) < 1.01 && exp(int8 - ref) > 0.99" int8
+cmp_check "LLM.int8() perplexity within 1% of fp32" \
+    "llmint8 > 0 && exp(llmint8 - ref) < 1.01 && exp(llmint8 - ref) > 0.99" llmint8
+for b in 4 3; do
+    cmp_check "GPTQ $b-bit NLL below RTN $b-bit" "gptq$b < rtn$b" "gptq$b" "rtn$b"
+    cmp_check "GPTQ $b-bit act-order NLL below RTN $b-bit" "gptq${b}a < rtn$b" "gptq${b}a" "rtn$b"
+    cmp_check "AWQ $b-bit NLL below RTN $b-bit" "awq$b < rtn$b" "awq$b" "rtn$b"
+    cmp_check "GPTQ $b-bit act-order no worse than without (+$ACT_ORDER_SLACK nats slack)" \
+        "gptq${b}a <= gptq$b + slack" "gptq${b}a" "gptq$b"
+done
+cmp_check "RTN 4-bit NLL below RTN 3-bit" "rtn4 < rtn3" rtn4 rtn3
+
+# ------------------------------------------------------- damaged input files
+# Each must end with a message and exit status 1: no crash, no success.
+bad_input() {
+    local what=$1 model=$2 tok=$3 rc
+    "${RUN[@]}" info --model "$model" --tokenizer "$tok" > /dev/null 2> "$WORK/bad.err"
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "qlib-llama: " "$WORK/bad.err"; then
+        pass "rejects $what: $(head -n 1 "$WORK/bad.err" | cut -c 1-90)"
+    else
+        fail "$what: exit $rc, $(head -n 1 "$WORK/bad.err")"
+    fi
+}
+# patch FILE OFFSET HEX-BYTES: overwrite bytes in place
+patch() { printf "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+B=$WORK/bad
+head -c 27 "$MODEL" > "$B.short"; bad_input "a checkpoint shorter than its header" "$B.short" "$TOK"
+head -c -1 "$MODEL" > "$B.trunc"; bad_input "a checkpoint one byte short" "$B.trunc" "$TOK"
+{ cat "$MODEL"; printf 'x'; } > "$B.long"; bad_input "a checkpoint one byte long" "$B.long" "$TOK"
+cp "$MODEL" "$B.neg"; patch "$B.neg" 0 '\xc0\xff\xff\xff'; bad_input "dim = -64" "$B.neg" "$TOK"
+cp "$MODEL" "$B.huge"; patch "$B.huge" 8 '\xff\xff\xff\x7f'; bad_input "n_layers = 2^31-1" "$B.huge" "$TOK"
+cp "$MODEL" "$B.min"; patch "$B.min" 20 '\x00\x00\x00\x80'; bad_input "vocab_size = INT32_MIN" "$B.min" "$TOK"
+cp "$MODEL" "$B.seq"; patch "$B.seq" 24 '\x00\x00\x00\x40'; bad_input "seq_len = 2^30" "$B.seq" "$TOK"
+cp "$MODEL" "$B.heads"; patch "$B.heads" 12 '\x07\x00\x00\x00'; bad_input "7 heads for dim 64" "$B.heads" "$TOK"
+cp "$MODEL" "$B.sep"; patch "$B.sep" 20 '\x00\xfe\xff\xff'; bad_input "a separate classifier missing from the file" "$B.sep" "$TOK"
+: > "$B.empty"; bad_input "an empty file" "$B.empty" "$TOK"
+bad_input "a missing file" "$B.none" "$TOK"
+head -c 3000 "$TOK" > "$B.tok"; bad_input "a truncated tokenizer" "$MODEL" "$B.tok"
+cp "$TOK" "$B.tok0"; patch "$B.tok0" 0 '\x00\x00\x00\x00'; bad_input "max_token_length 0" "$MODEL" "$B.tok0"
+cp "$TOK" "$B.toklen"; patch "$B.toklen" 8 '\xff\xff\xff\xff'; bad_input "a token of 2^32-1 bytes" "$MODEL" "$B.toklen"
+{ cat "$TOK"; printf 'x'; } > "$B.toklong"; bad_input "a tokenizer with trailing bytes" "$MODEL" "$B.toklong"
+if [ -f "$WORK/rtn4.qm" ]; then
+    Q=$WORK/rtn4.qm
+    size=$(wc -c < "$Q")
+    head -c $((size - 64)) "$Q" > "$B.qtrunc"; bad_input "a truncated quantized model" "$B.qtrunc" "$TOK"
+    head -c 100 "$Q" > "$B.qhead"; bad_input "a quantized model cut in its fp32 section" "$B.qhead" "$TOK"
+    cp "$Q" "$B.qfloat"; patch "$B.qfloat" 1000 '\x55'; bad_input "a damaged fp32 section" "$B.qfloat" "$TOK"
+    cp "$Q" "$B.qblob"; patch "$B.qblob" $((size - 200)) '\x55'; bad_input "a damaged tensor blob" "$B.qblob" "$TOK"
+    cp "$Q" "$B.qver"; patch "$B.qver" 8 '\x09'; bad_input "an unknown file version" "$B.qver" "$TOK"
+    cp "$Q" "$B.qdim"; patch "$B.qdim" 16 '\x00\x00\x00\x80'; bad_input "a quantized model with dim < 0" "$B.qdim" "$TOK"
+fi
+
+echo
+echo "model-check: $(( $(date +%s) - START )) s with $JOBS parallel runs"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

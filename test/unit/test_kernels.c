@@ -1,0 +1,407 @@
+/* Every ISA's kernels against the scalar reference.
+ *
+ * The kernels of every ISA perform the scalar kernels' arithmetic (exact
+ * integer block dots; the same fp32 multiplies and adds in the same order,
+ * without fused multiply-adds), so the expected difference is zero: results
+ * are compared bit for bit. ISAs this CPU (or build) lacks are skipped. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "core/core.h"
+#include "kernels/kernels.h"
+
+Suite *suite_kernels(void);
+
+static const char *const isa_names[] = { "avx2", "neon", "neon-dotprod" };
+#define N_ISAS (sizeof isa_names / sizeof isa_names[0])
+
+/* The ISA tables this machine can run, besides scalar. */
+static size_t available_isas(const qlib_kernels **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < N_ISAS; i++) {
+        const qlib_kernels *k = qlib_kernels_pick(isa_names[i], qlib_cpu_features());
+        if (k) out[n++] = k;
+    }
+    return n;
+}
+
+/* ---- packed weights made directly (every bits/group/zero combination) ---- */
+
+typedef struct kw {
+    qk_weights w;
+    uint8_t *codes, *zeros;
+    uint16_t *scales;
+} kw;
+
+/* extreme: every code at its maximum, to reach the largest partial sums. */
+static void kw_make(kw *t, tu_rng *r, int bits, int sym, int group_size, size_t n, size_t k,
+                    int extreme)
+{
+    qk_weights *w = &t->w;
+    memset(t, 0, sizeof *t);
+    w->bits = bits;
+    w->symmetric = sym;
+    w->n = n;
+    w->k = k;
+    w->kp = qlib_round_up(k, QK_KALIGN);
+    w->group = group_size > 0 && (size_t)group_size < w->kp ? (size_t)group_size : w->kp;
+    w->n_groups = (k + w->group - 1) / w->group;
+    w->scale_stride = group_size < 0 ? 0 : w->n_groups;
+    w->row_bytes = w->kp * (size_t)bits / 8;
+    size_t n_params = group_size < 0 ? 1 : n * w->n_groups;
+    t->codes = malloc(n * w->row_bytes);
+    t->scales = malloc(n_params * sizeof(uint16_t));
+    t->zeros = calloc(n_params * (size_t)bits / 8 + 2, 1);
+    uint8_t *c = malloc(w->kp);
+    ck_assert(t->codes && t->scales && t->zeros && c);
+    unsigned top = (1u << bits) - 1u;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < w->kp; j++)
+            c[j] = (uint8_t)(extreme ? top : tu_next(r) % (top + 1u));
+        qlib_pack_row(bits, c, w->kp, t->codes + i * w->row_bytes);
+    }
+    for (size_t i = 0; i < n_params; i++) {
+        t->scales[i] = qlib_f32_to_f16((float)(0.001 + 0.05 * tu_uniform(r)));
+        qlib_zero_put(t->zeros, i, bits, extreme ? 0u : (unsigned)(tu_next(r) % (top + 1u)));
+    }
+    free(c);
+    w->codes = t->codes;
+    w->scales = t->scales;
+    w->zeros = sym ? NULL : t->zeros;
+}
+
+static void kw_free(kw *t)
+{
+    free(t->codes);
+    free(t->scales);
+    free(t->zeros);
+}
+
+/* ---- activations: prepared by a kernel table, for both modes ---- */
+
+typedef struct acts {
+    size_t m, kp, nbk;
+    int8_t *q;
+    float *d, *xf;
+    int32_t *sum;
+} acts;
+
+static void acts_make(acts *a, const qlib_kernels *kern, const qk_xmap *map, const float *x,
+                      size_t m, size_t ldx)
+{
+    a->m = m;
+    a->kp = map->kp;
+    a->nbk = map->kp / QK_BLOCK;
+    a->q = malloc(m * a->kp);
+    a->d = malloc(m * a->nbk * sizeof(float));
+    a->sum = malloc(m * a->nbk * sizeof(int32_t));
+    a->xf = malloc(m * a->kp * sizeof(float));
+    ck_assert(a->q && a->d && a->sum && a->xf);
+    for (size_t i = 0; i < m; i++) {
+        kern->quantize_row(map, x + i * ldx, a->q + i * a->kp, a->d + i * a->nbk,
+                           a->sum + i * a->nbk);
+        kern->prepare_row(map, x + i * ldx, a->xf + i * a->kp);
+    }
+}
+
+static void acts_free(acts *a)
+{
+    free(a->q);
+    free(a->d);
+    free(a->sum);
+    free(a->xf);
+}
+
+static void acts_assert_equal(const acts *a, const acts *b, const char *isa)
+{
+    ck_assert_msg(memcmp(a->q, b->q, a->m * a->kp) == 0, "%s: quantize_row q differs", isa);
+    ck_assert_msg(memcmp(a->d, b->d, a->m * a->nbk * sizeof(float)) == 0,
+                  "%s: quantize_row d differs", isa);
+    ck_assert_msg(memcmp(a->sum, b->sum, a->m * a->nbk * sizeof(int32_t)) == 0,
+                  "%s: quantize_row sums differ", isa);
+    ck_assert_msg(memcmp(a->xf, b->xf, a->m * a->kp * sizeof(float)) == 0,
+                  "%s: prepare_row differs", isa);
+}
+
+/* Random activations with a few outlier channels; optionally huge blocks
+ * so that q reaches +-127 everywhere. */
+static float *make_x(tu_rng *r, size_t m, size_t ldx, int extreme)
+{
+    float *x = tu_alloc_floats(m * ldx);
+    for (size_t i = 0; i < m * ldx; i++) {
+        double v = tu_normal(r);
+        if (i % 61 == 7) v *= 40.0;
+        x[i] = extreme ? (i % 2 ? -100.0f : 100.0f) : (float)v;
+    }
+    return x;
+}
+
+#define SENTINEL 1234.5f
+
+/* y (m x n, row stride ldy) from one kernel over [n0, n1), in mode q8 or f32. */
+static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts *a, int q8,
+                       size_t n0, size_t n1, size_t ldy, float *y)
+{
+    if (!y) {
+        y = tu_alloc_floats(a->m * ldy);
+        for (size_t i = 0; i < a->m * ldy; i++) y[i] = SENTINEL;
+    }
+    if (q8) {
+        qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum };
+        kern->gemm_q8(w, &qa, n0, n1, y, ldy);
+    } else {
+        /* a row stride that is not a multiple of 8 floats: unaligned rows */
+        size_t ldx = a->kp + 3;
+        float *xs = tu_alloc_floats(a->m * ldx + 1);
+        for (size_t i = 0; i < a->m; i++)
+            memcpy(xs + 1 + i * ldx, a->xf + i * a->kp, a->kp * sizeof(float));
+        kern->gemm_f32(w, xs + 1, ldx, a->m, n0, n1, y, ldy);
+        free(xs);
+    }
+    return y;
+}
+
+static void assert_same_y(const float *got, const float *want, size_t m, size_t n, size_t ldy,
+                          const char *what, const char *isa, int bits, size_t group, size_t k)
+{
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < ldy; j++) {
+            float g = got[i * ldy + j], e = j < n ? want[i * ldy + j] : SENTINEL;
+            ck_assert_msg(memcmp(&g, &e, sizeof g) == 0,
+                          "%s %s bits=%d group=%zu k=%zu m=%zu: y[%zu][%zu] = %.9g, want %.9g",
+                          isa, what, bits, group, k, m, i, j, (double)g, (double)e);
+        }
+}
+
+/* One weight shape against every ISA: activations, both modes, the full
+ * column range and a split one (what threads do). */
+static void check_case(tu_rng *r, int bits, int sym, int group_size, size_t m, size_t n,
+                       size_t k, int extreme, const qk_xmap *map_in)
+{
+    const qlib_kernels *isas[N_ISAS];
+    size_t n_isa = available_isas(isas);
+    if (n_isa == 0) return;
+    kw t;
+    kw_make(&t, r, bits, sym, group_size, n, k, extreme);
+    size_t ldx = k + 5, ldy = n + 3;
+    float *x = make_x(r, m, ldx, extreme);
+    qk_xmap map = { k, t.w.kp, NULL, NULL, NULL };
+    if (map_in) map = *map_in;
+    acts ref;
+    acts_make(&ref, &qlib_kernels_scalar, &map, x, m, ldx);
+    for (int q8 = 0; q8 < 2; q8++) {
+        float *want = run_gemm(&qlib_kernels_scalar, &t.w, &ref, q8, 0, n, ldy, NULL);
+        for (size_t s = 0; s < n_isa; s++) {
+            acts got_a;
+            acts_make(&got_a, isas[s], &map, x, m, ldx);
+            acts_assert_equal(&got_a, &ref, isas[s]->isa);
+            const char *what = q8 ? "gemm_q8" : "gemm_f32";
+            float *got = run_gemm(isas[s], &t.w, &ref, q8, 0, n, ldy, NULL);
+            assert_same_y(got, want, m, n, ldy, what, isas[s]->isa, bits, t.w.group, k);
+            /* columns in uneven pieces, as threads would take them */
+            for (size_t i = 0; i < m * ldy; i++) got[i] = SENTINEL;
+            size_t cut1 = n / 3, cut2 = cut1 + 1 + n / 2 > n ? n : cut1 + 1 + n / 2;
+            run_gemm(isas[s], &t.w, &ref, q8, 0, cut1, ldy, got);
+            run_gemm(isas[s], &t.w, &ref, q8, cut1, cut2, ldy, got);
+            run_gemm(isas[s], &t.w, &ref, q8, cut2, n, ldy, got);
+            assert_same_y(got, want, m, n, ldy, what, isas[s]->isa, bits, t.w.group, k);
+            free(got);
+            acts_free(&got_a);
+        }
+        free(want);
+    }
+    acts_free(&ref);
+    free(x);
+    kw_free(&t);
+}
+
+static const int bit_widths[] = { 2, 3, 4, 8 };
+static const int group_sizes[] = { 32, 64, 128, 0, -1 };
+
+/* K around every edge: not a multiple of 32, of 64, of the group; one block. */
+START_TEST(test_kernels_bits_groups_k)
+{
+    static const size_t ks[] = { 24, 100, 160, 300 };
+    tu_rng r = { 0x6b65726e656c73ull };
+    for (size_t bi = 0; bi < 4; bi++)
+        for (int sym = 0; sym < 2; sym++)
+            for (size_t gi = 0; gi < 5; gi++)
+                for (size_t ki = 0; ki < 4; ki++) {
+                    size_t m = 1 + (bi + gi + ki) % 5;   /* 1 (GEMV) and small GEMMs */
+                    check_case(&r, bit_widths[bi], sym, group_sizes[gi], m, 37, ks[ki], 0, NULL);
+                    if (m != 1)
+                        check_case(&r, bit_widths[bi], sym, group_sizes[gi], 1, 29, ks[ki], 0,
+                                   NULL);
+                }
+}
+END_TEST
+
+/* M = 1 .. 17 (every row-tile remainder), N not a multiple of any tile. */
+START_TEST(test_kernels_rows)
+{
+    tu_rng r = { 17 };
+    for (size_t m = 1; m <= 17; m++) {
+        int bits = m % 2 ? 4 : 8;
+        check_case(&r, bits, (int)(m % 3 == 0), 64, m, 19 + m, 200, 0, NULL);
+    }
+}
+END_TEST
+
+/* The largest partial sums: every code at its maximum against q = +-127. */
+START_TEST(test_kernels_extremes)
+{
+    tu_rng r = { 99 };
+    for (size_t bi = 0; bi < 4; bi++)
+        for (int sym = 0; sym < 2; sym++) {
+            check_case(&r, bit_widths[bi], sym, 0, 1, 21, 4096 + 96, 1, NULL);
+            check_case(&r, bit_widths[bi], sym, 128, 5, 21, 600, 1, NULL);
+        }
+}
+END_TEST
+
+/* AWQ-style input scales, an act-order permutation and dropped columns. */
+START_TEST(test_kernels_xmap)
+{
+    tu_rng r = { 7 };
+    size_t k = 230, kp = qlib_round_up(k, QK_KALIGN);
+    int32_t *perm = malloc(k * sizeof *perm);
+    float *scale = tu_alloc_floats(k);
+    uint8_t *drop = calloc(k, 1);
+    ck_assert(perm && drop);
+    for (size_t j = 0; j < k; j++) {
+        perm[j] = (int32_t)j;
+        scale[j] = (float)(0.25 + 2.0 * tu_uniform(&r));
+        drop[j] = j % 17 == 3;
+    }
+    for (size_t j = k - 1; j > 0; j--) {
+        size_t o = (size_t)(tu_next(&r) % (j + 1));
+        int32_t tmp = perm[j];
+        perm[j] = perm[o];
+        perm[o] = tmp;
+    }
+    const qk_xmap maps[] = {
+        { k, kp, NULL, scale, NULL }, { k, kp, perm, NULL, NULL }, { k, kp, perm, scale, NULL },
+        { k, kp, perm, scale, drop },
+    };
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
+        check_case(&r, 4, 0, 32, 1, 27, k, 0, &maps[i]);
+        check_case(&r, 4, 1, 128, 6, 27, k, 0, &maps[i]);
+        check_case(&r, 8, 0, 0, 3, 27, k, 0, &maps[i]);
+    }
+    free(perm);
+    free(scale);
+    free(drop);
+}
+END_TEST
+
+START_TEST(test_kernels_dequant_row)
+{
+    const qlib_kernels *isas[N_ISAS];
+    size_t n_isa = available_isas(isas);
+    tu_rng r = { 5 };
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t gi = 0; gi < 5; gi++) {
+            kw t;
+            kw_make(&t, &r, bit_widths[bi], (int)(gi % 2), group_sizes[gi], 9, 170, 0);
+            float want[192], got[192];
+            for (size_t row = 0; row < 9; row++) {
+                qlib_kernels_scalar.dequant_row(&t.w, row, want);
+                for (size_t s = 0; s < n_isa; s++) {
+                    isas[s]->dequant_row(&t.w, row, got);
+                    ck_assert_msg(memcmp(got, want, 170 * sizeof(float)) == 0,
+                                  "%s dequant_row bits=%d row=%zu", isas[s]->isa,
+                                  bit_widths[bi], row);
+                }
+            }
+            kw_free(&t);
+        }
+}
+END_TEST
+
+/* Through qlib_matmul: each ISA equals scalar, and 1 and 2 threads agree
+ * bit for bit, with unaligned x and y, on a matrix big enough to split. */
+static void matmul_isa_threads(const char *isa, int compute)
+{
+    tu_rng r = { 321 };
+    size_t n = 300, k = 1000, m = 3, ldx = k + 1, ldy = n + 1;
+    float *w = tu_alloc_floats(n * k);
+    tu_llm_weights(&r, w, n, k, k);
+    float *xb = make_x(&r, m * ldx + 1, 1, 0), *x = xb + 1;
+    float *y[3];
+    static const int threads[3] = { 1, 1, 2 };
+    for (int v = 0; v < 3; v++) {
+        qlib_ctx *ctx = tu_ctx(threads[v], v == 0 ? "scalar" : isa);
+        ck_assert_int_eq(qlib_ctx_set_compute(ctx, (qlib_compute)compute), QLIB_OK);
+        qlib_tensor *t = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_RTN, 4, 128, 0, NULL);
+        y[v] = tu_alloc_floats(m * ldy + 1);
+        ck_assert_int_eq(qlib_matmul(ctx, t, x, m, ldx, y[v] + 1, ldy), QLIB_OK);
+        qlib_tensor_destroy(t);
+        qlib_ctx_destroy(ctx);
+    }
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            size_t o = 1 + i * ldy + j;
+            ck_assert_msg(memcmp(&y[1][o], &y[0][o], 4) == 0, "%s vs scalar: y[%zu][%zu]", isa,
+                          i, j);
+            ck_assert_msg(memcmp(&y[2][o], &y[1][o], 4) == 0, "%s 2 threads: y[%zu][%zu]", isa,
+                          i, j);
+        }
+    for (int v = 0; v < 3; v++) free(y[v]);
+    free(xb);
+    free(w);
+}
+
+START_TEST(test_kernels_matmul_threads)
+{
+    for (size_t i = 0; i < N_ISAS; i++) {
+        if (!qlib_kernels_pick(isa_names[i], qlib_cpu_features())) continue;
+        matmul_isa_threads(isa_names[i], QLIB_COMPUTE_AUTO);
+        matmul_isa_threads(isa_names[i], QLIB_COMPUTE_F32);
+    }
+}
+END_TEST
+
+/* Naming an ISA the CPU or build lacks is QLIB_ERR_UNSUPPORTED; the default
+ * is the best supported one. */
+START_TEST(test_kernels_isa_choice)
+{
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    const qlib_kernels *best = qlib_kernels_pick(NULL, qlib_cpu_features());
+    ck_assert_ptr_nonnull(best);
+    ck_assert_str_eq(qlib_ctx_isa(ctx), best->isa);
+    for (size_t i = 0; i < N_ISAS; i++) {
+        qlib_status want = qlib_kernels_pick(isa_names[i], qlib_cpu_features()) ? QLIB_OK
+                                                                                 : QLIB_ERR_UNSUPPORTED;
+        ck_assert_int_eq(qlib_ctx_set_isa(ctx, isa_names[i]), want);
+        if (want == QLIB_OK) ck_assert_str_eq(qlib_ctx_isa(ctx), isa_names[i]);
+    }
+    ck_assert_int_eq(qlib_ctx_set_isa(ctx, "avx512-imaginary"), QLIB_ERR_UNSUPPORTED);
+    ck_assert_int_eq(qlib_ctx_set_isa(ctx, "scalar"), QLIB_OK);
+    ck_assert_str_eq(qlib_ctx_isa(ctx), "scalar");
+#if defined(__x86_64__)
+    ck_assert_ptr_null(qlib_kernels_pick("neon", ~0u));
+#elif defined(__aarch64__)
+    ck_assert_ptr_null(qlib_kernels_pick("avx2", ~0u));
+    ck_assert_ptr_null(qlib_kernels_pick("neon-dotprod", QLIB_CPU_NEON));
+#endif
+    qlib_ctx_destroy(ctx);
+}
+END_TEST
+
+Suite *suite_kernels(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *tc = tu_tcase("kernels");
+    tcase_add_test(tc, test_kernels_isa_choice);
+    tcase_add_test(tc, test_kernels_bits_groups_k);
+    tcase_add_test(tc, test_kernels_rows);
+    tcase_add_test(tc, test_kernels_extremes);
+    tcase_add_test(tc, test_kernels_xmap);
+    tcase_add_test(tc, test_kernels_dequant_row);
+    tcase_add_test(tc, test_kernels_matmul_threads);
+    suite_add_tcase(s, tc);
+    return s;
+}
