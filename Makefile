@@ -1,5 +1,5 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
-# cross-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+# cross-aarch64 check-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
 SHELL = /bin/sh
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
@@ -29,7 +29,7 @@ VARIANT = release
 SANFLAGS =
 ifeq ($(SANITIZE),1)
 VARIANT = asan
-SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SANFLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
 ifeq ($(TSAN),1)
 VARIANT = tsan
@@ -71,7 +71,7 @@ FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
-.PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 \
+.PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
         model-check deps symbols-check header-check python-check replay valgrind
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
@@ -193,10 +193,23 @@ bench: deps
 fuzz:
 	@sh test/fuzz/run.sh
 
+# AArch64: cross-built with Debian's gcc-aarch64-linux-gnu against the arm64
+# OpenBLAS and Check (dpkg --add-architecture arm64; docs/PERFORMANCE.md),
+# run under qemu-user with each NEON kernel table forced.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_AR ?= aarch64-linux-gnu-ar
+AARCH64_BLAS_CFLAGS ?= -I/usr/include/aarch64-linux-gnu/openblas-pthread
+AARCH64_BLAS_LIBS ?= -lopenblas
+QEMU_AARCH64 ?= qemu-aarch64
+
 cross-aarch64:
-	@$(MAKE) --no-print-directory CC=aarch64-linux-gnu-gcc VARIANT=aarch64 B=build/aarch64 \
-	    OUT=build/aarch64/lib BLAS_CFLAGS= BLAS_LIBS='$(AARCH64_BLAS_LIBS)' \
-	    build/aarch64/lib/libqlib.a build/aarch64/test/unit
+	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) AR=$(AARCH64_AR) VARIANT=aarch64 \
+	    B=build/aarch64 OUT=build/aarch64/lib BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' \
+	    BLAS_LIBS='$(AARCH64_BLAS_LIBS)' build/aarch64/lib/libqlib.a build/aarch64/test/unit
+
+check-aarch64: cross-aarch64
+	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
+	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) build/aarch64/test/unit || exit 1; done
 
 install: all
 	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig

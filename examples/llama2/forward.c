@@ -50,7 +50,7 @@ int run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx)
     s->att_out = alloc3(T, d, sizeof(float), "activations");
     s->hb = alloc3(T, h, sizeof(float), "activations");
     s->hb2 = alloc3(T, h, sizeof(float), "activations");
-    s->att = alloc3(T, T, sizeof(float), "attention scores");
+    s->att = alloc3(T < ATT_CHUNK ? T : ATT_CHUNK, T, sizeof(float), "attention scores");
     s->key_cache = alloc3(L * T, kv, sizeof(float), "key cache");
     s->value_cache = alloc3(L * T, kv, sizeof(float), "value cache");
     s->rope_cos = alloc3(T, hs / 2, sizeof(float), "rope table");
@@ -182,7 +182,7 @@ static int project(llama_run *r, int l, int p, const float *x, int n, float *y, 
     size_t k = proj_cols(&r->m->cfg, p);
     if (qlib_matmul(r->ctx, w, x, (size_t)n, k, y, ldy) != QLIB_OK) {
         char what[64];
-        snprintf(what, sizeof(what), "qlib_matmul (layer %d %s)", l, proj_names[p]);
+        snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
         report_qlib_error(what);
         return -1;
     }

@@ -159,6 +159,7 @@ static int run_generate(llama_session *s, const llama_opts *o)
         t0 = now_seconds();
         if (n <= steps && generate(s, &sp, prompt, n, steps, &made) == 0) {
             printf("\n");
+            fflush(stdout);
             fprintf(stderr, "generated %d tokens at %.1f tokens/s\n", made,
                     made / (now_seconds() - t0));
             rc = 0;

@@ -116,7 +116,7 @@ int  text_is_ascii(const char *s);
 /* -------------------------------------------------------------- forward */
 typedef struct llama_state {
     float *x, *xb, *q, *att_out, *hb, *hb2;         /* per-position activations */
-    float *att;                                     /* seq_len x seq_len scores */
+    float *att;                                     /* scores of a chunk of queries */
     float *key_cache, *value_cache;                 /* n_layers x seq_len x kv_dim */
     float *rope_cos, *rope_sin;                     /* seq_len x head_size/2 */
     float *logits;                                  /* seq_len x vocab */

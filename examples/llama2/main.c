@@ -200,7 +200,7 @@ int setup_ctx(const llama_opts *o, qlib_ctx **ctx)
 {
     *ctx = NULL;
     if (qlib_ctx_create(ctx) != QLIB_OK) {
-        report_qlib_error("qlib_ctx_create");
+        report_qlib_error("context");
         return -1;
     }
     if ((o->threads >= 0 && qlib_ctx_set_threads(*ctx, o->threads) != QLIB_OK)

@@ -172,7 +172,7 @@ static int checkpoint_tensors(qlib_ctx *ctx, llama_model *m)
             if (qlib_quantize(ctx, raw_weight(m, l, p), proj_rows(&m->cfg, p), k, k, cfg, NULL,
                               model_proj(m, l, p)) != QLIB_OK) {
                 char what[80];
-                snprintf(what, sizeof(what), "layer %d %s: qlib_quantize (fp32)", l, proj_names[p]);
+                snprintf(what, sizeof(what), "layer %d %s (fp32)", l, proj_names[p]);
                 report_qlib_error(what);
                 rc = -1;
             }

@@ -121,14 +121,14 @@ static int write_tensor(FILE *f, const qlib_tensor *t, int l, int p)
     void *blob;
     int rc;
     if (qlib_tensor_serialized_size(t, &bytes) != QLIB_OK) {
-        report_qlib_error("qlib_tensor_serialized_size");
+        report_qlib_error("writing the model");
         return -1;
     }
     blob = xcalloc(bytes, 1, "tensor blob");
     if (!blob)
         return -1;
     if (qlib_tensor_serialize(t, blob, bytes, &written) != QLIB_OK) {
-        report_qlib_error("qlib_tensor_serialize");
+        report_qlib_error("writing the model");
         free(blob);
         return -1;
     }
@@ -225,7 +225,7 @@ static int check_header(const char *path, const llama_model *m)
 /* Bytes of the fp32 section of a model with this configuration. */
 static int section_bytes(const llama_config *c, size_t *bytes)
 {
-    size_t vd, ld, n;
+    size_t vd = 0, ld = 0, n = 0;
     int bad = size_mul((size_t)c->vocab_size, (size_t)c->dim, &vd)
               || size_mul((size_t)c->n_layers, (size_t)c->dim, &ld)
               || size_mul(ld, 2, &n) || size_add(n, vd, &n) || size_add(n, (size_t)c->dim, &n)
@@ -290,8 +290,7 @@ static int load_record(qlib_ctx *ctx, const char *path, llama_model *m, int l, i
     }
     blob = (size_t)get_u64le(rec + 16);
     if (qlib_tensor_deserialize(ctx, rec + QM_RECORD_BYTES, blob, QLIB_LOAD_BORROW, &t) != QLIB_OK) {
-        llama_err("%s: layer %d %s: qlib_tensor_deserialize: %s", path, l, proj_names[p],
-                  qlib_last_error());
+        llama_err("%s: layer %d %s: %s", path, l, proj_names[p], qlib_last_error());
         return -1;
     }
     *model_proj(m, l, p) = t;

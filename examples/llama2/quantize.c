@@ -55,7 +55,7 @@ static int set_param(qlib_config *c, qlib_param p, int v, const char *flag)
 
 static int make_config(const llama_opts *o, qlib_config **cfg)
 {
-    int rc = status_outcome(qlib_config_create((qlib_method)o->method, cfg), "qlib_config_create");
+    int rc = status_outcome(qlib_config_create((qlib_method)o->method, cfg), "config");
     int bits = o->bits == OPT_UNSET && o->method == QLIB_METHOD_NONE ? 32 : o->bits;
     if (rc == RC_OK && bits != OPT_UNSET)
         rc = set_param(*cfg, QLIB_PARAM_BITS, bits, "--bits");
@@ -94,7 +94,7 @@ static int quant_proj(quant_job *j, int l, int p, const qlib_calib *calib)
     qlib_status st = qlib_quantize(j->s.ctx, raw_weight(&j->s.m, l, p), proj_rows(c, p), k, k,
                                    j->cfg, calib, &t);
     if (st != QLIB_OK) {
-        snprintf(what, sizeof(what), "qlib_quantize (layer %d %s)", l, proj_names[p]);
+        snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
         return status_outcome(st, what);
     }
     qlib_tensor_destroy(*slot);
@@ -109,7 +109,7 @@ static int calib_hook(void *user, llama_stage st, const float *x, int n, int k)
     if (st != j->stage)
         return 0;
     if (qlib_calib_add(j->calib, x, (size_t)n, (size_t)k) != QLIB_OK) {
-        report_qlib_error("qlib_calib_add");
+        report_qlib_error("calibration");
         return -1;
     }
     return 0;
@@ -138,7 +138,7 @@ static int quantize_stage(quant_job *j, int l, llama_stage st)
     size_t k = (size_t)(st == STAGE_DOWN ? c->hidden_dim : c->dim);
     int i, rc;
     if (qlib_calib_create(j->s.ctx, k, QLIB_CALIB_ALL, CALIB_MAX_SAMPLES, &j->calib) != QLIB_OK) {
-        report_qlib_error("qlib_calib_create");
+        report_qlib_error("calibration");
         return RC_FAIL;
     }
     j->stage = st;
@@ -276,7 +276,7 @@ static void print_summary(const quant_job *j, size_t file_bytes, double seconds)
     double bpw = model_bits_per_weight(&j->s.m, &proj_bytes);
     printf("wrote %s: %s, %d bits, group %d, %.3f bits/weight, projections %.1f KiB, file %.1f KiB,"
            " %.2f s\n", j->o->out, method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
-           qlib_tensor_group_size(t), bpw, proj_bytes / 1024.0, file_bytes / 1024.0, seconds);
+           qlib_tensor_group_size(t), bpw, (double)proj_bytes / 1024.0, (double)file_bytes / 1024.0, seconds);
     printf("round trip: reloaded with QLIB_LOAD_BORROW, every tensor identical\n");
     printf("summary: method=%s bits=%d group=%d bits_per_weight=%.4f proj_bytes=%zu "
            "file_bytes=%zu seconds=%.3f\n", method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),

@@ -131,6 +131,18 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     return QLIB_OK;
 }
 
+/* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be
+ * any finite value, and the kernels quantize x * s: Inf there has no int8 code. */
+static int scaled_finite(const float *x, size_t rows, size_t cols, size_t ld, const float *s)
+{
+    for (size_t i = 0; i < rows; i++) {
+        float acc = 0.0f;
+        for (size_t j = 0; j < cols; j++) acc += x[i * ld + j] * s[j] * 0.0f;
+        if (acc != 0.0f) return 0;
+    }
+    return 1;
+}
+
 static int ranges_overlap(const void *a, size_t alen, const void *b, size_t blen)
 {
     uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
@@ -159,6 +171,8 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         return qlib_fail(QLIB_ERR_ARG, "%s: y overlaps x", fn);
     if (!qlib_all_finite(x, m, k, ldx))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
+    if (t->input_scales && !scaled_finite(x, m, k, ldx, t->input_scales))
+        return qlib_fail(QLIB_ERR_NUMERIC, "%s: x times the tensor's input scales overflows", fn);
     if (t->d.method == QLIB_METHOD_NONE) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
     if (t->d.method == QLIB_METHOD_LLM_INT8 && ctx->compute == QLIB_COMPUTE_AUTO &&
         t->d.outlier_threshold > 0.0f)

@@ -19,8 +19,10 @@ qlib_status qlib_desc_check(const qlib_tensor_desc *d, const char *fn, qlib_stat
     size_t nk;
     if ((unsigned)d->method > QLIB_METHOD_LLM_INT8)
         return qlib_fail(code, "%s: unknown method %d", fn, (int)d->method);
-    if (d->n == 0 || d->k == 0 || d->k > ((size_t)1 << 40) || qlib_mul_overflows(d->n, d->k, &nk) ||
-        nk > SIZE_MAX / 8)
+    /* N x Kp, not N x K: rows are padded to Kp codes, and a section size
+     * that wrapped around would let a blob drop its codes */
+    if (d->n == 0 || d->k == 0 || d->k > ((size_t)1 << 40) ||
+        qlib_mul_overflows(d->n, qlib_round_up(d->k, QK_KALIGN), &nk) || nk > SIZE_MAX / 8)
         return qlib_fail(code == QLIB_ERR_FORMAT ? code : QLIB_ERR_ARG,
                          "%s: bad size %zu x %zu", fn, d->n, d->k);
     if (!is_quantized(d)) {

@@ -186,11 +186,13 @@ static double dot_span(const float *a, const float *b, size_t len)
 }
 
 /* The GEMM for rows of D (m x len, stride len) on columns [c0, c0 + len):
- * tmp = D X_cols^T (m x ns) from the samples, or D G (m x len) with gram G. */
-static void error_gemm(const awq_layer *L, size_t c0, size_t len, const float *gram, size_t m)
+ * tmp = D X_cols^T (m x ns) from the samples, or D G (m x len) with their
+ * Gram matrix G (row stride ldg). */
+static void error_gemm(const awq_layer *L, size_t c0, size_t len, const float *gram, size_t ldg,
+                       size_t m)
 {
     if (gram)
-        qlib_la_sgemm(0, 0, m, len, len, 1.0f, L->d, len, gram, len, 0.0f, L->tmp, len);
+        qlib_la_sgemm(0, 0, m, len, len, 1.0f, L->d, len, gram, ldg, 0.0f, L->tmp, len);
     else
         qlib_la_sgemm(0, 1, m, L->ns, len, 1.0f, L->d, len, L->x + c0, L->k, 0.0f, L->tmp, L->ns);
 }
@@ -242,19 +244,20 @@ static void score_error_task(void *arg, size_t i)
                min_size((i + 1) * TASK_ROWS, j->m));
 }
 
-/* ||X (W - W^)^T||^2 over the samples; HUGE_VAL if a scale overflows fp16. */
-static double score(const awq_layer *L, const awq_cand *cand)
+/* *err = ||X (W - W^)^T||^2 over the samples; 0 if a scale overflows fp16. */
+static int score(const awq_layer *L, const awq_cand *cand, double *err)
 {
     double total = 0.0;
     for (size_t r0 = 0; r0 < L->n; r0 += L->rows) {
         score_job j = { L, cand, r0, min_size(L->rows, L->n - r0), 0 };
         qlib_ctx_parallel_for(L->ctx, score_delta_task, &j, tasks_for(j.m));
-        if (j.failed) return HUGE_VAL;
-        error_gemm(L, 0, L->k, L->gram, j.m);
+        if (j.failed) return 0;
+        error_gemm(L, 0, L->k, L->gram, L->k, j.m);
         qlib_ctx_parallel_for(L->ctx, score_error_task, &j, tasks_for(j.m));
         for (size_t r = 0; r < j.m; r++) total += L->err[r];
     }
-    return total;
+    *err = total;
+    return 1;
 }
 
 /* Per-tensor parameters of W diag(s) clipped by step, from the column ranges
@@ -282,9 +285,9 @@ static qlib_status search_alpha(const awq_layer *L, int grid, float *s, float *i
     for (int i = 0; i < grid; i++) {
         awq_cand c = { cs, cs + k, { 0, 0.0f, 0, 0 } };
         channel_scales(L, (double)i / grid, cs, cs + k);
+        double e;
         if (L->per_tensor && !tensor_params(L, cs, 0, &c.tensor_p)) continue;
-        double e = score(L, &c);
-        if (e == HUGE_VAL || (found && !(e < *best_err))) continue;
+        if (!score(L, &c, &e) || (found && !(e < *best_err))) continue;
         found = 1;
         *best_err = e;
         *best_i = (size_t)i;
@@ -306,8 +309,8 @@ static void clip_tensor(const awq_layer *L, awq_cand *best, double best_err)
 {
     for (size_t step = 1; step < L->n_clip; step++) {
         awq_cand c = *best;
-        if (!tensor_params(L, best->s, step, &c.tensor_p)) continue;
-        double e = score(L, &c);
+        double e;
+        if (!tensor_params(L, best->s, step, &c.tensor_p) || !score(L, &c, &e)) continue;
         if (e < best_err) {
             best_err = e;
             best->tensor_p = c.tensor_p;
@@ -370,12 +373,23 @@ static void clip_pick_task(void *arg, size_t i)
     }
 }
 
+/* Group g's Gram matrix X_g^T X_g, and its row stride. */
+static const float *group_gram(const awq_layer *L, const float *grams, size_t g, size_t *ld)
+{
+    if (L->gram) {   /* a diagonal block of the whole X^T X */
+        *ld = L->k;
+        return L->gram + g * L->group * (L->k + 1);
+    }
+    *ld = min_size(L->glen, L->k - g * L->group);
+    return grams ? grams + g * L->glen * L->glen : NULL;
+}
+
 static qlib_status clip_groups(const awq_layer *L, const float *s, const float *inv,
                                uint8_t *step)
 {
     size_t glen = L->glen;
     float *grams = NULL;
-    if (clip_uses_gram(L)) {
+    if (clip_uses_gram(L) && !L->gram) {
         /* a group's Gram matrix X_g^T X_g serves every row and ratio */
         grams = qlib_mem_alloc(&L->ctx->alloc, L->n_groups * glen * glen * sizeof(float));
         if (!grams) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for AWQ clipping", FN);
@@ -386,12 +400,14 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
         }
     }
     for (size_t g = 0; g < L->n_groups; g++) {
-        clip_job j = { L, s, inv, g, g * L->group, 0, 0, 0, grams != NULL, step };
+        size_t ldg;
+        const float *gram = group_gram(L, grams, g, &ldg);
+        clip_job j = { L, s, inv, g, g * L->group, 0, 0, 0, gram != NULL, step };
         j.len = min_size(glen, L->k - j.c0);
         for (j.r0 = 0; j.r0 < L->n; j.r0 += L->clip_rows) {
             j.m = min_size(L->clip_rows, L->n - j.r0);
             qlib_ctx_parallel_for(L->ctx, clip_delta_task, &j, tasks_for(j.m));
-            error_gemm(L, j.c0, j.len, grams ? grams + g * glen * glen : NULL, j.m * L->n_clip);
+            error_gemm(L, j.c0, j.len, gram, ldg, j.m * L->n_clip);
             qlib_ctx_parallel_for(L->ctx, clip_pick_task, &j, tasks_for(j.m));
         }
     }

@@ -6,7 +6,6 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "schemes.h"
 #include "../linalg/linalg.h"
@@ -39,8 +38,8 @@ typedef struct gptq {
     size_t n_dead;
     float *vec;           /* k floats of scratch */
     uint8_t *seen;        /* k bytes of scratch */
-    uint8_t *task_mem;    /* scratch, task_bytes per task */
-    size_t task_bytes, n_sweep_tasks, n_row_tasks;
+    uint8_t *task_mem;    /* scratch per task: sweep_bytes (sweep) or row_bytes (row passes) */
+    size_t sweep_bytes, row_bytes, n_sweep_tasks, n_row_tasks;
     size_t i1, i2;        /* the block being swept */
     int failed;           /* FAIL_* from a task */
 } gptq;
@@ -167,11 +166,37 @@ static void hessian_permute(gptq *g)
 
 typedef struct col_key { float h; int32_t col; } col_key;
 
-static int by_decreasing_h(const void *a, const void *b)
+/* Decreasing h, ties by increasing column: a total order, so any correct
+ * sort gives the one result. */
+static int goes_before(const col_key *a, const col_key *b)
 {
-    const col_key *x = a, *y = b;
-    if (x->h != y->h) return x->h > y->h ? -1 : 1;
-    return (x->col > y->col) - (x->col < y->col);
+    return a->h > b->h || (a->h == b->h && a->col < b->col);
+}
+
+static void sift_down(col_key *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && goes_before(&a[c], &a[c + 1])) c++;
+        if (!goes_before(&a[i], &a[c])) return;
+        col_key t = a[i];
+        a[i] = a[c];
+        a[c] = t;
+        i = c;
+    }
+}
+
+/* Heapsort: in place, so no allocation outside the context's allocator. */
+static void sort_keys(col_key *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;) sift_down(a, i, n);
+    for (size_t end = n; end > 1; end--) {
+        col_key t = a[0];
+        a[0] = a[end - 1];
+        a[end - 1] = t;
+        sift_down(a, 0, end - 1);
+    }
 }
 
 /* act_order: decreasing diag(H) after the dead-column fix, ties by column.
@@ -189,7 +214,7 @@ static void order_columns(gptq *g, int act_order)
         keys[j].col = (int32_t)j;
     }
     for (size_t d = 0; d < g->n_dead; d++) keys[g->dead[d]].h = 1.0f;
-    qsort(keys, k, sizeof *keys, by_decreasing_h);
+    sort_keys(keys, k);
     for (size_t j = 0; j < k; j++) g->perm[j] = keys[j].col;
 }
 
@@ -238,7 +263,7 @@ static void permute_task(void *arg, size_t task)
 {
     gptq *g = arg;
     size_t r0, r1, k = g->k;
-    float *tmp = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    float *tmp = (float *)(void *)(g->task_mem + task * g->row_bytes);
     row_range(g, task, &r0, &r1);
     for (size_t r = r0; r < r1; r++) {
         float *wr = g->wk + r * k;
@@ -272,7 +297,7 @@ static void finish_task(void *arg, size_t task)
     gptq *g = arg;
     qlib_tensor *t = g->t;
     size_t r0, r1, k = g->k, kp = g->kp;
-    float *deq = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    float *deq = (float *)(void *)(g->task_mem + task * g->row_bytes);
     uint8_t *codes = (uint8_t *)(deq + kp);
     row_range(g, task, &r0, &r1);
     for (size_t r = r0; r < r1; r++) {
@@ -366,7 +391,7 @@ static void sweep_task(void *arg, size_t task)
 {
     gptq *g = arg;
     size_t r0 = task * ROW_CHUNK, r1 = min_size(r0 + ROW_CHUNK, g->n);
-    float *seg = (float *)(void *)(g->task_mem + task * g->task_bytes);
+    float *seg = (float *)(void *)(g->task_mem + task * g->sweep_bytes);
     for (size_t p0 = r0; p0 < r1; p0 += PANEL) {
         int why = sweep_panel(g, p0, min_size(PANEL, r1 - p0), seg);
         if (why) {
@@ -421,13 +446,14 @@ static qlib_status gptq_alloc(gptq *g, int act_order)
     if (!g->symmetric && !g->per_tensor) nz = g->n * g->n_groups;
     g->n_sweep_tasks = (g->n + ROW_CHUNK - 1) / ROW_CHUNK;
     g->n_row_tasks = min_size((size_t)g->ctx->n_threads, g->n);
-    size_t sweep_bytes = PANEL * g->block * sizeof(float), row_bytes = g->kp * 5;
-    g->task_bytes = qlib_round_up(sweep_bytes > row_bytes ? sweep_bytes : row_bytes, QLIB_ALIGN);
-    size_t tasks = g->n_sweep_tasks > g->n_row_tasks ? g->n_sweep_tasks : g->n_row_tasks;
+    g->sweep_bytes = qlib_round_up(PANEL * g->block * sizeof(float), QLIB_ALIGN);
+    g->row_bytes = qlib_round_up(g->kp * (sizeof(float) + 1), QLIB_ALIGN);
+    size_t task_mem = g->n_sweep_tasks * g->sweep_bytes;
+    if (task_mem < g->n_row_tasks * g->row_bytes) task_mem = g->n_row_tasks * g->row_bytes;
     g->wk = qlib_mem_alloc(a, nk * sizeof(float));
     g->hf = g->wk ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL;
     g->err = g->hf ? qlib_mem_alloc(a, ne * sizeof(float)) : NULL;
-    g->task_mem = g->err ? qlib_mem_alloc(a, tasks * g->task_bytes) : NULL;
+    g->task_mem = g->err ? qlib_mem_alloc(a, task_mem) : NULL;
     g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + sizeof(float) + 1))
                          : NULL;
     g->zeros = g->vec && nz ? qlib_mem_alloc(a, nz) : NULL;

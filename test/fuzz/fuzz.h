@@ -122,7 +122,7 @@ static inline uint64_t fz_checksum(const uint8_t *p, size_t total)
  * FZ_VALID    as FZ_SHAPE, contents repaired so that the blob must load. */
 enum { FZ_RAW = 0, FZ_SUM = 1, FZ_SHAPE = 2, FZ_VALID = 3 };
 #define FZ_HEADER 80u
-#define FZ_MAX_ELEMS 32768u    /* N x K of a shaped blob: keeps each input fast */
+#define FZ_MAX_ELEMS 8192u     /* N x K of a shaped blob: keeps each input fast */
 
 static inline void fz_fix_checksum(uint8_t *b, size_t len)
 {
@@ -295,6 +295,8 @@ static inline void fz_check_queries(const qlib_tensor *t, const uint8_t *blob, s
     FZ_CHECK(m == QLIB_METHOD_NONE ? bits == 16 || bits == 32
                                    : bits == 2 || bits == 3 || bits == 4 || bits == 8);
     FZ_CHECK(qlib_tensor_storage_bytes(t) <= blob_len);
+    /* the data of every weight is there */
+    FZ_CHECK((double)qlib_tensor_storage_bytes(t) * 8.0 >= (double)n * (double)k * bits);
     FZ_CHECK(qlib_tensor_bits_per_weight(t) ==
              (double)qlib_tensor_storage_bytes(t) * 8.0 / ((double)n * (double)k));
     FZ_CHECK(isfinite(qlib_tensor_quant_error(t)) && qlib_tensor_quant_error(t) >= 0.0);
@@ -361,31 +363,68 @@ static inline void fz_check_product(const qlib_tensor *t, const float *x, size_t
     }
 }
 
-/* Dequantize and multiply; neither may touch memory between rows, and the
- * product must agree with the dequantized weights. */
+/* The reference every other context must match bit for bit: one thread,
+ * the scalar kernels (kernels of every ISA do the scalar arithmetic, and the
+ * work split never changes what an output element sees). */
+static inline qlib_ctx *fz_ref_ctx(void)
+{
+    static qlib_ctx *ref;
+    if (!ref) {
+        ref = fz_ctx(1, NULL);
+        FZ_CHECK(qlib_ctx_set_isa(ref, "scalar") == QLIB_OK);
+    }
+    return ref;
+}
+
+/* Dequantize and multiply with ctx; neither may touch memory between rows,
+ * the product must agree with the dequantized weights, and both must equal
+ * what the reference context computes. */
 static inline void fz_check_compute(qlib_ctx *ctx, const qlib_tensor *t, size_t m, uint32_t seed)
 {
     size_t n = qlib_tensor_rows(t), k = qlib_tensor_cols(t);
     size_t ldw = k + 3, ldx = k + 1, ldy = n + 2;
     const uint32_t sentinel = 0x7fc0dead;
-    float *w = fz_malloc(n * ldw * sizeof(float));
+    float *w = fz_malloc(n * ldw * sizeof(float)), *w2 = fz_malloc(n * ldw * sizeof(float));
     float *x = fz_malloc(m * ldx * sizeof(float));
-    float *y = fz_malloc(m * ldy * sizeof(float));
+    float *y = fz_malloc(m * ldy * sizeof(float)), *y2 = fz_malloc(m * ldy * sizeof(float));
     for (size_t i = 0; i < n * ldw; i++) memcpy(&w[i], &sentinel, 4);
     for (size_t i = 0; i < m * ldy; i++) memcpy(&y[i], &sentinel, 4);
+    memcpy(w2, w, n * ldw * sizeof(float));
+    memcpy(y2, y, m * ldy * sizeof(float));
     FZ_CHECK(qlib_dequantize(ctx, t, w, ldw) == QLIB_OK);
     for (size_t r = 0; r < n; r++)
         for (size_t c = k; c < ldw; c++) FZ_CHECK(memcmp(&w[r * ldw + c], &sentinel, 4) == 0);
     fz_fill_x(x, m, k, ldx, seed);
-    FZ_CHECK(qlib_matmul(ctx, t, x, m, ldx, y, ldy) == QLIB_OK);
+    const float *s = qlib_tensor_input_scales(t);
+    int overflow = 0;
+    for (size_t i = 0; s && i < m; i++)
+        for (size_t c = 0; c < k; c++) overflow |= !isfinite(x[i * ldx + c] * s[c]);
+    qlib_status st = qlib_matmul(ctx, t, x, m, ldx, y, ldy);
+    if (overflow) {                       /* x * s has no fp32 value: an error, not garbage */
+        FZ_CHECK(st == QLIB_ERR_NUMERIC);
+        fz_fill_x(x, m, k, ldx, 0);       /* magnitudes up to 2^-100: no overflow */
+        for (size_t i = 0; i < m * ldx; i++) x[i] = ldexpf(x[i], -100);
+        st = qlib_matmul(ctx, t, x, m, ldx, y, ldy);
+    }
+    FZ_CHECK(st == QLIB_OK);
     for (size_t i = 0; i < m; i++)
         for (size_t r = n; r < ldy; r++) FZ_CHECK(memcmp(&y[i * ldy + r], &sentinel, 4) == 0);
     int int8_acts = qlib_ctx_compute(ctx) == QLIB_COMPUTE_AUTO &&
                     qlib_tensor_method(t) != QLIB_METHOD_NONE;
     fz_check_product(t, x, m, ldx, w, ldw, y, ldy, int8_acts);
+    qlib_ctx *ref = fz_ref_ctx();
+    if (ref != ctx) {
+        FZ_CHECK(qlib_ctx_set_compute(ref, qlib_ctx_compute(ctx)) == QLIB_OK);
+        FZ_CHECK(qlib_dequantize(ref, t, w2, ldw) == QLIB_OK);
+        FZ_CHECK(qlib_matmul(ref, t, x, m, ldx, y2, ldy) == QLIB_OK);
+        FZ_CHECK(memcmp(w, w2, n * ldw * sizeof(float)) == 0);
+        FZ_CHECK(memcmp(y, y2, m * ldy * sizeof(float)) == 0);
+    }
     free(w);
+    free(w2);
     free(x);
     free(y);
+    free(y2);
 }
 
 #endif

@@ -19,6 +19,7 @@
 
 typedef struct shadow {
     size_t k, tokens, adds;
+    unsigned what;
     double *sum, *h, *hmag;   /* sum |x|, sum x x^T, sum |x x^T| */
     float *max;
 } shadow;
@@ -42,6 +43,14 @@ static int rows_finite(const float *x, size_t n, size_t k, size_t ld)
         for (size_t j = 0; j < k; j++)
             if (!isfinite(x[t * ld + j])) return 0;
     return 1;
+}
+
+static float rows_absmax(const float *x, size_t n, size_t k, size_t ld)
+{
+    float m = 0.0f;
+    for (size_t t = 0; t < n; t++)
+        for (size_t j = 0; j < k; j++) m = fmaxf(m, fabsf(x[t * ld + j]));
+    return m;
 }
 
 static void shadow_add(shadow *sh, const float *x, size_t n, size_t ld)
@@ -78,6 +87,10 @@ static size_t do_batch(qlib_calib *c, shadow *sh, const uint8_t *p, size_t left)
         FZ_CHECK(s == QLIB_ERR_SHAPE);
     } else if (!rows_finite(x, n, k, ld)) {
         FZ_CHECK(s == QLIB_ERR_NUMERIC && qlib_calib_tokens(c) == before);
+    } else if (s == QLIB_ERR_NUMERIC) {
+        /* allowed only where x x^T could overflow fp32 */
+        FZ_CHECK((sh->what & QLIB_CALIB_HESSIAN) && rows_absmax(x, n, k, ld) > 1e17f);
+        FZ_CHECK(qlib_calib_tokens(c) == before);
     } else {
         FZ_CHECK(s == QLIB_OK && qlib_calib_tokens(c) == before + n);
         shadow_add(sh, x, n, ld);
@@ -188,7 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     FZ_CHECK(s == QLIB_OK && c != NULL && qlib_calib_k(c) == k && qlib_calib_tokens(c) == 0);
-    shadow sh = { k, 0, 0, calloc(k, sizeof(double)), calloc(k * k, sizeof(double)),
+    shadow sh = { k, 0, 0, what, calloc(k, sizeof(double)), calloc(k * k, sizeof(double)),
                   calloc(k * k, sizeof(double)), calloc(k, sizeof(float)) };
     FZ_CHECK(sh.sum && sh.h && sh.hmag && sh.max);
     for (size_t at = 4; at < size;) at += do_batch(c, &sh, data + at, size - at);

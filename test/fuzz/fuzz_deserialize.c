@@ -1,36 +1,39 @@
 /* qlib_tensor_deserialize on arbitrary bytes, copied and borrowed, then
  * everything a caller does with the tensor.
  *
- * Input: one control byte, then the blob.
+ * Input: two control bytes, then the blob.
  *   bits 0-1  how the blob is made from the bytes (FZ_RAW .. FZ_VALID, fuzz.h)
  *   bit 2     QLIB_LOAD_BORROW
  *   bit 3     QLIB_COMPUTE_F32 (else AUTO)
  *   bit 4     a context with 2 threads (else 1)
  *   bit 5     5 rows of activations (else 1)
- *   bits 6-7  fail allocation 1, 2 or 3 of the load (0: none) */
+ *   bits 6-7  fail allocation 1, 2 or 3 of the load (0: none)
+ *   byte 2, bit 0: the scalar kernels (else the best this CPU has) */
 #include "fuzz.h"
 
 static fz_counter load_counter;
-static qlib_ctx *load_ctx, *run_ctx[2];
+static qlib_ctx *load_ctx, *run_ctx[2][2];   /* [threads == 2][scalar] */
 
 static void setup(void)
 {
     if (load_ctx) return;
     load_ctx = fz_ctx(1, &load_counter);
-    run_ctx[0] = fz_ctx(1, NULL);
-    run_ctx[1] = fz_ctx(2, NULL);
+    for (int i = 0; i < 4; i++) {
+        run_ctx[i / 2][i % 2] = i == 1 ? fz_ref_ctx() : fz_ctx(1 + i / 2, NULL);
+        if (i % 2) FZ_CHECK(qlib_ctx_set_isa(run_ctx[i / 2][1], "scalar") == QLIB_OK);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1) return 0;
+    if (size < 2) return 0;
     setup();
     unsigned ctl = data[0];
     int mode = ctl & 3, borrow = (ctl >> 2) & 1, must_load;
     long fail_at = (long)(ctl >> 6);
     size_t len;
-    uint8_t *blob = fz_blob(data + 1, size - 1, mode, &len, &must_load);
-    qlib_ctx *ctx = run_ctx[(ctl >> 4) & 1];
+    uint8_t *blob = fz_blob(data + 2, size - 2, mode, &len, &must_load);
+    qlib_ctx *ctx = run_ctx[(ctl >> 4) & 1][data[1] & 1];
     FZ_CHECK(qlib_ctx_set_compute(ctx, (ctl >> 3) & 1 ? QLIB_COMPUTE_F32 : QLIB_COMPUTE_AUTO) ==
              QLIB_OK);
 

@@ -29,7 +29,7 @@ if [ "${1:-}" = seeds ]; then
     rm -f test/fuzz/corpus/*/[0-9][0-9][0-9]-*
     mkdir -p test/fuzz/corpus
     build/fuzz/make_corpus test/fuzz/corpus
-    du -sh test/fuzz/corpus
+    du -sh --apparent-size test/fuzz/corpus
     exit 0
 fi
 

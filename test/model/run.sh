@@ -5,10 +5,14 @@
 # Environment: QLIB_DATA (default ../shared/data), QLIB_LLAMA (the binary),
 # QLIB_MODEL_JOBS (parallel runs, default: online CPUs).
 set -u
+# Paths given in the environment are relative to the caller's directory, the
+# defaults to the repository root.
+from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
+BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
 cd "$(dirname "$0")/../.." || exit 1
-
-DATA=${QLIB_DATA:-../shared/data}
-BIN=${QLIB_LLAMA:-examples/llama2/qlib-llama}
+DATA=${DATA:-../shared/data}
+BIN=${BIN:-examples/llama2/qlib-llama}
 MODEL=$DATA/stories260K.bin
 TOK=$DATA/tok512.bin
 VALID=$DATA/tinystories-valid.txt
@@ -112,7 +116,10 @@ greedy_run &
 wait
 
 # ----------------------------------------------------------------- the table
-res() { IFS='|' read -r ST BITS GROUP BPW BYTES NLL PPL TOKENS MSG < "$WORK/$1.res"; }
+res() {
+    ST=error BITS='' GROUP='' BPW='' BYTES='' NLL='' PPL='' TOKENS='' MSG="no result"
+    [ -f "$WORK/$1.res" ] && IFS='|' read -r ST BITS GROUP BPW BYTES NLL PPL TOKENS MSG < "$WORK/$1.res"
+}
 res fp32
 REF_NLL=$NLL
 REF_PPL=$PPL
@@ -224,33 +231,33 @@ bad_input() {
         fail "$what: exit $rc, $(head -n 1 "$WORK/bad.err")"
     fi
 }
-# patch FILE OFFSET HEX-BYTES: overwrite bytes in place
-patch() { printf "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
+# poke FILE OFFSET BYTES: overwrite bytes in place (printf escapes)
+poke() { printf '%b' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }
 B=$WORK/bad
 head -c 27 "$MODEL" > "$B.short"; bad_input "a checkpoint shorter than its header" "$B.short" "$TOK"
 head -c -1 "$MODEL" > "$B.trunc"; bad_input "a checkpoint one byte short" "$B.trunc" "$TOK"
 { cat "$MODEL"; printf 'x'; } > "$B.long"; bad_input "a checkpoint one byte long" "$B.long" "$TOK"
-cp "$MODEL" "$B.neg"; patch "$B.neg" 0 '\xc0\xff\xff\xff'; bad_input "dim = -64" "$B.neg" "$TOK"
-cp "$MODEL" "$B.huge"; patch "$B.huge" 8 '\xff\xff\xff\x7f'; bad_input "n_layers = 2^31-1" "$B.huge" "$TOK"
-cp "$MODEL" "$B.min"; patch "$B.min" 20 '\x00\x00\x00\x80'; bad_input "vocab_size = INT32_MIN" "$B.min" "$TOK"
-cp "$MODEL" "$B.seq"; patch "$B.seq" 24 '\x00\x00\x00\x40'; bad_input "seq_len = 2^30" "$B.seq" "$TOK"
-cp "$MODEL" "$B.heads"; patch "$B.heads" 12 '\x07\x00\x00\x00'; bad_input "7 heads for dim 64" "$B.heads" "$TOK"
-cp "$MODEL" "$B.sep"; patch "$B.sep" 20 '\x00\xfe\xff\xff'; bad_input "a separate classifier missing from the file" "$B.sep" "$TOK"
+cp "$MODEL" "$B.neg"; poke "$B.neg" 0 '\xc0\xff\xff\xff'; bad_input "dim = -64" "$B.neg" "$TOK"
+cp "$MODEL" "$B.huge"; poke "$B.huge" 8 '\xff\xff\xff\x7f'; bad_input "n_layers = 2^31-1" "$B.huge" "$TOK"
+cp "$MODEL" "$B.min"; poke "$B.min" 20 '\x00\x00\x00\x80'; bad_input "vocab_size = INT32_MIN" "$B.min" "$TOK"
+cp "$MODEL" "$B.seq"; poke "$B.seq" 24 '\x00\x00\x00\x40'; bad_input "seq_len = 2^30" "$B.seq" "$TOK"
+cp "$MODEL" "$B.heads"; poke "$B.heads" 12 '\x07\x00\x00\x00'; bad_input "7 heads for dim 64" "$B.heads" "$TOK"
+cp "$MODEL" "$B.sep"; poke "$B.sep" 20 '\x00\xfe\xff\xff'; bad_input "a separate classifier missing from the file" "$B.sep" "$TOK"
 : > "$B.empty"; bad_input "an empty file" "$B.empty" "$TOK"
 bad_input "a missing file" "$B.none" "$TOK"
 head -c 3000 "$TOK" > "$B.tok"; bad_input "a truncated tokenizer" "$MODEL" "$B.tok"
-cp "$TOK" "$B.tok0"; patch "$B.tok0" 0 '\x00\x00\x00\x00'; bad_input "max_token_length 0" "$MODEL" "$B.tok0"
-cp "$TOK" "$B.toklen"; patch "$B.toklen" 8 '\xff\xff\xff\xff'; bad_input "a token of 2^32-1 bytes" "$MODEL" "$B.toklen"
+cp "$TOK" "$B.tok0"; poke "$B.tok0" 0 '\x00\x00\x00\x00'; bad_input "max_token_length 0" "$MODEL" "$B.tok0"
+cp "$TOK" "$B.toklen"; poke "$B.toklen" 8 '\xff\xff\xff\xff'; bad_input "a token of 2^32-1 bytes" "$MODEL" "$B.toklen"
 { cat "$TOK"; printf 'x'; } > "$B.toklong"; bad_input "a tokenizer with trailing bytes" "$MODEL" "$B.toklong"
 if [ -f "$WORK/rtn4.qm" ]; then
     Q=$WORK/rtn4.qm
     size=$(wc -c < "$Q")
     head -c $((size - 64)) "$Q" > "$B.qtrunc"; bad_input "a truncated quantized model" "$B.qtrunc" "$TOK"
     head -c 100 "$Q" > "$B.qhead"; bad_input "a quantized model cut in its fp32 section" "$B.qhead" "$TOK"
-    cp "$Q" "$B.qfloat"; patch "$B.qfloat" 1000 '\x55'; bad_input "a damaged fp32 section" "$B.qfloat" "$TOK"
-    cp "$Q" "$B.qblob"; patch "$B.qblob" $((size - 200)) '\x55'; bad_input "a damaged tensor blob" "$B.qblob" "$TOK"
-    cp "$Q" "$B.qver"; patch "$B.qver" 8 '\x09'; bad_input "an unknown file version" "$B.qver" "$TOK"
-    cp "$Q" "$B.qdim"; patch "$B.qdim" 16 '\x00\x00\x00\x80'; bad_input "a quantized model with dim < 0" "$B.qdim" "$TOK"
+    cp "$Q" "$B.qfloat"; poke "$B.qfloat" 1000 '\x55'; bad_input "a damaged fp32 section" "$B.qfloat" "$TOK"
+    cp "$Q" "$B.qblob"; poke "$B.qblob" $((size - 200)) '\x55'; bad_input "a damaged tensor blob" "$B.qblob" "$TOK"
+    cp "$Q" "$B.qver"; poke "$B.qver" 8 '\x09'; bad_input "an unknown file version" "$B.qver" "$TOK"
+    cp "$Q" "$B.qdim"; poke "$B.qdim" 16 '\x00\x00\x00\x80'; bad_input "a quantized model with dim < 0" "$B.qdim" "$TOK"
 fi
 
 echo

@@ -99,61 +99,63 @@ static double *hessian_of(const qlib_calib *c, size_t k)
     return h;
 }
 
-/* sum_r a_r H b_r^T over n rows (a, b: n x k floats), and the same with
- * |a|, |H|, |b| for error bounds. */
-static double quad(const double *h, const float *a, const float *b, size_t n, size_t k,
-                   int absolute)
+/* tr(A H A^T) over n rows of A (n x k floats), and tr(|A| |H| |A|^T) for
+ * error bounds. */
+typedef struct trace2 { double value, magnitude; } trace2;
+
+static trace2 hessian_trace(const double *h, const float *a, size_t n, size_t k)
 {
-    double sum = 0.0;
-    for (size_t r = 0; r < n; r++)
+    trace2 t = { 0.0, 0.0 };
+    for (size_t r = 0; r < n; r++) {
+        const float *ar = a + r * k;
         for (size_t i = 0; i < k; i++) {
-            double ai = a[r * k + i], row = 0.0;
+            double ai = ar[i], row = 0.0, mag = 0.0;
             if (ai == 0.0) continue;
             for (size_t j = 0; j < k; j++) {
-                double hv = h[i * k + j], bv = b[r * k + j];
-                row += absolute ? fabs(hv) * fabs(bv) : hv * bv;
+                double p = h[i * k + j] * ar[j];
+                row += p;
+                mag += fabs(p);
             }
-            sum += absolute ? fabs(ai) * row : ai * row;
+            t.value += ai * row;
+            t.magnitude += fabs(ai) * mag;
         }
-    return sum;
+    }
+    return t;
 }
 
 /* qlib_tensor_quant_error against tr(dW H dW^T) / tr(W H W^T) recomputed in
- * double from the dequantized weights. The library forms the Gram matrices
- * A^T A in fp32 (sums of n products: error <= n 2^-24 per term in |A|^T |A|)
- * and dW = W - W^ in fp32 (2^-24 relative): so the numerator may be off by
- * (n + 2) 2^-24 tr(|dW| |H| |dW|^T), the denominator by n 2^-24 tr(|W||H||W|^T). */
+ * double from the dequantized weights (den: tr(W H W^T) of the layer). The
+ * library forms the Gram matrices A^T A in fp32 (sums of n products: error
+ * <= n 2^-24 per term of |A|^T |A|) and dW = W - W^ in fp32 (2^-24
+ * relative): so the numerator may be off by (n + 2) 2^-24 tr(|dW||H||dW|^T),
+ * the denominator by n 2^-24 tr(|W||H||W|^T). */
 static void check_weighted_error(const qlib_tensor *t, const double *h, const float *w,
-                                 const float *wh, const char *what)
+                                 const float *wh, trace2 den, const char *what)
 {
     size_t n = qlib_tensor_rows(t), k = qlib_tensor_cols(t);
     float *dw = tu_alloc_floats(n * k);
     for (size_t i = 0; i < n * k; i++) dw[i] = (float)((double)w[i] - wh[i]);
-    double num = quad(h, dw, dw, n, k, 0), den = quad(h, w, w, n, k, 0);
-    double num_tol = (double)(n + 2) * 0x1p-24 * quad(h, dw, dw, n, k, 1);
-    double den_tol = (double)n * 0x1p-24 * quad(h, w, w, n, k, 1);
-    double got = qlib_tensor_quant_error(t), want = num / den;
-    double tol = num_tol / den + want * den_tol / den + 1e-12;
+    trace2 num = hessian_trace(h, dw, n, k);
+    double got = qlib_tensor_quant_error(t), want = num.value / den.value;
+    double tol = ((double)(n + 2) * num.magnitude + want * (double)n * den.magnitude) * 0x1p-24 /
+                 den.value + 1e-12;
     REQUIRE(fabs(got - want) <= tol, "%s: quant_error %.9g, recomputed %.9g (tol %.3g)", what,
             got, want, tol);
     free(dw);
 }
 
-/* ||X W^T - X W^^T||^2 / ||X W^T||^2 in double. */
-static double output_error(const float *x, size_t m, const float *w, const float *wh, size_t n,
+/* ||X W^^T - Y||^2 / ||Y||^2 in double, Y = X W^T (m x n, from tu_ref_matmul). */
+static double output_error(const float *x, size_t m, const double *y, const float *wh, size_t n,
                            size_t k)
 {
-    double *y = malloc(m * n * sizeof(double)), *yh = malloc(m * n * sizeof(double));
-    ck_assert_ptr_nonnull(y);
+    double *yh = malloc(m * n * sizeof(double));
     ck_assert_ptr_nonnull(yh);
-    tu_ref_matmul(x, m, k, w, n, k, k, y);
     tu_ref_matmul(x, m, k, wh, n, k, k, yh);
     double num = 0.0, den = 0.0;
     for (size_t i = 0; i < m * n; i++) {
         num += (y[i] - yh[i]) * (y[i] - yh[i]);
         den += y[i] * y[i];
     }
-    free(y);
     free(yh);
     return num / den;
 }
@@ -393,6 +395,7 @@ static void gptq_ref(const double *h0, const float *w, size_t n, size_t k, const
 typedef struct layer {
     size_t n, k, m_cal, m_test;
     float *w, *x_cal, *x_test;
+    double *y_test;        /* x_test W^T, once the inputs are final (layer_outputs) */
 } layer;
 
 /* An LLM-like layer whose inputs are correlated (low rank plus noise) with
@@ -401,7 +404,7 @@ typedef struct layer {
 static layer make_layer(size_t n, size_t k, size_t m_cal, size_t m_test, float outlier,
                         uint64_t seed)
 {
-    layer l = { n, k, m_cal, m_test, NULL, NULL, NULL };
+    layer l = { n, k, m_cal, m_test, NULL, NULL, NULL, NULL };
     tu_rng r = { seed };
     tu_act_model am;
     tu_act_model_init(&am, k, outlier, seed * 7919 + 1);
@@ -415,11 +418,19 @@ static layer make_layer(size_t n, size_t k, size_t m_cal, size_t m_test, float o
     return l;
 }
 
+static void layer_outputs(layer *l)
+{
+    l->y_test = malloc(l->m_test * l->n * sizeof(double));
+    ck_assert_ptr_nonnull(l->y_test);
+    tu_ref_matmul(l->x_test, l->m_test, l->k, l->w, l->n, l->k, l->k, l->y_test);
+}
+
 static void free_layer(layer *l)
 {
     free(l->w);
     free(l->x_cal);
     free(l->x_test);
+    free(l->y_test);
 }
 
 /* Sets the activations of input column c to 0 in every token: a dead input
@@ -444,7 +455,7 @@ static const gopts ref_cases[] = {
 START_TEST(test_gptq_reference)
 {
     const gopts *o = &ref_cases[_i];
-    const size_t n = 24, k = 200;
+    const size_t n = 24, k = 168;
     layer l = make_layer(n, k, 400, 0, 8.0f, 31 + (uint64_t)_i);
     kill_input(&l, 5);
     kill_input(&l, 130);
@@ -467,9 +478,10 @@ START_TEST(test_gptq_reference)
     double got = qlib_tensor_quant_error(t);
     float *dw = tu_alloc_floats(n * k);
     for (size_t i = 0; i < n * k; i++) dw[i] = l.w[i] - want[i];
-    double ref = quad(h, dw, dw, n, k, 0) / quad(h, l.w, l.w, n, k, 0);
+    trace2 den = hessian_trace(h, l.w, n, k);
+    double ref = hessian_trace(h, dw, n, k).value / den.value;
     REQUIRE(fabs(got - ref) <= 0.02 * ref, "%s: error %.6g, reference %.6g", what, got, ref);
-    check_weighted_error(t, h, l.w, wh, what);
+    check_weighted_error(t, h, l.w, wh, den, what);
     free(dw);
     free(want);
     free(wh);
@@ -484,16 +496,17 @@ END_TEST
 /* ------------------------------------------- against RTN, held out */
 
 /* The issue's claim, on held-out tokens. Measured on this layer (N = 48,
- * K = 256, rank 32 + noise, outliers x8, 1024 calibration tokens) for the
- * seeds 101 .. 108, GPTQ's held-out output error is 0.046 .. 0.077 of RTN's
- * at 4 and 3 bits with groups of 128 and 32, and act-order's 0.47 .. 0.68 of
- * plain GPTQ's. The asserts (0.25 and 1.05) leave margins of 3x and 1.5x;
- * the test runs the first two seeds. */
+ * K = 256, rank 32 + noise, outliers x8, 1024 calibration tokens, 128
+ * held-out ones) for the seeds 101 .. 108, GPTQ's output error is
+ * 0.048 .. 0.075 of RTN's at 4 and 3 bits with groups of 128 and 32, and
+ * act-order's 0.46 .. 0.69 of plain GPTQ's. The asserts (0.25 and 1.05)
+ * leave margins of 3x and 1.5x; the test runs the first two seeds. */
 START_TEST(test_gptq_beats_rtn_held_out)
 {
     static const int bits[] = { 4, 3 }, groups[] = { 128, 32 };
     const size_t n = 48, k = 256;
-    layer l = make_layer(n, k, 1024, 256, 8.0f, 101 + (uint64_t)_i);
+    layer l = make_layer(n, k, 1024, 128, 8.0f, 101 + (uint64_t)_i);
+    layer_outputs(&l);
     qlib_ctx *ctx = tu_ctx(2, NULL);
     qlib_calib *c = hessian_calib(ctx, l.x_cal, l.m_cal, k);
     for (size_t b = 0; b < COUNT(bits); b++)
@@ -505,9 +518,9 @@ START_TEST(test_gptq_beats_rtn_held_out)
             o.act_order = 1;
             qlib_tensor *at = gptq(ctx, l.w, n, k, k, &o, c);
             float *rw = dequantized(ctx, rt), *gw = dequantized(ctx, gt), *aw = dequantized(ctx, at);
-            double re = output_error(l.x_test, l.m_test, l.w, rw, n, k);
-            double ge = output_error(l.x_test, l.m_test, l.w, gw, n, k);
-            double ae = output_error(l.x_test, l.m_test, l.w, aw, n, k);
+            double re = output_error(l.x_test, l.m_test, l.y_test, rw, n, k);
+            double ge = output_error(l.x_test, l.m_test, l.y_test, gw, n, k);
+            double ae = output_error(l.x_test, l.m_test, l.y_test, aw, n, k);
             ck_assert_msg(ge < 0.25 * re, "%d bits group %d: GPTQ %.5f vs RTN %.5f", bits[b],
                           groups[g], ge, re);
             ck_assert_msg(ae <= 1.05 * ge, "%d bits group %d: act-order %.5f vs %.5f", bits[b],
@@ -532,15 +545,16 @@ END_TEST
 START_TEST(test_gptq_sweep)
 {
     static const int bits[] = { 2, 3, 4, 8 }, groups[] = { 0, -1, 32, 128 };
-    static const size_t ks[] = { 172, 200 };
-    size_t k = ks[_i % 2];
+    size_t k = _i ? 200 : 172;
     const size_t n = 20, m = 5;
-    layer l = make_layer(n, k, 320, 128, 8.0f, 7 + (uint64_t)_i);
+    layer l = make_layer(n, k, 320, 64, 8.0f, 7 + (uint64_t)_i);
     kill_input(&l, 3);
+    layer_outputs(&l);
     qlib_ctx *ctx = tu_ctx(2, NULL);
     ck_assert_int_eq(qlib_ctx_set_compute(ctx, QLIB_COMPUTE_F32), QLIB_OK);
     qlib_calib *c = hessian_calib(ctx, l.x_cal, l.m_cal, k);
     double *h = hessian_of(c, k);
+    trace2 den = hessian_trace(h, l.w, n, k);
     float *y = tu_alloc_floats(m * n);
     double *yref = malloc(m * n * sizeof(double));
     ck_assert_ptr_nonnull(yref);
@@ -548,7 +562,7 @@ START_TEST(test_gptq_sweep)
         for (size_t g = 0; g < COUNT(groups); g++)
             for (int sym = 0; sym < 2; sym++) {
                 gopts o = opts(bits[b], groups[g], sym);
-                o.act_order = _i / 2;
+                o.act_order = _i;
                 char what[96];
                 snprintf(what, sizeof what, "k %zu bits %d group %d sym %d act %d", k, bits[b],
                          groups[g], sym, o.act_order);
@@ -558,13 +572,13 @@ START_TEST(test_gptq_sweep)
                 ck_assert_int_eq(qlib_tensor_group_size(t), groups[g]);
                 ck_assert_int_eq(qlib_tensor_symmetric(t), sym);
                 float *wh = dequantized(ctx, t);
-                check_weighted_error(t, h, l.w, wh, what);
+                check_weighted_error(t, h, l.w, wh, den, what);
                 for (size_t r = 0; r < n; r++) REQUIRE(wh[r * k + 3] == 0.0f, "%s: dead", what);
                 qlib_tensor *rt = tu_quantize(ctx, l.w, n, k, k, QLIB_METHOD_RTN, bits[b],
                                               groups[g], sym, NULL);
                 float *rw = dequantized(ctx, rt);
-                double ge = output_error(l.x_test, l.m_test, l.w, wh, n, k);
-                double re = output_error(l.x_test, l.m_test, l.w, rw, n, k);
+                double ge = output_error(l.x_test, l.m_test, l.y_test, wh, n, k);
+                double re = output_error(l.x_test, l.m_test, l.y_test, rw, n, k);
                 REQUIRE(ge < re, "%s: held-out error GPTQ %.4g, RTN %.4g", what, ge, re);
                 /* F32 matmul: the products of x and W^ summed in fp32 */
                 ck_assert_int_eq(qlib_matmul(ctx, t, l.x_test, m, k, y, n), QLIB_OK);
@@ -917,6 +931,55 @@ START_TEST(test_gptq_factor_not_positive_definite)
 }
 END_TEST
 
+/* Retries on a larger matrix restore it exactly before damping more:
+ * A = G G^T / k - 0.05 I (G k x k normal) has eigenvalues from about -0.05
+ * to 4 and mean diagonal about 0.95, so damp 0.001 fails, 0.01 fails, and
+ * 0.1 (lambda ~ 0.095) succeeds. U must then satisfy U^T U (A + lambda I) = I
+ * to fp32 accuracy: the condition number is below 4.1 / 0.045, so with
+ * k = 120 the residual stays far below 1e-2; a factor of a corrupted matrix
+ * would be off by O(1). */
+START_TEST(test_gptq_factor_retries_restore)
+{
+    const size_t k = 120;
+    tu_rng r = { 99 };
+    double *g = malloc(k * k * sizeof(double)), *a = malloc(k * k * sizeof(double));
+    float *f = tu_alloc_floats(k * k), *diag = tu_alloc_floats(k), lambda = 0.0f;
+    ck_assert(g && a);
+    for (size_t i = 0; i < k * k; i++) g[i] = tu_normal(&r);
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = 0; j <= i; j++) {
+            double v = 0.0;
+            for (size_t p = 0; p < k; p++) v += g[i * k + p] * g[j * k + p];
+            v = v / (double)k - (i == j ? 0.05 : 0.0);
+            f[i * k + j] = f[j * k + i] = (float)v;
+        }
+    for (size_t i = 0; i < k * k; i++) a[i] = f[i];
+    ck_assert_int_eq(qlib_gptq_inverse_factor(f, k, 0.001f, diag, &lambda), QLIB_OK);
+    double mean = 0.0;
+    for (size_t i = 0; i < k; i++) mean += a[i * k + i] / (double)k;
+    ck_assert_msg(lambda > 0.05f * (float)mean && lambda < 0.2f * (float)mean,
+                  "lambda %g for mean diagonal %g", (double)lambda, mean);
+    for (size_t i = 0; i < k; i++)          /* g = U^T U, from U's upper triangle */
+        for (size_t p = 0; p < k; p++) {
+            double v = 0.0;
+            for (size_t q = 0; q <= (i < p ? i : p); q++) v += (double)f[q * k + i] * f[q * k + p];
+            g[i * k + p] = v;
+        }
+    double worst = 0.0;
+    for (size_t i = 0; i < k; i++)
+        for (size_t j = 0; j < k; j++) {
+            double v = g[i * k + j] * (double)lambda;
+            for (size_t p = 0; p < k; p++) v += g[i * k + p] * a[p * k + j];
+            worst = fmax(worst, fabs(v - (i == j ? 1.0 : 0.0)));
+        }
+    ck_assert_msg(worst < 1e-2, "U^T U (A + lambda I) is off identity by %g", worst);
+    free(g);
+    free(a);
+    free(f);
+    free(diag);
+}
+END_TEST
+
 /* A weight range no fp16 scale covers (|w| ~ 1e6 at 4 bits: scale 1.4e5). */
 START_TEST(test_gptq_scale_overflow)
 {
@@ -983,7 +1046,7 @@ Suite *suite_gptq(void)
     tcase_add_test(tc, test_gptq_hand_asymmetric);
     tcase_add_loop_test(tc, test_gptq_reference, 0, (int)COUNT(ref_cases));
     tcase_add_loop_test(tc, test_gptq_beats_rtn_held_out, 0, 2);
-    tcase_add_loop_test(tc, test_gptq_sweep, 0, 4);
+    tcase_add_loop_test(tc, test_gptq_sweep, 0, 2);
     tcase_add_test(tc, test_gptq_diagonal_is_rtn);
     tcase_add_test(tc, test_gptq_act_order_permutation);
     tcase_add_test(tc, test_gptq_static_parameters);
@@ -992,6 +1055,7 @@ Suite *suite_gptq(void)
     tcase_add_test(tc, test_gptq_calibration_errors);
     tcase_add_test(tc, test_gptq_singular_undamped);
     tcase_add_test(tc, test_gptq_factor_not_positive_definite);
+    tcase_add_test(tc, test_gptq_factor_retries_restore);
     tcase_add_test(tc, test_gptq_scale_overflow);
     tcase_add_test(tc, test_gptq_alloc_failures);
     suite_add_tcase(s, tc);

@@ -15,7 +15,7 @@
 #define K 256
 #define M 16             /* M * K * N is above the size the driver keeps on one thread */
 #define N_WORKERS 8
-#define ROUNDS 2
+#define ROUNDS 1
 #define LENT_THREADS 2
 
 typedef struct kind {
