@@ -57,6 +57,8 @@ LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude
 ALL_CFLAGS = $(CFLAGS) $(WARN) $(SANFLAGS)
 
 STATIC = $(OUT)/libqlib.a
+INTERNAL = $(B)/libqlib_internal.a
+OBJCOPY ?= objcopy
 SHARED = $(OUT)/libqlib.so.$(VERSION)
 LIBS = $(BLAS_LIBS) -lpthread -lm
 
@@ -84,8 +86,17 @@ $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
 $(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
 
-$(STATIC): $(LIB_OBJ)
+# The installed static library is one relocatable object in which only the
+# public symbols (abi/qlib.symbols) stay global, as in the shared library.
+# Tests, fuzzers and the bench reach the internals through INTERNAL.
+$(STATIC): $(LIB_OBJ) abi/qlib.symbols
 	@mkdir -p $(OUT)
+	rm -f $@
+	$(CC) -nostdlib -no-pie -Wl,-r -o $(B)/qlib_all.o $(LIB_OBJ)
+	$(OBJCOPY) --keep-global-symbols=abi/qlib.symbols $(B)/qlib_all.o $(B)/qlib_public.o
+	$(AR) rcs $@ $(B)/qlib_public.o
+
+$(INTERNAL): $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJ)
 
@@ -102,10 +113,10 @@ $(OUT)/qlib.pc: qlib.pc.in include/qlib.h
 	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' qlib.pc.in > $@
 
 # ---- programs ----
-$(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(STATIC)
+$(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(CHECK_CFLAGS) -o $@ $(TEST_SRC) \
-	    $(STATIC) $(CHECK_LIBS) $(LIBS)
+	    $(INTERNAL) $(CHECK_LIBS) $(LIBS)
 
 $(DEMO_BIN): examples/demo/demo.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -115,27 +126,27 @@ $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BENCH_BIN): $(wildcard test/bench/*.c) $(STATIC)
+$(BENCH_BIN): $(wildcard test/bench/*.c) $(INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
-	    $(wildcard test/bench/*.c) $(STATIC) $(LIBS)
+	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
 	    $(STATIC) $(LIBS)
 
-$(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(STATIC) test/fuzz/fuzz.h
+$(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) -o $@ $< test/fuzz/replay.c \
-	    $(STATIC) $(LIBS)
+	    $(INTERNAL) $(LIBS)
 
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
 LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))
 $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
-        $(STATIC) test/fuzz/fuzz.h examples/llama2/llama.h
+        $(INTERNAL) test/fuzz/fuzz.h examples/llama2/llama.h
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) -o $@ $< \
-	    test/fuzz/replay.c $(LLAMA_READERS) $(STATIC) $(LIBS)
+	    test/fuzz/replay.c $(LLAMA_READERS) $(INTERNAL) $(LIBS)
 
 # ---- the two commands of the README ----
 deps:
