@@ -9,14 +9,19 @@
  * split of columns over threads.
  *
  *   u8i8_dot_gemv_ukernel_8x1c32__avx2: M = 1 in AUTO mode. Eight weight rows
- *     at a time stream their packed codes once; per block of 32 codes each row
- *     gives eight int32 partial dots (maddubs for codes up to 4 bits, pmaddwd
- *     on widened codes for 8 bits), reduced across rows by a transpose-add.
- *   i16i16_dot_gemm_ukernel_4x16c2__avx2: M > 1 in AUTO mode. A tile of 16
- *     weight rows by up to 16 blocks is unpacked once to int16 (c - z),
- *     interleaved by pairs of k, and reused by every row of x in a panel of
- *     64; x is widened to int16 per 4-row tile; pmaddwd accumulates in int32.
- *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The same int16 tile,
+ *     at a time stream their packed codes once (4-bit blocks in pairs, one
+ *     load for both nibbles); per block each row's maddubs products are
+ *     summed across the 8 rows by an int16 transpose-add; 8-bit codes use
+ *     pmaddwd on widened codes instead. The next 8 rows are prefetched.
+ *   u8i8_dot_gemm_ukernel_4x16c4__avx2: M > 1, AUTO, codes up to 4 bits. A
+ *     tile of 16 weight rows by up to 16 blocks is unpacked once into u8
+ *     quads of k (8 rows per vector) and reused by every row of x in a panel
+ *     of 64; x is broadcast four int8 at a time straight from the quantized
+ *     row; maddubs sums stay in int16 over a block, then pmaddwd to int32.
+ *   i16i16_dot_gemm_ukernel_4x16c2__avx2: M > 1, AUTO, 8-bit codes. The tile
+ *     holds int16 (c - z) in pairs of k; x is widened to int16 per 4-row
+ *     tile; pmaddwd accumulates in int32.
+ *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The int16 tile,
  *     converted to fp32 per k, multiplied with broadcast x in k order. */
 #include <float.h>
 #include <immintrin.h>
@@ -30,6 +35,7 @@
 #define MC 64                /* rows of x sharing one unpacked weight tile */
 #define KB 16                /* blocks of 32 codes per tile */
 
+/* Inlined with constant bit widths, so each width gets its own loop. */
 #define AI __attribute__((always_inline)) static inline
 
 /* ---- unpacking one block of 32 codes (docs/FORMAT.md) ---- */
@@ -65,19 +71,19 @@ static size_t n_blocks(const qk_weights *w) { return (w->k + QK_BLOCK - 1) / QK_
 AI void transpose8(__m256i v[8])
 {
     __m256i t[8], u[8];
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (int i = 0; i < 8; i += 2) {
         t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
         t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
     }
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (int i = 0; i < 8; i += 4) {
         u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
         u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
         u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
         u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
     }
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (int i = 0; i < 4; i++) {
         v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
         v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
@@ -89,11 +95,11 @@ AI void transpose8(__m256i v[8])
 AI __m256i reduce8(const __m256i v[8])
 {
     __m256i a[4], b[2];
-#pragma GCC unroll 4
+    #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
         a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
                                 _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-#pragma GCC unroll 2
+    #pragma GCC unroll 2
     for (int i = 0; i < 2; i++)
         b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
                                 _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
@@ -162,18 +168,37 @@ static void avx2_quantize_row(const qk_xmap *map, const float *x, int8_t *q, flo
 
 /* ---- per-row group parameters, eight or sixteen rows at once ---- */
 
-static __m256 scales8(const qk_weights *w, const size_t r[8], size_t g)
+/* idx[t] = r[t] * scale_stride: where rows' group parameters start. */
+static void param_base8(const qk_weights *w, const size_t r[8], size_t idx[8])
+{
+    for (int t = 0; t < 8; t++) idx[t] = r[t] * w->scale_stride;
+}
+
+static __m256 scales8(const qk_weights *w, const size_t base[8], size_t g)
 {
     uint16_t h[8];
-    for (int t = 0; t < 8; t++) h[t] = w->scales[r[t] * w->scale_stride + g];
+    for (int t = 0; t < 8; t++) h[t] = w->scales[base[t] + g];
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)h));
 }
 
-static __m256i zeros8(const qk_weights *w, const size_t r[8], size_t g)
+static __m256i zeros8(const qk_weights *w, const size_t base[8], size_t g)
 {
     if (w->symmetric) return _mm256_set1_epi32(1 << (w->bits - 1));
     int32_t z[8];
-    for (int t = 0; t < 8; t++) z[t] = qk_zero(w, r[t], g);
+    if (w->bits == 4) {
+        for (int t = 0; t < 8; t++) {
+            size_t i = base[t] + g;
+            z[t] = (w->zeros[i >> 1] >> ((i & 1) * 4)) & 15;
+        }
+    } else if (w->bits == 8) {
+        for (int t = 0; t < 8; t++) z[t] = w->zeros[base[t] + g];
+    } else {
+        for (int t = 0; t < 8; t++) {
+            size_t bit = (base[t] + g) * (size_t)w->bits;
+            unsigned v = (unsigned)w->zeros[bit >> 3] | (unsigned)w->zeros[(bit >> 3) + 1] << 8;
+            z[t] = (int32_t)((v >> (bit & 7)) & ((1u << w->bits) - 1u));
+        }
+    }
     return _mm256_loadu_si256((const __m256i *)(const void *)z);
 }
 
@@ -192,11 +217,11 @@ static void tile_rows(size_t r0, size_t n1, size_t count, size_t *r)
 AI __m256i reduce8_i16(const __m256i p[8])
 {
     __m256i a[4], b[2];
-#pragma GCC unroll 4
+    #pragma GCC unroll 4
     for (int i = 0; i < 4; i++)
         a[i] = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2 * i], p[2 * i + 1]),
                                 _mm256_unpackhi_epi16(p[2 * i], p[2 * i + 1]));
-#pragma GCC unroll 2
+    #pragma GCC unroll 2
     for (int i = 0; i < 2; i++)
         b[i] = _mm256_add_epi16(_mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
                                 _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
@@ -208,7 +233,7 @@ AI __m256i reduce8_i16(const __m256i p[8])
 
 /* Running state of 8 weight rows along k. */
 typedef struct gemv_state {
-    size_t r[8];
+    size_t r[8], base[8];
     __m256i zv;                  /* zero points of the current group */
     __m256 ga, yv;
 } gemv_state;
@@ -222,9 +247,9 @@ AI void gemv_block_finish(const qk_weights *w, const qk_acts *a, size_t b, size_
     st->ga = _mm256_add_ps(st->ga, _mm256_mul_ps(_mm256_set1_ps(a->d[b]), _mm256_cvtepi32_ps(dot)));
     if ((b + 1) % bpg == 0 || b + 1 == nb) {
         size_t g = b / bpg;
-        st->yv = _mm256_add_ps(st->yv, _mm256_mul_ps(scales8(w, st->r, g), st->ga));
+        st->yv = _mm256_add_ps(st->yv, _mm256_mul_ps(scales8(w, st->base, g), st->ga));
         st->ga = _mm256_setzero_ps();
-        if (b + 1 < nb) st->zv = zeros8(w, st->r, g + 1);
+        if (b + 1 < nb) st->zv = zeros8(w, st->base, g + 1);
     }
 }
 
@@ -240,8 +265,12 @@ AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, gemv_st
     for (size_t b = 0; b < nb; b += step) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
         __m256i p[8], c[8];
-#pragma GCC unroll 8
+        #pragma GCC unroll 8
         for (int t = 0; t < 8; t++) {
+            /* the next tile's rows, one tile ahead: the prefetcher alone
+             * does not keep eight interleaved streams per page in flight */
+            if (bits == 4 && (b & 2))
+                _mm_prefetch((const char *)(rows[t] + 8 * w->row_bytes + 16 * b), _MM_HINT_T0);
             c[t] = bits == 4 ? _mm256_loadu_si256((const __m256i *)(const void *)(rows[t] + 16 * b))
                              : unpack_block(bits, rows[t], b);
             p[t] = _mm256_maddubs_epi16(bits == 4 ? _mm256_and_si256(c[t], mask) : c[t], q);
@@ -249,7 +278,7 @@ AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, gemv_st
         gemv_block_finish(w, a, b, bpg, nb, reduce8_i16(p), st);
         if (bits != 4 || b + 1 >= nb) continue;
         q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * (b + 1)));
-#pragma GCC unroll 8
+        #pragma GCC unroll 8
         for (int t = 0; t < 8; t++)
             p[t] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(c[t], 4), mask), q);
         gemv_block_finish(w, a, b + 1, bpg, nb, reduce8_i16(p), st);
@@ -268,9 +297,11 @@ static void gemv_8bit(const qk_weights *w, const qk_acts *a, gemv_state *st)
         __m256i qlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
         __m256i qhi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
         __m256i lanes[8];
-#pragma GCC unroll 8
+        #pragma GCC unroll 8
         for (int t = 0; t < 8; t++) {
             const __m128i *src = (const __m128i *)(const void *)(rows[t] + 32 * b);
+            if (!(b & 1))   /* the next tile, as in gemv_small_bits */
+                _mm_prefetch((const char *)(rows[t] + 8 * w->row_bytes + 32 * b), _MM_HINT_T0);
             __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(src));
             __m256i hi = _mm256_cvtepu8_epi16(_mm_loadu_si128(src + 1));
             lanes[t] = _mm256_add_epi32(_mm256_madd_epi16(lo, qlo), _mm256_madd_epi16(hi, qhi));
@@ -284,7 +315,8 @@ static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
     for (size_t r0 = n0; r0 < n1; r0 += 8) {
         gemv_state st;
         tile_rows(r0, n1, 8, st.r);
-        st.zv = zeros8(w, st.r, 0);
+        param_base8(w, st.r, st.base);
+        st.zv = zeros8(w, st.base, 0);
         st.ga = st.yv = _mm256_setzero_ps();
         switch (w->bits) {
         case 2: gemv_small_bits(2, w, a, &st); break;
@@ -310,6 +342,7 @@ typedef struct wtile {
     int group_end[KB];           /* the block is the last of its group */
     int u8;                      /* the u8 form */
     size_t r[NR];                /* weight rows (clamped) */
+    size_t base[NR];             /* r * scale_stride */
 } wtile;
 
 AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_t kb, wtile *t)
@@ -321,9 +354,9 @@ AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_
         for (int h = 0; h < 2; h++) {
             __m256i lo[8], hi[8];
             int32_t *z = t->zero[bb] + 8 * h;
-            _mm256_storeu_si256((__m256i *)(void *)z, zeros8(w, t->r + 8 * h, g));
-            _mm256_storeu_ps(t->scale[bb] + 8 * h, scales8(w, t->r + 8 * h, g));
-#pragma GCC unroll 8
+            _mm256_storeu_si256((__m256i *)(void *)z, zeros8(w, t->base + 8 * h, g));
+            _mm256_storeu_ps(t->scale[bb] + 8 * h, scales8(w, t->base + 8 * h, g));
+            #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
                 const uint8_t *row = w->codes + t->r[8 * h + c] * w->row_bytes;
                 __m256i codes = unpack_block(bits, row, b);
@@ -338,7 +371,7 @@ AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_
             }
             transpose8(lo);
             if (!u8) transpose8(hi);
-#pragma GCC unroll 8
+            #pragma GCC unroll 8
             for (int p = 0; p < 8; p++) {
                 t->w[bb][p][h] = lo[p];
                 if (!u8) t->w[bb][p + 8][h] = hi[p];
@@ -401,26 +434,26 @@ static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], cons
                             const float *d[MR], fstate *f, size_t ii0)
 {
     __m256i acc[MR][2];
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-#pragma GCC unroll 1
+    #pragma GCC unroll 2
     for (int s = 0; s < 8; s++) {
         __m256i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];
-#pragma GCC unroll 8
+        #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
             int32_t quad;
             memcpy(&quad, q[i] + bb * QK_BLOCK + 4 * s, 4);
             __m256i xb = _mm256_set1_epi32(quad);
-            acc[i][0] = _mm256_add_epi16(acc[i][0], _mm256_maddubs_epi16(w0, xb));
-            acc[i][1] = _mm256_add_epi16(acc[i][1], _mm256_maddubs_epi16(w1, xb));
+            acc[i][0] = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), acc[i][0]);
+            acc[i][1] = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), acc[i][1]);
         }
     }
     const __m256i ones = _mm256_set1_epi16(1);
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         __m256 dv = _mm256_set1_ps(d[i][bb]);
         __m256i sv = _mm256_set1_epi32(sum[i][bb]);
-#pragma GCC unroll 2
+        #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(t->zero[bb] + 8 * h));
             __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(acc[i][h], ones),
@@ -431,25 +464,35 @@ static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], cons
     }
 }
 
-/* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns. */
+/* One k pair of the i16 kernel for x row i: two pmaddwd, two adds. */
+#define I16_STEP(i, a0, a1)                                                        \
+    do {                                                                           \
+        int32_t pair;                                                              \
+        memcpy(&pair, x16[i] + bb * QK_BLOCK + 2 * p, 4);                          \
+        __m256i xb = _mm256_set1_epi32(pair);                                      \
+        a0 = _mm256_add_epi32(_mm256_madd_epi16(w0, xb), a0);                      \
+        a1 = _mm256_add_epi32(_mm256_madd_epi16(w1, xb), a1);                      \
+    } while (0)
+
+/* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns.
+ * Named accumulators: with an array GCC moves every accumulator once per
+ * step. */
 static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t x16[MR][KB * QK_BLOCK],
                             const float *d[MR], fstate *f, size_t ii0)
 {
-    __m256i acc[MR][2];
-    #pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-#pragma GCC unroll 1
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+            a21 = a00, a30 = a00, a31 = a00;
     for (int p = 0; p < 16; p++) {
         __m256i w0 = t->w[bb][p][0], w1 = t->w[bb][p][1];
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            int32_t pair;
-            memcpy(&pair, x16[i] + bb * QK_BLOCK + 2 * p, 4);
-            __m256i xb = _mm256_set1_epi32(pair);
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(w0, xb));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(w1, xb));
-        }
+        I16_STEP(0, a00, a01);
+        I16_STEP(1, a10, a11);
+        I16_STEP(2, a20, a21);
+        I16_STEP(3, a30, a31);
+        /* keeps each accumulator in one register across iterations */
+        __asm__("" : "+x"(a00), "+x"(a01), "+x"(a10), "+x"(a11), "+x"(a20), "+x"(a21),
+                "+x"(a30), "+x"(a31));
     }
+    __m256i acc[MR][2] = { { a00, a01 }, { a10, a11 }, { a20, a21 }, { a30, a31 } };
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         __m256 dv = _mm256_set1_ps(d[i][bb]);
@@ -467,7 +510,7 @@ AI void gemm_f32_ukernel(int mr, const wtile *t, size_t bb, const float *x[MR], 
     __m256 acc[MR][2];
     #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-#pragma GCC unroll 1
+    #pragma GCC unroll 2
     for (int p = 0; p < 16; p++) {
         __m256 we[2], wo[2];
         #pragma GCC unroll 8
@@ -555,6 +598,8 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
         size_t i1 = g->m - i0 < MC ? g->m : i0 + MC;
         for (size_t r0 = n0; r0 < n1; r0 += NR) {
             tile_rows(r0, n1, NR, t.r);
+            param_base8(w, t.r, t.base);
+            param_base8(w, t.r + 8, t.base + 8);
             memset(&f, 0, sizeof f);
             for (size_t b0 = 0; b0 < nb; b0 += KB) {
                 size_t kb = nb - b0 < KB ? nb - b0 : KB;

@@ -23,5 +23,8 @@ qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const floa
                                  size_t ldx, float *y, size_t ldy);
 /* Largest size the BLAS interface takes. */
 size_t qlib_la_max_dim(void);
+/* Threads OpenBLAS runs a call on (read only: its settings are never
+ * changed); callers run GEMMs on their own threads only when this is 1. */
+int qlib_la_threads(void);
 
 #endif

@@ -5,13 +5,14 @@
  * weights are Q(W diag(s)) diag(1/s).
  *
  * Cost: a candidate's error ||X D^T||^2 (D = W - W^, X the ns samples) is
- * taken for a block of rows of W with one GEMM, from the samples or, when
- * that is cheaper (fewer columns than samples), from the Gram matrix X^T X
- * computed once. The GEMMs are called from this thread and use OpenBLAS's
- * threads; the element-wise work between them (rounding, error sums) runs on
- * the context's threads in fixed chunks of rows. Blocks and chunks depend
- * only on the shapes and errors are added in row order, so the result does
- * not depend on the thread count. */
+ * taken chunk by chunk of rows of W, one GEMM per chunk, from the samples or,
+ * when that is cheaper (fewer columns than samples), from the Gram matrix
+ * X^T X computed once. Chunks depend only on the shapes, each chunk's GEMM is
+ * the same call whoever runs it, and errors are added in chunk and row order,
+ * so the result does not depend on the thread count. The chunks of a block
+ * are rounded on the context's threads; their GEMMs run there too when
+ * OpenBLAS is single-threaded, else one after another on OpenBLAS's threads
+ * (never both pools at once). */
 #include <math.h>
 
 #include "schemes.h"
@@ -19,8 +20,8 @@
 
 #define CLIP_STEPS 20                    /* clipping ratios 1 - i/20 */
 #define MEAN_FLOOR 1e-4                  /* smallest channel mean, as a fraction of the largest */
-#define BLOCK_FLOATS ((size_t)1 << 21)   /* rows of D per GEMM: up to this many floats */
-#define TASK_ROWS 16                     /* rows of W per task between GEMMs */
+#define CHUNK_FLOATS ((size_t)1 << 20)   /* D per scoring GEMM: up to this many floats */
+#define CLIP_FLOATS ((size_t)1 << 19)    /* D per clipping GEMM */
 #define ROUND_MAGIC 12582912.0f          /* 1.5 * 2^23: (v + M) - M rounds v to nearest even */
 
 static const char FN[] = "qlib_quantize";
@@ -38,10 +39,12 @@ typedef struct awq_layer {
     float *gram;                     /* k x k X^T X when k < ns, else NULL */
     float *col_min, *col_max;        /* k: column ranges of W, per-tensor groups only */
     size_t n_clip;                   /* clipping ratios searched (1: none) */
-    size_t rows, clip_rows;          /* rows of W per scoring block and per clipping block */
-    float *d, *tmp;                  /* a block of D and its GEMM product */
-    double *err;                     /* per row of D */
-    size_t d_floats, tmp_floats, err_count;
+    size_t rows, clip_rows;          /* rows of W per scoring chunk and per clipping chunk */
+    size_t n_slots;                  /* chunks in flight */
+    int gemm_in_tasks;               /* OpenBLAS is single-threaded: GEMMs on our threads */
+    float *d, *tmp;                  /* per slot: a chunk of D and its GEMM product */
+    double *err;                     /* per slot: per row of D */
+    size_t d_floats, tmp_floats, err_count;   /* per slot */
     uint8_t *work;                   /* n_tasks x work_bytes for writing the tensor */
     size_t work_bytes, n_fill_tasks;
 } awq_layer;
@@ -54,7 +57,46 @@ typedef struct awq_cand {
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
-static size_t tasks_for(size_t rows) { return (rows + TASK_ROWS - 1) / TASK_ROWS; }
+
+/* A slot's buffers: one chunk of D, its GEMM product, its rows' errors. */
+typedef struct awq_slot {
+    float *d, *tmp;
+    double *err;
+} awq_slot;
+
+static awq_slot slot_of(const awq_layer *L, size_t i)
+{
+    awq_slot s = { L->d + i * L->d_floats, L->tmp + i * L->tmp_floats, L->err + i * L->err_count };
+    return s;
+}
+
+/* A block of chunks in three steps: per chunk i < n, prep (rounding into
+ * slot i), gemm, then finish (errors). */
+typedef struct awq_phases {
+    void (*prep)(void *job, size_t i);
+    void (*gemm)(void *job, size_t i);
+    void (*finish)(void *job, size_t i);
+    void *job;
+} awq_phases;
+
+static void all_phases(void *arg, size_t i)
+{
+    awq_phases *p = arg;
+    p->prep(p->job, i);
+    p->gemm(p->job, i);
+    p->finish(p->job, i);
+}
+
+static void run_block(const awq_layer *L, awq_phases *p, size_t n)
+{
+    if (L->gemm_in_tasks) {
+        qlib_ctx_parallel_for(L->ctx, all_phases, p, n);
+        return;
+    }
+    qlib_ctx_parallel_for(L->ctx, p->prep, p->job, n);
+    for (size_t i = 0; i < n; i++) p->gemm(p->job, i);
+    qlib_ctx_parallel_for(L->ctx, p->finish, p->job, n);
+}
 
 /* ---- rounding, shared by the search and the tensor so both see one W^ ---- */
 
@@ -188,21 +230,22 @@ static double dot_span(const float *a, const float *b, size_t len)
 /* The GEMM for rows of D (m x len, stride len) on columns [c0, c0 + len):
  * tmp = D X_cols^T (m x ns) from the samples, or D G (m x len) with their
  * Gram matrix G (row stride ldg). */
-static void error_gemm(const awq_layer *L, size_t c0, size_t len, const float *gram, size_t ldg,
-                       size_t m)
+static void error_gemm(const awq_layer *L, const awq_slot *sl, size_t c0, size_t len,
+                       const float *gram, size_t ldg, size_t m)
 {
     if (gram)
-        qlib_la_sgemm(0, 0, m, len, len, 1.0f, L->d, len, gram, ldg, 0.0f, L->tmp, len);
+        qlib_la_sgemm(0, 0, m, len, len, 1.0f, sl->d, len, gram, ldg, 0.0f, sl->tmp, len);
     else
-        qlib_la_sgemm(0, 1, m, L->ns, len, 1.0f, L->d, len, L->x + c0, L->k, 0.0f, L->tmp, L->ns);
+        qlib_la_sgemm(0, 1, m, L->ns, len, 1.0f, sl->d, len, L->x + c0, L->k, 0.0f, sl->tmp,
+                      L->ns);
 }
 
-/* err[i] = ||X_cols d_i^T||^2 for rows [i0, i1) of D, after error_gemm. */
-static void row_errors(const awq_layer *L, size_t len, int gram, size_t i0, size_t i1)
+/* err[i] = ||X_cols d_i^T||^2 for the m rows of the slot's D, after error_gemm. */
+static void row_errors(const awq_layer *L, const awq_slot *sl, size_t len, int gram, size_t m)
 {
-    for (size_t i = i0; i < i1; i++)
-        L->err[i] = gram ? dot_span(L->tmp + i * len, L->d + i * len, len)
-                         : dot_span(L->tmp + i * L->ns, L->tmp + i * L->ns, L->ns);
+    for (size_t i = 0; i < m; i++)
+        sl->err[i] = gram ? dot_span(sl->tmp + i * len, sl->d + i * len, len)
+                          : dot_span(sl->tmp + i * L->ns, sl->tmp + i * L->ns, L->ns);
 }
 
 /* ---- scoring a whole-layer candidate (the alpha grid, per-tensor clipping) ---- */
@@ -210,7 +253,7 @@ static void row_errors(const awq_layer *L, size_t len, int gram, size_t i0, size
 typedef struct score_job {
     const awq_layer *L;
     const awq_cand *cand;
-    size_t r0, m;                    /* the block's rows of W */
+    size_t r0;                       /* the block's first row of W */
     int failed;                      /* a scale overflowed fp16 */
 } score_job;
 
@@ -228,33 +271,57 @@ static int row_delta(const awq_layer *L, const awq_cand *c, const float *wr, flo
     return 1;
 }
 
-static void score_delta_task(void *arg, size_t i)
+/* Chunk i of the block: its first row and row count. */
+static size_t score_rows(const score_job *j, size_t i, size_t *r0)
+{
+    const awq_layer *L = j->L;
+    *r0 = j->r0 + i * L->rows;
+    return min_size(L->rows, L->n - *r0);
+}
+
+static void score_prep(void *arg, size_t i)
 {
     score_job *j = arg;
     const awq_layer *L = j->L;
-    for (size_t r = i * TASK_ROWS; r < min_size((i + 1) * TASK_ROWS, j->m); r++)
-        if (!row_delta(L, j->cand, L->w + (j->r0 + r) * L->ldw, L->d + r * L->k))
+    awq_slot sl = slot_of(L, i);
+    size_t r0, m = score_rows(j, i, &r0);
+    for (size_t r = 0; r < m; r++)
+        if (!row_delta(L, j->cand, L->w + (r0 + r) * L->ldw, sl.d + r * L->k))
             __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
 }
 
-static void score_error_task(void *arg, size_t i)
+static void score_gemm(void *arg, size_t i)
 {
     score_job *j = arg;
-    row_errors(j->L, j->L->k, j->L->gram != NULL, i * TASK_ROWS,
-               min_size((i + 1) * TASK_ROWS, j->m));
+    awq_slot sl = slot_of(j->L, i);
+    size_t r0, m = score_rows(j, i, &r0);
+    error_gemm(j->L, &sl, 0, j->L->k, j->L->gram, j->L->k, m);
+}
+
+static void score_finish(void *arg, size_t i)
+{
+    score_job *j = arg;
+    awq_slot sl = slot_of(j->L, i);
+    size_t r0, m = score_rows(j, i, &r0);
+    row_errors(j->L, &sl, j->L->k, j->L->gram != NULL, m);
 }
 
 /* *err = ||X (W - W^)^T||^2 over the samples; 0 if a scale overflows fp16. */
 static int score(const awq_layer *L, const awq_cand *cand, double *err)
 {
     double total = 0.0;
-    for (size_t r0 = 0; r0 < L->n; r0 += L->rows) {
-        score_job j = { L, cand, r0, min_size(L->rows, L->n - r0), 0 };
-        qlib_ctx_parallel_for(L->ctx, score_delta_task, &j, tasks_for(j.m));
+    size_t span = L->rows * L->n_slots;
+    for (size_t r0 = 0; r0 < L->n; r0 += span) {
+        score_job j = { L, cand, r0, 0 };
+        awq_phases p = { score_prep, score_gemm, score_finish, &j };
+        size_t n_chunks = (min_size(span, L->n - r0) + L->rows - 1) / L->rows;
+        run_block(L, &p, n_chunks);
         if (j.failed) return 0;
-        error_gemm(L, 0, L->k, L->gram, L->k, j.m);
-        qlib_ctx_parallel_for(L->ctx, score_error_task, &j, tasks_for(j.m));
-        for (size_t r = 0; r < j.m; r++) total += L->err[r];
+        for (size_t i = 0; i < n_chunks; i++) {
+            awq_slot sl = slot_of(L, i);
+            size_t first, m = score_rows(&j, i, &first);
+            for (size_t r = 0; r < m; r++) total += sl.err[r];
+        }
     }
     *err = total;
     return 1;
@@ -326,50 +393,68 @@ static int clip_uses_gram(const awq_layer *L) { return L->glen < L->ns; }
 typedef struct clip_job {
     const awq_layer *L;
     const float *s, *inv;
-    size_t g, c0, len, r0, m;        /* the group and the block's rows of W */
-    int gram;
+    size_t g, c0, len, r0;           /* the group; the block's first row of W */
+    const float *gram;               /* the group's Gram matrix (row stride ldg), or NULL */
+    size_t ldg;
     uint8_t *step;                   /* n x n_groups: the chosen clip step */
 } clip_job;
 
-/* Rows of D for every clipping ratio of row r (local to the block): row
- * r * n_clip + st holds step st. */
-static void clip_candidates(const clip_job *j, size_t r)
+static size_t clip_chunk_rows(const clip_job *j, size_t i, size_t *r0)
+{
+    const awq_layer *L = j->L;
+    *r0 = j->r0 + i * L->clip_rows;
+    return min_size(L->clip_rows, L->n - *r0);
+}
+
+/* One row of W, one group, every clipping ratio: d (n_clip x len) holds the
+ * group's W - W^ under step st in its row st. */
+static void clip_candidates(const clip_job *j, float *d, size_t row)
 {
     const awq_layer *L = j->L;
     size_t nc = L->n_clip, len = j->len;
-    const float *wr = L->w + (j->r0 + r) * L->ldw + j->c0, *inv = j->inv + j->c0;
-    float *d0 = L->d + r * nc * len, lo, hi;
+    const float *wr = L->w + row * L->ldw + j->c0, *inv = j->inv + j->c0;
+    float lo, hi;
     qlib_qparams p0, p;
-    span_scale(wr, j->s + j->c0, len, d0, &lo, &hi);   /* W diag(s) */
+    span_scale(wr, j->s + j->c0, len, d, &lo, &hi);   /* W diag(s) */
     clip_params(L, lo, hi, 0, &p0);    /* succeeded in the alpha search */
     for (size_t st = 1; st < nc; st++) {
         if (!clip_params(L, lo, hi, st, &p)) p = p0;
-        span_delta(&p, wr, d0, inv, len, d0 + st * len);
+        span_delta(&p, wr, d, inv, len, d + st * len);
     }
-    span_delta(&p0, wr, d0, inv, len, d0);
+    span_delta(&p0, wr, d, inv, len, d);
 }
 
-static void clip_delta_task(void *arg, size_t i)
+static void clip_prep(void *arg, size_t i)
 {
     clip_job *j = arg;
-    for (size_t r = i * TASK_ROWS; r < min_size((i + 1) * TASK_ROWS, j->m); r++)
-        clip_candidates(j, r);
+    awq_slot sl = slot_of(j->L, i);
+    size_t r0, m = clip_chunk_rows(j, i, &r0), stride = j->L->n_clip * j->len;
+    for (size_t r = 0; r < m; r++) clip_candidates(j, sl.d + r * stride, r0 + r);
+}
+
+static void clip_gemm(void *arg, size_t i)
+{
+    clip_job *j = arg;
+    awq_slot sl = slot_of(j->L, i);
+    size_t r0, m = clip_chunk_rows(j, i, &r0);
+    error_gemm(j->L, &sl, j->c0, j->len, j->gram, j->ldg, m * j->L->n_clip);
 }
 
 /* The ratio with the smallest output error on the group's columns (the
- * first on ties) for each row of the task. */
-static void clip_pick_task(void *arg, size_t i)
+ * first on ties) for each row of the chunk. */
+static void clip_pick(void *arg, size_t i)
 {
     clip_job *j = arg;
     const awq_layer *L = j->L;
-    size_t nc = L->n_clip, r0 = i * TASK_ROWS, r1 = min_size((i + 1) * TASK_ROWS, j->m);
-    row_errors(L, j->len, j->gram, r0 * nc, r1 * nc);
-    for (size_t r = r0; r < r1; r++) {
-        const double *e = L->err + r * nc;
+    awq_slot sl = slot_of(L, i);
+    size_t nc = L->n_clip, r0, m = clip_chunk_rows(j, i, &r0);
+    row_errors(L, &sl, j->len, j->gram != NULL, m * nc);
+    for (size_t r = 0; r < m; r++) {
+        const double *e = sl.err + r * nc;
         size_t best = 0;
         for (size_t st = 1; st < nc; st++)
             if (e[st] < e[best]) best = st;
-        j->step[(j->r0 + r) * L->n_groups + j->g] = (uint8_t)best;
+        j->step[(r0 + r) * L->n_groups + j->g] = (uint8_t)best;
     }
 }
 
@@ -399,16 +484,14 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
                           grams + g * glen * glen, len);
         }
     }
+    size_t span = L->clip_rows * L->n_slots;
     for (size_t g = 0; g < L->n_groups; g++) {
-        size_t ldg;
-        const float *gram = group_gram(L, grams, g, &ldg);
-        clip_job j = { L, s, inv, g, g * L->group, 0, 0, 0, gram != NULL, step };
+        clip_job j = { L, s, inv, g, g * L->group, 0, 0, NULL, 0, step };
         j.len = min_size(glen, L->k - j.c0);
-        for (j.r0 = 0; j.r0 < L->n; j.r0 += L->clip_rows) {
-            j.m = min_size(L->clip_rows, L->n - j.r0);
-            qlib_ctx_parallel_for(L->ctx, clip_delta_task, &j, tasks_for(j.m));
-            error_gemm(L, j.c0, j.len, gram, ldg, j.m * L->n_clip);
-            qlib_ctx_parallel_for(L->ctx, clip_pick_task, &j, tasks_for(j.m));
+        j.gram = group_gram(L, grams, g, &j.ldg);
+        for (j.r0 = 0; j.r0 < L->n; j.r0 += span) {
+            awq_phases p = { clip_prep, clip_gemm, clip_pick, &j };
+            run_block(L, &p, (min_size(span, L->n - j.r0) + L->clip_rows - 1) / L->clip_rows);
         }
     }
     qlib_mem_free(&L->ctx->alloc, grams);
@@ -499,24 +582,29 @@ static qlib_status check_calib(const qlib_calib *calib, size_t k)
     return QLIB_OK;
 }
 
-/* Block sizes and buffers. Scoring holds `rows` rows of D (k columns);
- * clipping holds clip_rows rows times n_clip ratios of one group. The GEMM
- * product is ns per row of D from the samples, or as wide as D with a Gram
- * matrix (only used when narrower than ns). */
-static void plan_blocks(awq_layer *L, int gram)
+/* Chunk sizes and per-slot buffers. A scoring chunk holds `rows` rows of D
+ * (k columns); a clipping chunk clip_rows rows times n_clip ratios of one
+ * group. The GEMM product is ns per row of D from the samples, or as wide as
+ * D with a Gram matrix (only used when narrower than ns). Slots: one chunk
+ * per thread in flight, at most the chunks there are. */
+static void plan_chunks(awq_layer *L, int gram)
 {
-    size_t k = L->k, nc = L->n_clip;
-    L->rows = min_size(max_size(BLOCK_FLOATS / k, 1), L->n);
+    size_t k = L->k, nc = L->n_clip, chunks;
+    L->rows = min_size(max_size(CHUNK_FLOATS / k, 1), L->n);
+    chunks = (L->n + L->rows - 1) / L->rows;
     L->d_floats = L->rows * k;
     L->tmp_floats = L->rows * (gram ? k : L->ns);
     L->err_count = L->rows;
     L->clip_rows = 0;
     if (nc > 1 && !L->per_tensor) {
-        size_t cr = L->clip_rows = min_size(max_size(BLOCK_FLOATS / (nc * L->glen), 1), L->n);
+        size_t cr = L->clip_rows = min_size(max_size(CLIP_FLOATS / (nc * L->glen), 1), L->n);
+        chunks = max_size(chunks, (L->n + cr - 1) / cr);
         L->d_floats = max_size(L->d_floats, cr * nc * L->glen);
         L->tmp_floats = max_size(L->tmp_floats, cr * nc * (clip_uses_gram(L) ? L->glen : L->ns));
         L->err_count = max_size(L->err_count, cr * nc);
     }
+    L->n_slots = min_size((size_t)L->ctx->n_threads, chunks);
+    L->gemm_in_tasks = qlib_la_threads() <= 1;
     L->n_fill_tasks = min_size((size_t)L->ctx->n_threads, L->n);
     L->work_bytes = qlib_round_up(k * sizeof(float), QLIB_ALIGN) + qlib_round_up(L->kp, QLIB_ALIGN);
 }
@@ -574,11 +662,11 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
         L->n_clip = steps < 1.0 ? 1 : (size_t)steps;
     }
     int gram = k < L->ns;
-    plan_blocks(L, gram);
+    plan_chunks(L, gram);
     const qlib_allocator *a = &ctx->alloc;
-    L->d = qlib_mem_alloc(a, L->d_floats * sizeof(float));
-    L->tmp = qlib_mem_alloc(a, L->tmp_floats * sizeof(float));
-    L->err = qlib_mem_alloc(a, L->err_count * sizeof(double));
+    L->d = qlib_mem_alloc(a, L->n_slots * L->d_floats * sizeof(float));
+    L->tmp = qlib_mem_alloc(a, L->n_slots * L->tmp_floats * sizeof(float));
+    L->err = qlib_mem_alloc(a, L->n_slots * L->err_count * sizeof(double));
     L->work = qlib_mem_alloc(a, L->n_fill_tasks * L->work_bytes);
     if (gram) L->gram = qlib_mem_alloc(a, k * k * sizeof(float));
     if (L->per_tensor) L->col_min = qlib_mem_alloc(a, 2 * k * sizeof(float));

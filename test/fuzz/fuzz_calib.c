@@ -8,7 +8,7 @@
  *   max_samples  b % 9; 255: SIZE_MAX / 2
  *   finish       bit 0: quantize with GPTQ, bit 1: with AWQ (act-order, group
  *                and bits from bits 2-5)
- *   n            b % 8 tokens; >= 248: 4100 (more than one internal batch)
+ *   n            b % 8 tokens; >= 248 with k <= 16: 4100 (more than one internal batch)
  *   ld           k + b % 3; >= 240: k - 1
  *   bytes        the floats of the batch, the len bytes repeated */
 #include <limits.h>
@@ -74,7 +74,7 @@ static void shadow_add(shadow *sh, const float *x, size_t n, size_t ld)
 static size_t do_batch(qlib_calib *c, shadow *sh, const uint8_t *p, size_t left)
 {
     if (left < 3) return left;
-    size_t k = sh->k, n = p[0] >= 248 ? 4100 : p[0] % 8;
+    size_t k = sh->k, n = p[0] >= 248 && k <= 16 ? 4100 : p[0] % 8;
     size_t ld = p[1] >= 240 ? k - 1 : k + p[1] % 3, len = p[2] < left - 3 ? p[2] : left - 3;
     size_t count = n ? (n - 1) * ld + k : 0;
     float *x = fz_malloc(count * sizeof(float) + 4);

@@ -19,12 +19,12 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 if [ "${1:-}" = seeds ]; then
-    make -s lib/libqlib.a
+    make -s build/release/libqlib_internal.a
     mkdir -p build/fuzz
     # shellcheck disable=SC2046
     ${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc -Iexamples/llama2 -o build/fuzz/make_corpus \
         test/fuzz/make_corpus.c examples/llama2/util.c examples/llama2/model.c \
-        examples/llama2/qmodel.c examples/llama2/tokenizer.c lib/libqlib.a \
+        examples/llama2/qmodel.c examples/llama2/tokenizer.c build/release/libqlib_internal.a \
         $(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lpthread -lm
     rm -f test/fuzz/corpus/*/[0-9][0-9][0-9]-*
     mkdir -p test/fuzz/corpus

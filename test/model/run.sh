@@ -37,6 +37,7 @@ ACT_ORDER_SLACK=0.002   # nats/token act-order may lose to plain GPTQ on a model
 JOBS=${QLIB_MODEL_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qlib-model.XXXXXX") || exit 1
 trap 'rm -rf "$WORK"' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null; exit 130' INT TERM
 START=$(date +%s)
 # Runs share the CPUs: one thread each, OpenBLAS included.
 export OPENBLAS_NUM_THREADS=1

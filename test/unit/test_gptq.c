@@ -455,8 +455,8 @@ static const gopts ref_cases[] = {
 START_TEST(test_gptq_reference)
 {
     const gopts *o = &ref_cases[_i];
-    const size_t n = 24, k = 168;
-    layer l = make_layer(n, k, 400, 0, 8.0f, 31 + (uint64_t)_i);
+    const size_t n = 24, k = 136;
+    layer l = make_layer(n, k, 300, 0, 8.0f, 31 + (uint64_t)_i);
     kill_input(&l, 5);
     kill_input(&l, 130);
     qlib_ctx *ctx = tu_ctx(2, NULL);
@@ -496,16 +496,16 @@ END_TEST
 /* ------------------------------------------- against RTN, held out */
 
 /* The issue's claim, on held-out tokens. Measured on this layer (N = 48,
- * K = 256, rank 32 + noise, outliers x8, 1024 calibration tokens, 128
+ * K = 256, rank 32 + noise, outliers x8, 640 calibration tokens, 128
  * held-out ones) for the seeds 101 .. 108, GPTQ's output error is
- * 0.048 .. 0.075 of RTN's at 4 and 3 bits with groups of 128 and 32, and
- * act-order's 0.46 .. 0.69 of plain GPTQ's. The asserts (0.25 and 1.05)
- * leave margins of 3x and 1.5x; the test runs the first two seeds. */
+ * 0.049 .. 0.075 of RTN's at 4 and 3 bits with groups of 128 and 32, and
+ * act-order's 0.46 .. 0.63 of plain GPTQ's. The asserts (0.25 and 1.05)
+ * leave margins of 3x and 1.6x; the test runs seed 101. */
 START_TEST(test_gptq_beats_rtn_held_out)
 {
     static const int bits[] = { 4, 3 }, groups[] = { 128, 32 };
     const size_t n = 48, k = 256;
-    layer l = make_layer(n, k, 1024, 128, 8.0f, 101 + (uint64_t)_i);
+    layer l = make_layer(n, k, 640, 128, 8.0f, 101);
     layer_outputs(&l);
     qlib_ctx *ctx = tu_ctx(2, NULL);
     qlib_calib *c = hessian_calib(ctx, l.x_cal, l.m_cal, k);
@@ -560,7 +560,9 @@ START_TEST(test_gptq_sweep)
     ck_assert_ptr_nonnull(yref);
     for (size_t b = 0; b < COUNT(bits); b++)
         for (size_t g = 0; g < COUNT(groups); g++)
-            for (int sym = 0; sym < 2; sym++) {
+            {
+                /* each (bits, group) once per zero-point mode over the two runs */
+                int sym = (int)((b + g + (size_t)_i) % 2);
                 gopts o = opts(bits[b], groups[g], sym);
                 o.act_order = _i;
                 char what[96];
@@ -792,16 +794,21 @@ static void *serialized(const qlib_tensor *t, size_t *len)
 }
 
 /* The same blob, byte for byte, from 1 and 2 threads (rows split in fixed
- * chunks, the GEMMs through OpenBLAS whatever our thread count). */
+ * chunks, the GEMMs through OpenBLAS whatever our thread count), and from
+ * weights with a wider row stride. */
 START_TEST(test_gptq_threads_identical)
 {
     static const gopts cases[] = {
         { 3, 32, 0, 1, 0, 0, -1.0f }, { 4, 128, 0, 0, 0, 50, -1.0f }, { 2, 0, 1, 1, 1, 0, -1.0f },
         { 4, -1, 0, 1, 0, 0, -1.0f }, { 8, 64, 0, 0, 1, 0, -1.0f },
     };
-    const size_t n = 150, k = 200;
-    layer l = make_layer(n, k, 300, 0, 8.0f, 3);
+    const size_t n = 130, k = 136;
+    layer l = make_layer(n, k, 200, 0, 8.0f, 3);
     kill_input(&l, 17);
+    const size_t ldw = k + 7;
+    float *wpad = tu_alloc_floats(n * ldw);
+    for (size_t r = 0; r < n; r++)
+        for (size_t c = 0; c < ldw; c++) wpad[r * ldw + c] = c < k ? l.w[r * k + c] : NAN;
     qlib_ctx *c1 = tu_ctx(1, NULL), *c2 = tu_ctx(2, NULL);
     qlib_calib *cal = hessian_calib(c1, l.x_cal, l.m_cal, k);
     for (size_t i = 0; i < COUNT(cases); i++) {
@@ -811,6 +818,13 @@ START_TEST(test_gptq_threads_identical)
         void *b1 = serialized(t1, &n1), *b2 = serialized(t2, &n2);
         ck_assert_uint_eq(n1, n2);
         ck_assert_msg(memcmp(b1, b2, n1) == 0, "case %zu: blobs differ", i);
+        /* the same from rows with a wider stride whose padding is NaN */
+        qlib_tensor *tp = gptq(c2, wpad, n, k, ldw, &cases[i], cal);
+        size_t np;
+        void *bp = serialized(tp, &np);
+        ck_assert(np == n1 && memcmp(b1, bp, n1) == 0);
+        free(bp);
+        qlib_tensor_destroy(tp);
         /* and a round trip keeps the permutation and the weights */
         qlib_tensor *t3 = NULL;
         ck_assert_int_eq(qlib_tensor_deserialize(c2, b1, n1, 0, &t3), QLIB_OK);
@@ -829,6 +843,7 @@ START_TEST(test_gptq_threads_identical)
     qlib_calib_destroy(cal);
     qlib_ctx_destroy(c1);
     qlib_ctx_destroy(c2);
+    free(wpad);
     free_layer(&l);
 }
 END_TEST
@@ -1045,7 +1060,7 @@ Suite *suite_gptq(void)
     tcase_add_test(tc, test_gptq_hand_symmetric);
     tcase_add_test(tc, test_gptq_hand_asymmetric);
     tcase_add_loop_test(tc, test_gptq_reference, 0, (int)COUNT(ref_cases));
-    tcase_add_loop_test(tc, test_gptq_beats_rtn_held_out, 0, 2);
+    tcase_add_test(tc, test_gptq_beats_rtn_held_out);
     tcase_add_loop_test(tc, test_gptq_sweep, 0, 2);
     tcase_add_test(tc, test_gptq_diagonal_is_rtn);
     tcase_add_test(tc, test_gptq_act_order_permutation);
