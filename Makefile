@@ -214,7 +214,7 @@ AARCH64_BLAS_LIBS ?= -lopenblas
 QEMU_AARCH64 ?= qemu-aarch64
 
 cross-aarch64:
-	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) AR=$(AARCH64_AR) VARIANT=aarch64 \
+	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) AR=$(AARCH64_AR) OBJCOPY=aarch64-linux-gnu-objcopy VARIANT=aarch64 \
 	    B=build/aarch64 OUT=build/aarch64/lib BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' \
 	    BLAS_LIBS='$(AARCH64_BLAS_LIBS)' build/aarch64/lib/libqlib.a build/aarch64/test/unit
 
