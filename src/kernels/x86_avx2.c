@@ -1,18 +1,28 @@
 /* AVX2 + FMA + F16C kernels (this unit alone is compiled with -mavx2 -mfma
  * -mf16c; it is used only when the CPU and the OS support them).
  *
- * Every output element is computed with exactly the arithmetic of the scalar
- * reference (scalar.c): the integer block dots are exact, and the float
- * operations (block scale, group sum, group scale, output sum) are the same
- * separate multiplies and adds in the same order, vectorised across output
- * columns. So results equal the scalar kernels bit for bit, whatever the
- * split of columns over threads.
+ * The GEMM and F32 kernels compute every output element with exactly the
+ * arithmetic of the scalar reference (scalar.c): the integer block dots are
+ * exact, and the float operations (block scale, group sum, group scale,
+ * output sum) are the same separate multiplies and adds in the same order,
+ * vectorised across output columns, so they equal the scalar kernels bit for
+ * bit. The GEMV (M = 1, AUTO) sums the same exact integer products in its
+ * own order: eight int32 partial dots per row and block, converted to fp32
+ * and accumulated with fused multiply-adds in eight lanes (times d per
+ * block, times s per group), the lanes summed once per row. That order
+ * depends only on the row, so no result depends on the split of columns
+ * over threads; against scalar the results differ by float reassociation.
  *
- *   u8i8_dot_gemv_ukernel_8x1c32__avx2: M = 1 in AUTO mode. Eight weight rows
- *     at a time stream their packed codes once (4-bit blocks in pairs, one
- *     load for both nibbles); per block each row's maddubs products are
- *     summed across the 8 rows by an int16 transpose-add; 8-bit codes use
- *     pmaddwd on widened codes instead. The next 8 rows are prefetched.
+ *   u8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, codes up to 4 bits. Four
+ *     weight rows in two pairs; a 4-bit block pair is one load per row
+ *     (nibbles by mask and shift); per row and block c - z takes q's sign
+ *     and maddubs multiplies it with |q|; two rows' products share one
+ *     pmaddwd (lanes alternate between the rows). The rows two tiles ahead
+ *     are prefetched.
+ *   i8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, symmetric 8-bit codes, the
+ *     same with c - 128 as int8 (top bit flipped), one row per vector.
+ *   i16i16_dot_gemv_ukernel_4x8c32__avx2: M = 1, asymmetric 8-bit codes,
+ *     c - z widened to int16 and pmaddwd.
  *   u8i8_dot_gemm_ukernel_4x16c4__avx2: M > 1, AUTO, codes up to 4 bits. A
  *     tile of 16 weight rows by up to 16 blocks is unpacked once into u8
  *     quads of k (8 rows per vector) and reused by every row of x in a panel
@@ -88,23 +98,6 @@ AI void transpose8(__m256i v[8])
         v[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
         v[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
     }
-}
-
-/* Sum of the 8 dwords of each v[t], as dword t of the result (unpacks and
- * adds: phaddd is three times slower on the CPUs that matter here). */
-AI __m256i reduce8(const __m256i v[8])
-{
-    __m256i a[4], b[2];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
-                                _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-    #pragma GCC unroll 2
-    for (int i = 0; i < 2; i++)
-        b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
-                                _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(b[0], b[1], 0x20),
-                            _mm256_permute2x128_si256(b[0], b[1], 0x31));
 }
 
 /* ---- activations ---- */
@@ -211,122 +204,291 @@ static void tile_rows(size_t r0, size_t n1, size_t count, size_t *r)
 
 /* ---- GEMV, AUTO mode ---- */
 
-/* The 8 rows' dots of one block from their maddubs products (16 int16 each,
- * |p| <= 2 * 15 * 127): summed in int16 through three unpack levels (at
- * most 8 * 3810 = 30480), then the two 128-bit halves in int32. */
-AI __m256i reduce8_i16(const __m256i p[8])
+#define GR 4                 /* weight rows per GEMV tile */
+#define GC 8                 /* groups whose parameters are read at once */
+
+/* The sum of the 8 lanes, in one fixed order. */
+static float hsum8(__m256 v)
 {
-    __m256i a[4], b[2];
-    #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
-        a[i] = _mm256_add_epi16(_mm256_unpacklo_epi16(p[2 * i], p[2 * i + 1]),
-                                _mm256_unpackhi_epi16(p[2 * i], p[2 * i + 1]));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The sums of the even and of the odd lanes, in one fixed order. */
+static void hsum8_pair(__m256 v, float *even, float *odd)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    *even = _mm_cvtss_f32(s);
+    *odd = _mm_cvtss_f32(_mm_movehdup_ps(s));
+}
+
+/* ---- codes up to 4 bits: row pairs, group parameters in chunks of 8 ---- */
+
+/* The scales of groups g0 .. g0+7 of row r (0 past the last group). */
+static __m256 scales_chunk(const qk_weights *w, size_t r, size_t g0)
+{
+    const uint16_t *p = w->scales + r * w->scale_stride + g0;
+    if (w->scale_stride && g0 + GC <= w->n_groups)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+    uint16_t h[GC] = { 0 };
+    for (size_t g = g0; g < w->n_groups && g < g0 + GC; g++) h[g - g0] = p[g - g0];
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)h));
+}
+
+/* The zero points of groups g0 .. g0+7 of row r (0 past the last group). */
+static __m256i zeros_chunk(const qk_weights *w, size_t r, size_t g0)
+{
+    if (w->symmetric) return _mm256_set1_epi32(1 << (w->bits - 1));
+    size_t i = r * w->scale_stride + g0;
+    if (w->bits == 4 && w->scale_stride && g0 + GC <= w->n_groups) {
+        /* eight nibbles from nibble i: 4 bytes, and a fifth when i is odd */
+        uint32_t lo;
+        memcpy(&lo, w->zeros + i / 2, 4);
+        uint64_t v = lo;
+        if (i & 1) v = (v | (uint64_t)w->zeros[i / 2 + 4] << 32) >> 4;
+        __m256i z = _mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)v),
+                                      _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28));
+        return _mm256_and_si256(z, _mm256_set1_epi32(15));
+    }
+    int32_t z[GC] = { 0 };
+    for (size_t g = g0; g < w->n_groups && g < g0 + GC; g++) z[g - g0] = qk_zero(w, r, g);
+    return _mm256_loadu_si256((const __m256i *)(const void *)z);
+}
+
+/* Per pair of rows (a, b), its chunk's scales interleaved, a in even lanes
+ * and b in odd ones: lo holds groups 0, 1, 4, 5 and hi groups 2, 3, 6, 7 of
+ * the chunk, two lanes each; z_a and z_b the rows' zero points, group t in
+ * lane t. */
+typedef struct pair_chunk {
+    __m256 s_lo, s_hi;
+    __m256i z_a, z_b;
+} pair_chunk;
+
+AI void chunk_start(const qk_weights *w, const size_t r[GR], size_t g0, pair_chunk pc[GR / 2])
+{
     #pragma GCC unroll 2
-    for (int i = 0; i < 2; i++)
-        b[i] = _mm256_add_epi16(_mm256_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
-                                _mm256_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
-    __m256i c = _mm256_add_epi16(_mm256_unpacklo_epi64(b[0], b[1]),
-                                 _mm256_unpackhi_epi64(b[0], b[1]));
-    return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(c)),
-                            _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c, 1)));
-}
-
-/* Running state of 8 weight rows along k. */
-typedef struct gemv_state {
-    size_t r[8], base[8];
-    __m256i zv;                  /* zero points of the current group */
-    __m256 ga, yv;
-} gemv_state;
-
-/* Adds block b, whose exact dots with q are dot + (zero-point term), to the
- * group sum, and the group sum to the output at the group's end. */
-AI void gemv_block_finish(const qk_weights *w, const qk_acts *a, size_t b, size_t bpg, size_t nb,
-                          __m256i dot, gemv_state *st)
-{
-    dot = _mm256_sub_epi32(dot, _mm256_mullo_epi32(st->zv, _mm256_set1_epi32(a->sum[b])));
-    st->ga = _mm256_add_ps(st->ga, _mm256_mul_ps(_mm256_set1_ps(a->d[b]), _mm256_cvtepi32_ps(dot)));
-    if ((b + 1) % bpg == 0 || b + 1 == nb) {
-        size_t g = b / bpg;
-        st->yv = _mm256_add_ps(st->yv, _mm256_mul_ps(scales8(w, st->base, g), st->ga));
-        st->ga = _mm256_setzero_ps();
-        if (b + 1 < nb) st->zv = zeros8(w, st->base, g + 1);
+    for (int j = 0; j < GR / 2; j++) {
+        __m256 sa = scales_chunk(w, r[2 * j], g0), sb = scales_chunk(w, r[2 * j + 1], g0);
+        __m256i za = zeros_chunk(w, r[2 * j], g0), zb = zeros_chunk(w, r[2 * j + 1], g0);
+        pc[j].s_lo = _mm256_unpacklo_ps(sa, sb);
+        pc[j].s_hi = _mm256_unpackhi_ps(sa, sb);
+        pc[j].z_a = za;
+        pc[j].z_b = zb;
     }
 }
 
-/* u8i8_dot_gemv_ukernel_8x1c32__avx2 for codes of up to 4 bits; 4-bit blocks
- * go in pairs sharing one load (low and high nibbles). */
-AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, gemv_state *st)
+/* Where group gi of the chunk is in pair_chunk: lanes 2u, 2u + 1 of lo
+ * (gi & 2 == 0) or hi, u = (gi & 1) + (gi & 4) / 2, spread to all lanes. */
+AI __m256i chunk_index(size_t gi)
 {
-    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
-    const uint8_t *rows[8];
-    for (int t = 0; t < 8; t++) rows[t] = w->codes + st->r[t] * w->row_bytes;
+    int u = (int)((gi & 1) | (gi & 4) >> 1);
+    return _mm256_add_epi32(_mm256_set1_epi32(2 * u), _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
+}
+
+/* Zero point gi of a chunk's lanes in every byte. */
+AI __m256i zero_bytes(__m256i z, size_t gi)
+{
+    z = _mm256_permutevar8x32_epi32(z, _mm256_set1_epi32((int)gi));
+    return _mm256_shuffle_epi8(z, _mm256_setzero_si256());
+}
+
+AI __m256 pair_scales(const pair_chunk *pc, size_t gi)
+{
+    return _mm256_permutevar8x32_ps(gi & 2 ? pc->s_hi : pc->s_lo, chunk_index(gi));
+}
+
+/* Two rows' exact dots with q of one block, codes up to 15, interleaved:
+ * even lanes row a, odd lanes row b, each lane the sum over 8 columns of
+ * (c - z) q. c - z (|.| <= 15) takes q's sign so that maddubs multiplies it
+ * with |q| (qa); its pairs (|.| <= 2 * 15 * 127) are added two by two in
+ * int16, then pmaddwd with ones: exact in int32 and in fp32. One pmaddwd
+ * serves two rows. (Taking z off afterwards, as z times q's pair sums with
+ * pmullw, costs as much.) */
+AI __m256 pair_lanes(__m256i ca, __m256i cb, __m256i q, __m256i qa, __m256i za, __m256i zb)
+{
+    __m256i pa = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(_mm256_sub_epi8(ca, za), q));
+    __m256i pb = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(_mm256_sub_epi8(cb, zb), q));
+    __m256i x = _mm256_add_epi16(_mm256_unpacklo_epi32(pa, pb), _mm256_unpackhi_epi32(pa, pb));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)));
+}
+
+/* u8i8_dot_gemv_ukernel_4x8c32__avx2, codes of up to 4 bits, rows in pairs:
+ * ga[j] sums d times the block lanes of the current group, y[j] s times ga
+ * at each group's end (all fused multiply-adds, in block and group order).
+ * 4-bit block pairs of one group share one 32-byte load (low and high
+ * nibbles). */
+AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const size_t r[GR],
+                        float out[GR])
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = 2 * GR * w->row_bytes;
+    const uint8_t *row[GR];
+    for (int i = 0; i < GR; i++) row[i] = w->codes + r[i] * w->row_bytes;
     const __m256i mask = _mm256_set1_epi8(15);
-    size_t step = bits == 4 ? 2 : 1;
-    for (size_t b = 0; b < nb; b += step) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        __m256i p[8], c[8];
-        #pragma GCC unroll 8
-        for (int t = 0; t < 8; t++) {
-            /* the next tile's rows, one tile ahead: the prefetcher alone
-             * does not keep eight interleaved streams per page in flight */
-            if (bits == 4 && (b & 2))
-                _mm_prefetch((const char *)(rows[t] + 8 * w->row_bytes + 16 * b), _MM_HINT_T0);
-            c[t] = bits == 4 ? _mm256_loadu_si256((const __m256i *)(const void *)(rows[t] + 16 * b))
-                             : unpack_block(bits, rows[t], b);
-            p[t] = _mm256_maddubs_epi16(bits == 4 ? _mm256_and_si256(c[t], mask) : c[t], q);
+    __m256 ga[GR / 2], y[GR / 2];
+    __m256i zc[GR];
+    pair_chunk pc[GR / 2];
+    for (int j = 0; j < GR / 2; j++) ga[j] = y[j] = _mm256_setzero_ps();
+    chunk_start(w, r, 0, pc);
+    for (size_t g = 0, b = 0; b < nb; g++) {
+        if (g % GC == 0 && g) chunk_start(w, r, g, pc);
+        for (int j = 0; j < GR / 2; j++) {
+            zc[2 * j] = zero_bytes(pc[j].z_a, g % GC);
+            zc[2 * j + 1] = zero_bytes(pc[j].z_b, g % GC);
         }
-        gemv_block_finish(w, a, b, bpg, nb, reduce8_i16(p), st);
-        if (bits != 4 || b + 1 >= nb) continue;
-        q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * (b + 1)));
-        #pragma GCC unroll 8
-        for (int t = 0; t < 8; t++)
-            p[t] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(c[t], 4), mask), q);
-        gemv_block_finish(w, a, b + 1, bpg, nb, reduce8_i16(p), st);
+        size_t b1 = nb - b < bpg ? nb : b + bpg;
+        while (b < b1) {
+            if (bits == 4 && !(b & 1) && b + 1 < b1) {
+                __m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+                __m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b + 32));
+                __m256i qa0 = _mm256_abs_epi8(q0), qa1 = _mm256_abs_epi8(q1);
+                __m256 d0 = _mm256_broadcast_ss(a->d + b), d1 = _mm256_broadcast_ss(a->d + b + 1);
+                __m256i v[GR];
+                #pragma GCC unroll 4
+                for (int i = 0; i < GR; i++) {
+                    /* the rows two tiles ahead, once per cache line: the
+                     * prefetcher alone lags on interleaved row streams */
+                    if (b & 2) _mm_prefetch((const char *)(row[i] + ahead + 16 * b), _MM_HINT_T0);
+                    v[i] = _mm256_loadu_si256((const __m256i *)(const void *)(row[i] + 16 * b));
+                }
+                #pragma GCC unroll 2
+                for (int j = 0; j < GR / 2; j++) {
+                    __m256i va = v[2 * j], vb = v[2 * j + 1];
+                    __m256 lo = pair_lanes(_mm256_and_si256(va, mask), _mm256_and_si256(vb, mask),
+                                           q0, qa0, zc[2 * j], zc[2 * j + 1]);
+                    __m256 hi = pair_lanes(_mm256_and_si256(_mm256_srli_epi16(va, 4), mask),
+                                           _mm256_and_si256(_mm256_srli_epi16(vb, 4), mask), q1,
+                                           qa1, zc[2 * j], zc[2 * j + 1]);
+                    ga[j] = _mm256_fmadd_ps(d1, hi, _mm256_fmadd_ps(d0, lo, ga[j]));
+                }
+                b += 2;
+                continue;
+            }
+            __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+            __m256i qa = _mm256_abs_epi8(q);
+            __m256 d = _mm256_broadcast_ss(a->d + b);
+            #pragma GCC unroll 2
+            for (int j = 0; j < GR / 2; j++) {
+                if (bits != 4)
+                    for (int i = 2 * j; i < 2 * j + 2; i++)
+                        _mm_prefetch((const char *)(row[i] + ahead + (size_t)bits * 4 * b),
+                                     _MM_HINT_T0);
+                __m256 f = pair_lanes(unpack_block(bits, row[2 * j], b),
+                                      unpack_block(bits, row[2 * j + 1], b), q, qa, zc[2 * j],
+                                      zc[2 * j + 1]);
+                ga[j] = _mm256_fmadd_ps(d, f, ga[j]);
+            }
+            b++;
+        }
+        #pragma GCC unroll 2
+        for (int j = 0; j < GR / 2; j++) {
+            y[j] = _mm256_fmadd_ps(pair_scales(&pc[j], g % GC), ga[j], y[j]);
+            ga[j] = _mm256_setzero_ps();
+        }
     }
+    for (int j = 0; j < GR / 2; j++) hsum8_pair(y[j], &out[2 * j], &out[2 * j + 1]);
 }
 
-/* i16i16_dot_gemv_ukernel_8x1c32__avx2 for 8-bit codes: pmaddwd of widened
- * codes and x (255 * 127 * 2 does not fit maddubs' int16). */
-static void gemv_8bit(const qk_weights *w, const qk_acts *a, gemv_state *st)
+/* ---- 8-bit codes: rows one by one, eight lanes each ---- */
+
+/* ga[i] as in gemv_small_bits, per row; at a group's end, times s into
+ * y[i]. */
+AI void gemv_group_end(const qk_weights *w, const size_t r[GR], size_t g, __m256 ga[GR],
+                       __m256 y[GR])
 {
-    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
-    const uint8_t *rows[8];
-    for (int t = 0; t < 8; t++) rows[t] = w->codes + st->r[t] * w->row_bytes;
-    for (size_t b = 0; b < nb; b++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-        __m256i qlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
-        __m256i qhi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
-        __m256i lanes[8];
-        #pragma GCC unroll 8
-        for (int t = 0; t < 8; t++) {
-            const __m128i *src = (const __m128i *)(const void *)(rows[t] + 32 * b);
-            if (!(b & 1))   /* the next tile, as in gemv_small_bits */
-                _mm_prefetch((const char *)(rows[t] + 8 * w->row_bytes + 32 * b), _MM_HINT_T0);
-            __m256i lo = _mm256_cvtepu8_epi16(_mm_loadu_si128(src));
-            __m256i hi = _mm256_cvtepu8_epi16(_mm_loadu_si128(src + 1));
-            lanes[t] = _mm256_add_epi32(_mm256_madd_epi16(lo, qlo), _mm256_madd_epi16(hi, qhi));
-        }
-        gemv_block_finish(w, a, b, bpg, nb, reduce8(lanes), st);
+    #pragma GCC unroll 4
+    for (int i = 0; i < GR; i++) {
+        __m256 s = _mm256_set1_ps(_cvtsh_ss(w->scales[r[i] * w->scale_stride + g]));
+        y[i] = _mm256_fmadd_ps(s, ga[i], y[i]);
+        ga[i] = _mm256_setzero_ps();
     }
 }
 
+/* i8i8_dot_gemv_ukernel_4x8c32__avx2, symmetric 8-bit codes: c - 128 is the
+ * code with its top bit flipped, as int8; maddubs takes |c - 128| (up to
+ * 128, unsigned) and q with the sign of c - 128 (pairs up to 2 * 128 * 127,
+ * no saturation); pmaddwd with ones gives eight exact int32 lanes. */
+static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[GR],
+                          float out[GR])
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = GR * w->row_bytes;
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256 ga[GR], y[GR];
+    for (int i = 0; i < GR; i++) ga[i] = y[i] = _mm256_setzero_ps();
+    for (size_t g = 0, b = 0; b < nb; g++) {
+        size_t b1 = nb - b < bpg ? nb : b + bpg;
+        for (; b < b1; b++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+            __m256 d = _mm256_broadcast_ss(a->d + b);
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                const uint8_t *src = w->codes + r[i] * w->row_bytes + 32 * b;
+                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
+                __m256i c = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)src),
+                                             flip);
+                __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(q, c));
+                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                ga[i] = _mm256_fmadd_ps(d, f, ga[i]);
+            }
+        }
+        gemv_group_end(w, r, g, ga, y);
+    }
+    for (int i = 0; i < GR; i++) out[i] = hsum8(y[i]);
+}
+
+/* i16i16_dot_gemv_ukernel_4x8c32__avx2, asymmetric 8-bit codes: c - z in
+ * int16, pmaddwd with q widened once per block (pairs up to 2 * 255 * 127),
+ * eight exact int32 lanes. */
+static void gemv_8bit(const qk_weights *w, const qk_acts *a, const size_t r[GR], float out[GR])
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = GR * w->row_bytes;
+    __m256 ga[GR], y[GR];
+    for (int i = 0; i < GR; i++) ga[i] = y[i] = _mm256_setzero_ps();
+    for (size_t g = 0, b = 0; b < nb; g++) {
+        size_t b1 = nb - b < bpg ? nb : b + bpg;
+        __m256i z[GR];
+        for (int i = 0; i < GR; i++) z[i] = _mm256_set1_epi16((int16_t)qk_zero(w, r[i], g));
+        for (; b < b1; b++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+            __m256i qlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
+            __m256i qhi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
+            __m256 d = _mm256_broadcast_ss(a->d + b);
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                const uint8_t *src = w->codes + r[i] * w->row_bytes + 32 * b;
+                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
+                __m256i lo = _mm256_sub_epi16(
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)src)), z[i]);
+                __m256i hi = _mm256_sub_epi16(
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(src + 16))),
+                    z[i]);
+                __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(lo, qlo), _mm256_madd_epi16(hi, qhi));
+                ga[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot), ga[i]);
+            }
+        }
+        gemv_group_end(w, r, g, ga, y);
+    }
+    for (int i = 0; i < GR; i++) out[i] = hsum8(y[i]);
+}
+
+/* Each output's lanes and operation order depend only on its own row: a row
+ * is computed the same way in whichever tile (and thread) it falls. */
 static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y)
 {
-    for (size_t r0 = n0; r0 < n1; r0 += 8) {
-        gemv_state st;
-        tile_rows(r0, n1, 8, st.r);
-        param_base8(w, st.r, st.base);
-        st.zv = zeros8(w, st.base, 0);
-        st.ga = st.yv = _mm256_setzero_ps();
-        switch (w->bits) {
-        case 2: gemv_small_bits(2, w, a, &st); break;
-        case 3: gemv_small_bits(3, w, a, &st); break;
-        case 4: gemv_small_bits(4, w, a, &st); break;
-        default: gemv_8bit(w, a, &st); break;
+    for (size_t r0 = n0; r0 < n1; r0 += GR) {
+        size_t r[GR];
+        float out[GR];
+        tile_rows(r0, n1, GR, r);
+        switch (w->bits * 2 + w->symmetric) {
+        case 4: case 5: gemv_small_bits(2, w, a, r, out); break;
+        case 6: case 7: gemv_small_bits(3, w, a, r, out); break;
+        case 8: case 9: gemv_small_bits(4, w, a, r, out); break;
+        case 17: gemv_8bit_sym(w, a, r, out); break;
+        default: gemv_8bit(w, a, r, out); break;
         }
-        float out[8];
-        _mm256_storeu_ps(out, st.yv);
-        memcpy(y + r0, out, (n1 - r0 < 8 ? n1 - r0 : 8) * sizeof(float));
+        for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];
     }
 }
 

@@ -22,6 +22,9 @@
 #define MEAN_FLOOR 1e-4                  /* smallest channel mean, as a fraction of the largest */
 #define CHUNK_FLOATS ((size_t)1 << 20)   /* D per scoring GEMM: up to this many floats */
 #define CLIP_FLOATS ((size_t)1 << 19)    /* D per clipping GEMM */
+#define MIN_CHUNKS 8                     /* small layers are split too, for the threads */
+#define MIN_ROWS 16                      /* but not into GEMMs thinner than this */
+#define SLOTS_PER_THREAD 2               /* chunks in flight per thread: a late thread stalls less */
 #define ROUND_MAGIC 12582912.0f          /* 1.5 * 2^23: (v + M) - M rounds v to nearest even */
 
 static const char FN[] = "qlib_quantize";
@@ -45,7 +48,7 @@ typedef struct awq_layer {
     float *d, *tmp;                  /* per slot: a chunk of D and its GEMM product */
     double *err;                     /* per slot: per row of D */
     size_t d_floats, tmp_floats, err_count;   /* per slot */
-    uint8_t *work;                   /* n_tasks x work_bytes for writing the tensor */
+    uint8_t *work;                   /* n_fill_tasks x work_bytes for writing the tensor */
     size_t work_bytes, n_fill_tasks;
 } awq_layer;
 
@@ -585,25 +588,31 @@ static qlib_status check_calib(const qlib_calib *calib, size_t k)
 /* Chunk sizes and per-slot buffers. A scoring chunk holds `rows` rows of D
  * (k columns); a clipping chunk clip_rows rows times n_clip ratios of one
  * group. The GEMM product is ns per row of D from the samples, or as wide as
- * D with a Gram matrix (only used when narrower than ns). Slots: one chunk
- * per thread in flight, at most the chunks there are. */
+ * D with a Gram matrix (only used when narrower than ns). Slots: chunks in
+ * flight, a few per thread (at most the chunks there are). */
+static size_t chunk_rows(size_t n, size_t limit)
+{
+    size_t r = min_size(limit, (n + MIN_CHUNKS - 1) / MIN_CHUNKS);
+    return min_size(max_size(r, MIN_ROWS), n);
+}
+
 static void plan_chunks(awq_layer *L, int gram)
 {
     size_t k = L->k, nc = L->n_clip, chunks;
-    L->rows = min_size(max_size(CHUNK_FLOATS / k, 1), L->n);
+    L->rows = chunk_rows(L->n, max_size(CHUNK_FLOATS / k, 1));
     chunks = (L->n + L->rows - 1) / L->rows;
     L->d_floats = L->rows * k;
     L->tmp_floats = L->rows * (gram ? k : L->ns);
     L->err_count = L->rows;
     L->clip_rows = 0;
     if (nc > 1 && !L->per_tensor) {
-        size_t cr = L->clip_rows = min_size(max_size(CLIP_FLOATS / (nc * L->glen), 1), L->n);
+        size_t cr = L->clip_rows = chunk_rows(L->n, max_size(CLIP_FLOATS / (nc * L->glen), 1));
         chunks = max_size(chunks, (L->n + cr - 1) / cr);
         L->d_floats = max_size(L->d_floats, cr * nc * L->glen);
         L->tmp_floats = max_size(L->tmp_floats, cr * nc * (clip_uses_gram(L) ? L->glen : L->ns));
         L->err_count = max_size(L->err_count, cr * nc);
     }
-    L->n_slots = min_size((size_t)L->ctx->n_threads, chunks);
+    L->n_slots = min_size(SLOTS_PER_THREAD * (size_t)L->ctx->n_threads, chunks);
     L->gemm_in_tasks = qlib_la_threads() <= 1;
     L->n_fill_tasks = min_size((size_t)L->ctx->n_threads, L->n);
     L->work_bytes = qlib_round_up(k * sizeof(float), QLIB_ALIGN) + qlib_round_up(L->kp, QLIB_ALIGN);

@@ -550,8 +550,11 @@ static qlib_status gptq_run(gptq *g, int act_order, double *error)
     s = sweep_blocks(g);
     if (s != QLIB_OK) return s;
     qlib_ctx_parallel_for(g->ctx, finish_task, g, g->n_row_tasks);
+    /* Both are >= 0 for a positive semidefinite H; a Hessian of subnormal
+     * values is that only up to rounding, and the error stays >= 0 so that
+     * the blob loads (docs/FORMAT.md). */
     double num = hessian_inner(g, g->wk);
-    *error = den > 0.0 ? num / den : 0.0;
+    *error = den > 0.0 && num > 0.0 ? num / den : 0.0;
     return QLIB_OK;
 }
 

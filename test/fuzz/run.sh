@@ -91,15 +91,15 @@ esac
 status=0
 summary=""
 for t in $targets; do
-    extra="" quiet=""
-    case "$t" in fuzz_llama_*) extra="$reader_objs -Iexamples/llama2"; quiet="-close_fd_mask=2" ;; esac
+    extra=""
+    case "$t" in fuzz_llama_*) extra="$reader_objs -Iexamples/llama2" ;; esac
     # shellcheck disable=SC2086
     "$CLANG" $CFLAGS_FUZZ -Isrc $SAN -fsanitize=fuzzer "test/fuzz/$t.c" $extra $objs $LIBS -o "$OUT/$t"
     mkdir -p "$OUT/corpus/$t"
     echo "==== $t: ${SECS}s"
     log="$OUT/$t.log"
     # shellcheck disable=SC2086
-    if "./$OUT/$t" -max_total_time="$SECS" -timeout=20 -print_final_stats=1 $quiet \
+    if "./$OUT/$t" -max_total_time="$SECS" -timeout=20 -print_final_stats=1 \
         -artifact_prefix="$OUT/artifacts/$t-" ${FUZZ_ARGS:-} "$OUT/corpus/$t" "test/fuzz/corpus/$t" \
         > "$log" 2>&1; then
         result="ok"
