@@ -653,8 +653,9 @@ END_TEST
 
 /* How far COMPUTE_AUTO may be from x . w (w in the original order): x is
  * taken in stored order x'[j] = x[perm[j]] and each block of 32 rounded to
- * multiples of d = absmax/127, an error <= d/2 per value (plus 2^-21 absmax
- * from the float reciprocal and scale); then k fp32 additions. */
+ * multiples of d = absmax/127, an error <= d/2 per value (plus 2^-8 d for
+ * however an ISA forms the reciprocal and the scale); then k fp32
+ * additions. A value taken from the wrong column would be off by O(d). */
 static double int8_bound(const float *x, const int32_t *perm, const float *w, size_t k)
 {
     double bound = 0.0, mag = 0.0;
@@ -664,11 +665,11 @@ static double int8_bound(const float *x, const int32_t *perm, const float *w, si
         for (size_t j = b0; j < b1; j++) amax = fmax(amax, fabs(x[perm[j]]));
         for (size_t j = b0; j < b1; j++) {
             double xv = x[perm[j]], wv = fabs(w[perm[j]]);
-            bound += (0.5 * amax / 127.0 + amax * 0x1p-21) * wv;
+            bound += (0.5 + 0x1p-8) * amax / 127.0 * wv;
             mag += fabs(xv) * wv;
         }
     }
-    return bound + (double)k * 0x1p-23 * mag;
+    return bound + (double)k * 0x1p-22 * mag;
 }
 
 /* The permutation sorts the inputs by decreasing diag(H) (dead inputs count
