@@ -18,10 +18,11 @@ static void setup(void)
 {
     if (load_ctx) return;
     load_ctx = fz_ctx(1, &load_counter);
-    for (int i = 0; i < 4; i++) {
-        run_ctx[i / 2][i % 2] = i == 1 ? fz_ref_ctx() : fz_ctx(1 + i / 2, NULL);
-        if (i % 2) FZ_CHECK(qlib_ctx_set_isa(run_ctx[i / 2][1], "scalar") == QLIB_OK);
-    }
+    run_ctx[0][0] = fz_ref_ctx(0);
+    run_ctx[0][1] = fz_ref_ctx(1);
+    run_ctx[1][0] = fz_ctx(2, NULL);
+    run_ctx[1][1] = fz_ctx(2, NULL);
+    FZ_CHECK(qlib_ctx_set_isa(run_ctx[1][1], "scalar") == QLIB_OK);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -35,10 +35,11 @@ static void setup(void)
     snprintf(copy_path, sizeof copy_path, "%s.copy", path);
     atexit(remove_files);
     load_ctx = fz_ctx(1, &load_counter);
-    for (int i = 0; i < 4; i++) {
-        run_ctx[i / 2][i % 2] = i == 1 ? fz_ref_ctx() : fz_ctx(1 + i / 2, NULL);
-        if (i % 2) FZ_CHECK(qlib_ctx_set_isa(run_ctx[i / 2][1], "scalar") == QLIB_OK);
-    }
+    run_ctx[0][0] = fz_ref_ctx(0);
+    run_ctx[0][1] = fz_ref_ctx(1);
+    run_ctx[1][0] = fz_ctx(2, NULL);
+    run_ctx[1][1] = fz_ctx(2, NULL);
+    FZ_CHECK(qlib_ctx_set_isa(run_ctx[1][1], "scalar") == QLIB_OK);
     /* what is not a regular file, or is missing, is an I/O error */
     qlib_tensor *t = NULL;
     FZ_CHECK(qlib_tensor_load(load_ctx, "/", &t) == QLIB_ERR_IO && t == NULL);
