@@ -269,7 +269,9 @@ qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
     char *tmp = qlib_mem_alloc(&t->alloc, plen + 16);
     if (!tmp) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
     memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    memcpy(tmp + plen, ".tmp.", 5);
+    memset(tmp + plen + 5, 'X', 6);                 /* the mkstemp template */
+    tmp[plen + 11] = '\0';
     int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
