@@ -111,7 +111,9 @@ def test_out_parameter(t, rng):
         t.matmul(both[:, :K], out=both[:, :N])
     out1 = np.empty(N, np.float32)
     t.matmul(x[0], out=out1)
-    np.testing.assert_array_equal(out1, ref[0])
+    # one token is a GEMV, which may sum in another (fixed) order than a GEMM row
+    np.testing.assert_array_equal(out1, t.matmul(x[0]))
+    np.testing.assert_allclose(out1, ref[0], rtol=1e-5, atol=1e-5 * np.abs(ref[0]).max())
 
 
 def test_dequantize_out(t):
