@@ -199,7 +199,7 @@ valgrind: $(TEST_BIN)
 
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
-	@$(BENCH_BIN)
+	@$(BENCH_BIN) $(BENCH)
 
 fuzz:
 	@sh test/fuzz/run.sh

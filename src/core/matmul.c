@@ -131,6 +131,31 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     return QLIB_OK;
 }
 
+/* One token times an fp16 tensor: the fp16 GEMV kernel, output columns split
+ * like the quantized ones (no fp32 copy of the weights). */
+typedef struct f16_job {
+    const qlib_kernels *kern;
+    const uint16_t *w;
+    size_t n, k, cols_per_task;
+    const float *x;
+    float *y;
+} f16_job;
+
+static void f16_task(void *arg, size_t i)
+{
+    f16_job *j = arg;
+    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
+    j->kern->gemv_f16(j->w, j->k, j->x, n0, n1 < j->n ? n1 : j->n, j->y);
+}
+
+static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x, float *y)
+{
+    f16_job j = { ctx->kern, t->f16, t->d.n, t->d.k, 0, x, y };
+    size_t chunks = (j.n + COL_CHUNK - 1) / COL_CHUNK, tasks = task_count(ctx, chunks, j.n * j.k);
+    j.cols_per_task = tasks == 1 ? j.n : COL_CHUNK;
+    qlib_ctx_parallel_for(ctx, f16_task, &j, tasks);
+}
+
 /* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be
  * any finite value, and the kernels quantize x * s: Inf there has no int8 code. */
 static int scaled_finite(const float *x, size_t rows, size_t cols, size_t ld, const float *s)
@@ -173,6 +198,10 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
     if (t->input_scales && !scaled_finite(x, m, k, ldx, t->input_scales))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x times the tensor's input scales overflows", fn);
+    if (t->d.method == QLIB_METHOD_NONE && t->f16 && m == 1) {
+        matmul_f16_gemv(ctx, t, x, y);
+        return QLIB_OK;
+    }
     if (t->d.method == QLIB_METHOD_NONE) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
     if (t->d.method == QLIB_METHOD_LLM_INT8 && ctx->compute == QLIB_COMPUTE_AUTO &&
         t->d.outlier_threshold > 0.0f)

@@ -193,7 +193,7 @@ void qlib_tensor_row(const qlib_tensor *t, const qlib_kernels *kern, size_t r, f
         return;
     }
     if (t->f16) {
-        for (size_t j = 0; j < k; j++) out[j] = qlib_f16_to_f32(t->f16[r * k + j]);
+        kern->f16_to_f32(t->f16 + r * k, k, out);
         return;
     }
     if (!t->perm && !t->input_scales) {

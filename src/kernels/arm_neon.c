@@ -255,6 +255,61 @@ static void neon_dequant_row(const qk_weights *w, size_t r, float *out)
     }
 }
 
+/* ---- fp16 weights (NONE tensors) ---- */
+
+static float32x4_t load_h4(const uint16_t *p)
+{
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+/* f32_gemv_ukernel_4x8__neon_fp16: four rows at once, 4 lanes x 2 per row,
+ * fused multiply-adds; the last k mod 4 columns through a zero-padded copy;
+ * lanes summed once per row. */
+static void neon_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
+                          float *y)
+{
+    size_t k8 = k / 8 * 8, k4 = k / 4 * 4;
+    float xt[4] = { 0 };
+    memcpy(xt, x + k4, (k - k4) * sizeof(float));
+    for (size_t r0 = n0; r0 < n1; r0 += 4) {
+        const uint16_t *row[4];
+        float32x4_t a[4][2];
+        for (size_t i = 0; i < 4; i++) {
+            row[i] = w + (r0 + i < n1 ? r0 + i : n1 - 1) * k;
+            a[i][0] = a[i][1] = vdupq_n_f32(0.0f);
+        }
+        for (size_t j = 0; j < k8; j += 8) {
+            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
+            for (size_t i = 0; i < 4; i++) {
+                a[i][0] = vfmaq_f32(a[i][0], load_h4(row[i] + j), x0);
+                a[i][1] = vfmaq_f32(a[i][1], load_h4(row[i] + j + 4), x1);
+            }
+        }
+        if (k4 > k8) {
+            float32x4_t x0 = vld1q_f32(x + k8);
+            for (size_t i = 0; i < 4; i++) a[i][0] = vfmaq_f32(a[i][0], load_h4(row[i] + k8), x0);
+        }
+        if (k > k4) {
+            float32x4_t x0 = vld1q_f32(xt);
+            for (size_t i = 0; i < 4; i++) {
+                uint16_t ht[4] = { 0 };
+                memcpy(ht, row[i] + k4, (k - k4) * sizeof(uint16_t));
+                a[i][1] = vfmaq_f32(a[i][1], load_h4(ht), x0);
+            }
+        }
+        for (size_t i = 0; i < 4 && r0 + i < n1; i++)
+            y[r0 + i] = vaddvq_f32(vaddq_f32(a[i][0], a[i][1]));
+    }
+}
+
+static void neon_f16_to_f32(const uint16_t *h, size_t count, float *out)
+{
+    size_t i = 0;
+    for (; i + 4 <= count; i += 4) vst1q_f32(out + i, load_h4(h + i));
+    for (; i < count; i++) out[i] = qlib_f16_to_f32(h[i]);
+}
+
 const qlib_kernels NEON_TABLE = {
-    NEON_NAME, neon_quantize_row, neon_prepare_row, neon_gemm_q8, neon_gemm_f32, neon_dequant_row
+    NEON_NAME, neon_quantize_row, neon_prepare_row, neon_gemm_q8, neon_gemm_f32, neon_dequant_row,
+    neon_gemv_f16, neon_f16_to_f32
 };

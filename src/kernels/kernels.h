@@ -67,6 +67,12 @@ typedef struct qlib_kernels {
                      size_t n0, size_t n1, float *y, size_t ldy);
     /* Row r dequantized (kp floats). */
     void (*dequant_row)(const qk_weights *w, size_t r, float *out);
+    /* fp16 weights (NONE tensors), n x k row-major: y[r] = sum_j w[r][j] x[j]
+     * for n0 <= r < n1, each row summed in an order fixed by k alone. */
+    void (*gemv_f16)(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
+                     float *y);
+    /* out[i] = h[i] as fp32 (exact), i < count. */
+    void (*f16_to_f32)(const uint16_t *h, size_t count, float *out);
 } qlib_kernels;
 
 extern const qlib_kernels qlib_kernels_scalar;

@@ -159,7 +159,25 @@ static void scalar_dequant_row(const qk_weights *w, size_t r, float *out)
     }
 }
 
+static void scalar_f16_to_f32(const uint16_t *h, size_t count, float *out)
+{
+    for (size_t i = 0; i < count; i++) out[i] = qlib_f16_to_f32(h[i]);
+}
+
+/* Eight partial sums per row (column j into sum j mod 8), added pairwise at
+ * the end. */
+static void scalar_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
+                            float *y)
+{
+    for (size_t r = n0; r < n1; r++) {
+        const uint16_t *row = w + r * k;
+        float s[8] = { 0 };
+        for (size_t j = 0; j < k; j++) s[j % 8] += qlib_f16_to_f32(row[j]) * x[j];
+        y[r] = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    }
+}
+
 const qlib_kernels qlib_kernels_scalar = {
     "scalar", scalar_quantize_row, scalar_prepare_row, scalar_gemm_q8, scalar_gemm_f32,
-    scalar_dequant_row
+    scalar_dequant_row, scalar_gemv_f16, scalar_f16_to_f32
 };

@@ -820,6 +820,65 @@ static void avx2_dequant_row(const qk_weights *w, size_t r, float *out)
     }
 }
 
+/* ---- fp16 weights (NONE tensors) ---- */
+
+AI __m256 load_h8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+/* f32_gemv_ukernel_4x16__avx2_f16c: four rows at once, 8 lanes x 2 per row
+ * (columns 16t .. 16t+7 and 16t+8 .. 16t+15), fused multiply-adds; the last
+ * k mod 8 columns through a zero-padded copy; lanes summed once per row. */
+static void avx2_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
+                          float *y)
+{
+    size_t k16 = k / 16 * 16, k8 = k / 8 * 8;
+    uint16_t ht[GR][8];
+    float xt[8] = { 0 };
+    memcpy(xt, x + k8, (k - k8) * sizeof(float));
+    for (size_t r0 = n0; r0 < n1; r0 += GR) {
+        size_t r[GR];
+        tile_rows(r0, n1, GR, r);
+        const uint16_t *row[GR];
+        __m256 a[GR][2];
+        for (int i = 0; i < GR; i++) {
+            row[i] = w + r[i] * k;
+            a[i][0] = a[i][1] = _mm256_setzero_ps();
+        }
+        for (size_t j = 0; j < k16; j += 16) {
+            __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                a[i][0] = _mm256_fmadd_ps(load_h8(row[i] + j), x0, a[i][0]);
+                a[i][1] = _mm256_fmadd_ps(load_h8(row[i] + j + 8), x1, a[i][1]);
+            }
+        }
+        if (k8 > k16) {
+            __m256 x0 = _mm256_loadu_ps(x + k16);
+            for (int i = 0; i < GR; i++) a[i][0] = _mm256_fmadd_ps(load_h8(row[i] + k16), x0, a[i][0]);
+        }
+        if (k > k8) {
+            __m256 x0 = _mm256_loadu_ps(xt);
+            for (int i = 0; i < GR; i++) {
+                memset(ht[i], 0, sizeof ht[i]);
+                memcpy(ht[i], row[i] + k8, (k - k8) * sizeof(uint16_t));
+                a[i][1] = _mm256_fmadd_ps(load_h8(ht[i]), x0, a[i][1]);
+            }
+        }
+        for (size_t i = 0; i < GR && r0 + i < n1; i++)
+            y[r0 + i] = hsum8(_mm256_add_ps(a[i][0], a[i][1]));
+    }
+}
+
+static void avx2_f16_to_f32(const uint16_t *h, size_t count, float *out)
+{
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, load_h8(h + i));
+    for (; i < count; i++) out[i] = _cvtsh_ss(h[i]);
+}
+
 const qlib_kernels qlib_kernels_avx2 = {
-    "avx2", avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row
+    "avx2", avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row,
+    avx2_gemv_f16, avx2_f16_to_f32
 };

@@ -66,7 +66,7 @@ qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const floa
     if (!panel) return QLIB_ERR_NOMEM;
     for (size_t r0 = 0; r0 < n; r0 += rows) {
         size_t nr = n - r0 < rows ? n - r0 : rows;
-        for (size_t i = 0; i < nr * k; i++) panel[i] = qlib_f16_to_f32(t->f16[r0 * k + i]);
+        ctx->kern->f16_to_f32(t->f16 + r0 * k, nr * k, panel);
         qlib_la_sgemm(0, 1, m, nr, k, 1.0f, x, ldx, panel, k, 0.0f, y + r0, ldy);
     }
     return QLIB_OK;

@@ -213,11 +213,13 @@ static qlib_tensor *quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t
 {
     qlib_config *c;
     qlib_tensor *t;
-    qlib_status s = qlib_config_create(QLIB_METHOD_RTN, &c);
+    qlib_status s = qlib_config_create(bits >= 16 ? QLIB_METHOD_NONE : QLIB_METHOD_RTN, &c);
     if (s != QLIB_OK) die("config", s);
     qlib_config_set_int(c, QLIB_PARAM_BITS, bits);
-    qlib_config_set_int(c, QLIB_PARAM_GROUP_SIZE, group);
-    qlib_config_set_int(c, QLIB_PARAM_SYMMETRIC, sym);
+    if (bits < 16) {
+        qlib_config_set_int(c, QLIB_PARAM_GROUP_SIZE, group);
+        qlib_config_set_int(c, QLIB_PARAM_SYMMETRIC, sym);
+    }
     s = qlib_quantize(ctx, w, n, k, k, c, NULL, &t);
     if (s != QLIB_OK) die("quantize", s);
     qlib_config_destroy(c);
@@ -279,6 +281,107 @@ static void shapes_table(qlib_ctx *ctx, double bw)
     }
     printf("\nGB/s: bytes of weights (fp32, or packed codes + scales + zeros) per second at "
            "M = 1; read bandwidth measured above: %.1f GB/s\n", bw);
+    free(x);
+    free(y);
+}
+
+/* ---- M = 1 with weights that come from memory, not cache ---- */
+
+/* Each timed call uses the next of several copies of the weights, together
+ * at least 4x the 32 MB L3 of this class of machine, so every call streams
+ * its weights from DRAM, as a model larger than the cache does token after
+ * token. (The table above repeats one matrix: its smaller quantized forms
+ * may stay partly in L3 between repetitions.) */
+#define COLD_BYTES ((size_t)256 << 20)
+
+typedef struct cold_set {
+    size_t count;
+    qlib_tensor *t[64];
+    float *w[8];
+} cold_set;
+
+static size_t copies_for(size_t bytes, size_t cap)
+{
+    size_t c = COLD_BYTES / bytes + 1;
+    return c > cap ? cap : c;
+}
+
+static void cold_tensors(qlib_ctx *ctx, const qlib_tensor *t, cold_set *cs)
+{
+    size_t bytes, written;
+    qlib_status s = qlib_tensor_serialized_size(t, &bytes);
+    if (s != QLIB_OK) die("serialized_size", s);
+    void *buf = malloc(bytes);
+    if (!buf) exit(1);
+    if ((s = qlib_tensor_serialize(t, buf, bytes, &written)) != QLIB_OK) die("serialize", s);
+    cs->count = copies_for(qlib_tensor_storage_bytes(t), 64);
+    for (size_t i = 0; i < cs->count; i++)
+        if ((s = qlib_tensor_deserialize(ctx, buf, written, 0, &cs->t[i])) != QLIB_OK)
+            die("deserialize", s);
+    free(buf);
+}
+
+static double cold_median(qlib_ctx *ctx, const cold_set *cs, const float *x, float *y, size_t n,
+                          size_t k, int reps)
+{
+    double t[64];
+    mm_arg a = { ctx, NULL, x, NULL, y, 1, n, k };
+    for (int i = -1; i < reps; i++) {
+        size_t c = (size_t)(i + 1) % cs->count;
+        if (cs->t[0]) a.t = cs->t[c];
+        else a.w = cs->w[c];
+        double t0 = now_s();
+        if (cs->t[0]) run_qlib(&a);
+        else run_blas(&a);
+        if (i >= 0) t[i] = now_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    return t[reps / 2];
+}
+
+static void cold_gemv_table(qlib_ctx *ctx, double bw)
+{
+    static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 } };
+    printf("\n## M = 1 with weights streamed from memory, 1 thread (median of 15; every call on "
+           "another copy, copies >= 256 MB per format)\n\n");
+    printf("| N x K | sgemv ms | GB/s | INT4 g128 ms | x | GB/s | INT8 ms | x | GB/s | fp16 ms | x "
+           "| GB/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    float *x = make_acts(1, 11008, 4.0f), *y = malloc(11008 * sizeof(float));
+    if (!y) exit(1);
+    for (size_t s = 0; s < 2; s++) {
+        size_t n = shapes[s][0], k = shapes[s][1];
+        float *w = make_weights(n, k);
+        cold_set cb = { 0 }, c4 = { 0 }, c8 = { 0 }, c16 = { 0 };
+        cb.count = copies_for(n * k * sizeof(float), 8);
+        for (size_t i = 0; i < cb.count; i++) {
+            cb.w[i] = malloc(n * k * sizeof(float));
+            if (!cb.w[i]) exit(1);
+            memcpy(cb.w[i], w, n * k * sizeof(float));
+        }
+        qlib_tensor *t4 = quantize_rtn(ctx, w, n, k, 4, 128, 0);
+        qlib_tensor *t8 = quantize_rtn(ctx, w, n, k, 8, 0, 1);
+        qlib_tensor *t16 = quantize_rtn(ctx, w, n, k, 16, 0, 0);
+        cold_tensors(ctx, t4, &c4);
+        cold_tensors(ctx, t8, &c8);
+        cold_tensors(ctx, t16, &c16);
+        double tb = cold_median(ctx, &cb, x, y, n, k, 15), t4s = cold_median(ctx, &c4, x, y, n, k, 15);
+        double t8s = cold_median(ctx, &c8, x, y, n, k, 15), t16s = cold_median(ctx, &c16, x, y, n, k, 15);
+        printf("| %zux%zu | %.3f | %.1f | %.3f | %.2f | %.1f | %.3f | %.2f | %.1f | %.3f | %.2f | %.1f |\n",
+               n, k, tb * 1e3, (double)(n * k * 4) / tb / 1e9, t4s * 1e3, tb / t4s,
+               (double)qlib_tensor_storage_bytes(t4) / t4s / 1e9, t8s * 1e3, tb / t8s,
+               (double)qlib_tensor_storage_bytes(t8) / t8s / 1e9, t16s * 1e3, tb / t16s,
+               (double)qlib_tensor_storage_bytes(t16) / t16s / 1e9);
+        fflush(stdout);
+        for (size_t i = 0; i < cb.count; i++) free(cb.w[i]);
+        cold_set *sets[3] = { &c4, &c8, &c16 };
+        for (int j = 0; j < 3; j++)
+            for (size_t i = 0; i < sets[j]->count; i++) qlib_tensor_destroy(sets[j]->t[i]);
+        qlib_tensor_destroy(t4);
+        qlib_tensor_destroy(t8);
+        qlib_tensor_destroy(t16);
+        free(w);
+    }
+    printf("\nRead bandwidth measured above: %.1f GB/s. fp16 is a NONE tensor (bits 16).\n", bw);
     free(x);
     free(y);
 }
@@ -511,7 +614,17 @@ static void act_order_table(qlib_ctx *ctx)
     free(y);
 }
 
-int main(void)
+/* With arguments, only the sections named (shapes cold f32 threads llm_int8
+ * act_order quantize); without, all of them. */
+static int wanted(int argc, char **argv, const char *name)
+{
+    if (argc < 2) return 1;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     qlib_ctx *ctx1, *ctx2;
     qlib_status s = qlib_ctx_create(&ctx1);
@@ -527,12 +640,13 @@ int main(void)
     double bw = read_bandwidth();
     printf("Read bandwidth, 1 thread (vectorised sum over 1 GiB): %.1f GB/s\n", bw);
     fflush(stdout);
-    shapes_table(ctx1, bw);
-    compute_f32_rows(ctx1);
-    thread_scaling(ctx1, ctx2);
-    llm_int8_table(ctx1);
-    act_order_table(ctx1);
-    quantize_table(ctx1, ctx2);
+    if (wanted(argc, argv, "shapes")) shapes_table(ctx1, bw);
+    if (wanted(argc, argv, "cold")) cold_gemv_table(ctx1, bw);
+    if (wanted(argc, argv, "f32")) compute_f32_rows(ctx1);
+    if (wanted(argc, argv, "threads")) thread_scaling(ctx1, ctx2);
+    if (wanted(argc, argv, "llm_int8")) llm_int8_table(ctx1);
+    if (wanted(argc, argv, "act_order")) act_order_table(ctx1);
+    if (wanted(argc, argv, "quantize")) quantize_table(ctx1, ctx2);
     qlib_ctx_destroy(ctx1);
     qlib_ctx_destroy(ctx2);
     return 0;

@@ -434,6 +434,123 @@ START_TEST(test_kernels_matmul_threads)
 }
 END_TEST
 
+/* ---- fp16 weights (NONE tensors) ---- */
+
+/* Every table (scalar included): its conversion of all 65536 fp16 values
+ * equals qlib_f16_to_f32 (NaN for NaN), at every length mod the vector
+ * width. */
+START_TEST(test_kernels_f16_convert)
+{
+    const qlib_kernels *isas[N_ISAS + 1] = { &qlib_kernels_scalar };
+    size_t n_isa = 1 + available_isas(isas + 1);
+    uint16_t *h = malloc(65536 * sizeof *h);
+    float *got = tu_alloc_floats(65536);
+    ck_assert_ptr_nonnull(h);
+    for (size_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    for (size_t s = 0; s < n_isa; s++)
+        for (size_t len = 65536 - 9; len <= 65536; len++) {
+            memset(got, 0, 65536 * sizeof(float));
+            isas[s]->f16_to_f32(h, len, got);
+            for (size_t i = 0; i < 65536; i++) {
+                float want = i < len ? qlib_f16_to_f32(h[i]) : 0.0f;
+                if (isnan(want))
+                    ck_assert_msg(isnan(got[i]), "%s: 0x%04zx", isas[s]->isa, i);
+                else
+                    ck_assert_msg(memcmp(&got[i], &want, 4) == 0, "%s len %zu: 0x%04zx -> %g, want %g",
+                                  isas[s]->isa, len, i, (double)got[i], (double)want);
+            }
+        }
+    free(got);
+    free(h);
+}
+END_TEST
+
+/* Every table's fp16 GEMV against the product in double: each output is a
+ * sum of k exact products (an fp16 times an fp32 fits in fp32's product
+ * with one rounding) in some fixed order, so |y - y_exact| <= (k + 2) u T
+ * with T = sum |w x|, u = 2^-24. Rows computed in pieces equal rows computed
+ * at once, bit for bit. */
+START_TEST(test_kernels_f16_gemv)
+{
+    static const size_t ks[] = { 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 257 };
+    const qlib_kernels *isas[N_ISAS + 1] = { &qlib_kernels_scalar };
+    size_t n_isa = 1 + available_isas(isas + 1);
+    tu_rng r = { 16 };
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+        for (size_t n = 1; n <= 13; n += 4) {
+            size_t k = ks[ki];
+            uint16_t *w = malloc(n * k * sizeof *w);
+            float *x = tu_alloc_floats(k), y[13], y2[13];
+            ck_assert_ptr_nonnull(w);
+            for (size_t i = 0; i < n * k; i++) w[i] = qlib_f32_to_f16((float)tu_normal(&r));
+            for (size_t j = 0; j < k; j++) x[j] = (float)tu_normal(&r);
+            for (size_t s = 0; s < n_isa; s++) {
+                isas[s]->gemv_f16(w, k, x, 0, n, y);
+                size_t cut = n / 2 + 1 < n ? n / 2 + 1 : n;
+                isas[s]->gemv_f16(w, k, x, 0, cut, y2);
+                isas[s]->gemv_f16(w, k, x, cut, n, y2);
+                for (size_t i = 0; i < n; i++) {
+                    double exact = 0.0, mag = 0.0;
+                    for (size_t j = 0; j < k; j++) {
+                        double p = (double)qlib_f16_to_f32(w[i * k + j]) * x[j];
+                        exact += p;
+                        mag += fabs(p);
+                    }
+                    double tol = (double)(k + 2) * 0x1p-24 * mag;
+                    ck_assert_msg(fabs((double)y[i] - exact) <= tol,
+                                  "%s gemv_f16 n=%zu k=%zu row %zu: %.9g, exact %.9g", isas[s]->isa,
+                                  n, k, i, (double)y[i], exact);
+                    ck_assert_msg(memcmp(&y[i], &y2[i], 4) == 0, "%s gemv_f16 split row %zu",
+                                  isas[s]->isa, i);
+                }
+            }
+            free(x);
+            free(w);
+        }
+}
+END_TEST
+
+/* One token through an fp16 tensor: the same bits with 1 and 2 threads on
+ * every ISA, within the fp32 bound of the exact product. */
+START_TEST(test_kernels_f16_matmul_threads)
+{
+    static const char *const all[] = { "scalar", "avx2", "neon", "neon-dotprod" };
+    tu_rng r = { 17 };
+    size_t n = 301, k = 1003;
+    float *w = tu_alloc_floats(n * k), *x = tu_alloc_floats(k);
+    float *y1 = tu_alloc_floats(n), *y2 = tu_alloc_floats(n);
+    for (size_t i = 0; i < n * k; i++) w[i] = (float)tu_normal(&r);
+    for (size_t j = 0; j < k; j++) x[j] = (float)tu_normal(&r);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (!qlib_kernels_pick(all[i], qlib_cpu_features())) continue;
+        qlib_ctx *c1 = tu_ctx(1, all[i]), *c2 = tu_ctx(2, all[i]);
+        qlib_tensor *t = tu_quantize(c1, w, n, k, k, QLIB_METHOD_NONE, 16, 0, 0, NULL);
+        ck_assert_int_eq(qlib_matmul(c1, t, x, 1, k, y1, n), QLIB_OK);
+        ck_assert_int_eq(qlib_matmul(c2, t, x, 1, k, y2, n), QLIB_OK);
+        float *wh = tu_alloc_floats(n * k);
+        ck_assert_int_eq(qlib_dequantize(c1, t, wh, k), QLIB_OK);
+        for (size_t row = 0; row < n; row++) {
+            double exact = 0.0, mag = 0.0;
+            for (size_t j = 0; j < k; j++) {
+                exact += (double)wh[row * k + j] * x[j];
+                mag += fabs((double)wh[row * k + j] * x[j]);
+            }
+            ck_assert_msg(fabs((double)y1[row] - exact) <= (double)(k + 2) * 0x1p-24 * mag,
+                          "%s row %zu: %.9g, exact %.9g", all[i], row, (double)y1[row], exact);
+            ck_assert_msg(memcmp(&y1[row], &y2[row], 4) == 0, "%s 2 threads row %zu", all[i], row);
+        }
+        free(wh);
+        qlib_tensor_destroy(t);
+        qlib_ctx_destroy(c1);
+        qlib_ctx_destroy(c2);
+    }
+    free(w);
+    free(x);
+    free(y1);
+    free(y2);
+}
+END_TEST
+
 /* Naming an ISA the CPU or build lacks is QLIB_ERR_UNSUPPORTED; the default
  * is QLIB_ISA when set, else the best supported one. */
 START_TEST(test_kernels_isa_choice)
@@ -473,6 +590,9 @@ Suite *suite_kernels(void)
     tcase_add_test(tc, test_kernels_xmap);
     tcase_add_test(tc, test_kernels_dequant_row);
     tcase_add_test(tc, test_kernels_matmul_threads);
+    tcase_add_test(tc, test_kernels_f16_convert);
+    tcase_add_test(tc, test_kernels_f16_gemv);
+    tcase_add_test(tc, test_kernels_f16_matmul_threads);
     suite_add_tcase(s, tc);
     return s;
 }
