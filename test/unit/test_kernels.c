@@ -8,7 +8,9 @@
  * row, fused multiply-adds), so it is compared with a bound on float
  * reassociation (gemv_bound). Every kernel,
  * that one included, gives the same bits whatever the split of its columns.
- * ISAs this CPU (or build) lacks are skipped. */
+ * The fp16 GEMV of NONE tensors is float arithmetic in each ISA's own order,
+ * held to a bound against the exact product. ISAs this CPU (or build) lacks
+ * are skipped. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
