@@ -15,10 +15,11 @@
  *
  *   u8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, codes up to 4 bits. Four
  *     weight rows in two pairs; a 4-bit block pair is one load per row
- *     (nibbles by mask and shift); per row and block c - z takes q's sign
- *     and maddubs multiplies it with |q|; two rows' products share one
- *     pmaddwd (lanes alternate between the rows). The rows two tiles ahead
- *     are prefetched.
+ *     (nibbles by mask and shift); per row and block maddubs multiplies the
+ *     unsigned codes with q; two rows' products share one pmaddwd (lanes
+ *     alternate between the rows); one fused multiply-add takes z times
+ *     each lane's sum of q off, exactly. The rows two tiles ahead are
+ *     prefetched.
  *   i8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, symmetric 8-bit codes, the
  *     same with c - 128 as int8 (top bit flipped), one row per vector.
  *   i16i16_dot_gemv_ukernel_4x8c32__avx2: M = 1, asymmetric 8-bit codes,
@@ -258,13 +259,11 @@ static __m256i zeros_chunk(const qk_weights *w, size_t r, size_t g0)
     return _mm256_loadu_si256((const __m256i *)(const void *)z);
 }
 
-/* Per pair of rows (a, b), its chunk's scales interleaved, a in even lanes
- * and b in odd ones: lo holds groups 0, 1, 4, 5 and hi groups 2, 3, 6, 7 of
- * the chunk, two lanes each; z_a and z_b the rows' zero points, group t in
- * lane t. */
+/* Per pair of rows (a, b), its chunk's scales and zero points interleaved,
+ * a in even lanes and b in odd ones: lo holds groups 0, 1, 4, 5 and hi
+ * groups 2, 3, 6, 7 of the chunk, two lanes each. */
 typedef struct pair_chunk {
-    __m256 s_lo, s_hi;
-    __m256i z_a, z_b;
+    __m256 s_lo, s_hi, z_lo, z_hi;
 } pair_chunk;
 
 AI void chunk_start(const qk_weights *w, const size_t r[GR], size_t g0, pair_chunk pc[GR / 2])
@@ -272,11 +271,12 @@ AI void chunk_start(const qk_weights *w, const size_t r[GR], size_t g0, pair_chu
     #pragma GCC unroll 2
     for (int j = 0; j < GR / 2; j++) {
         __m256 sa = scales_chunk(w, r[2 * j], g0), sb = scales_chunk(w, r[2 * j + 1], g0);
-        __m256i za = zeros_chunk(w, r[2 * j], g0), zb = zeros_chunk(w, r[2 * j + 1], g0);
+        __m256 za = _mm256_cvtepi32_ps(zeros_chunk(w, r[2 * j], g0));
+        __m256 zb = _mm256_cvtepi32_ps(zeros_chunk(w, r[2 * j + 1], g0));
         pc[j].s_lo = _mm256_unpacklo_ps(sa, sb);
         pc[j].s_hi = _mm256_unpackhi_ps(sa, sb);
-        pc[j].z_a = za;
-        pc[j].z_b = zb;
+        pc[j].z_lo = _mm256_unpacklo_ps(za, zb);
+        pc[j].z_hi = _mm256_unpackhi_ps(za, zb);
     }
 }
 
@@ -288,63 +288,67 @@ AI __m256i chunk_index(size_t gi)
     return _mm256_add_epi32(_mm256_set1_epi32(2 * u), _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
 }
 
-/* Zero point gi of a chunk's lanes in every byte. */
-AI __m256i zero_bytes(__m256i z, size_t gi)
+AI __m256 pair_pick(__m256 lo, __m256 hi, size_t gi)
 {
-    z = _mm256_permutevar8x32_epi32(z, _mm256_set1_epi32((int)gi));
-    return _mm256_shuffle_epi8(z, _mm256_setzero_si256());
+    return _mm256_permutevar8x32_ps(gi & 2 ? hi : lo, chunk_index(gi));
 }
 
-AI __m256 pair_scales(const pair_chunk *pc, size_t gi)
-{
-    return _mm256_permutevar8x32_ps(gi & 2 ? pc->s_hi : pc->s_lo, chunk_index(gi));
-}
-
-/* Two rows' exact dots with q of one block, codes up to 15, interleaved:
- * even lanes row a, odd lanes row b, each lane the sum over 8 columns of
- * (c - z) q. c - z (|.| <= 15) takes q's sign so that maddubs multiplies it
- * with |q| (qa); its pairs (|.| <= 2 * 15 * 127) are added two by two in
+/* Two rows' exact dots of their codes (0 .. 15) with q over one block,
+ * interleaved: even lanes row a, odd lanes row b, each lane the sum over the
+ * same 8 columns of c q. maddubs multiplies the unsigned codes with q
+ * (pairs up to 2 * 15 * 127); the two rows' pairs are added two by two in
  * int16, then pmaddwd with ones: exact in int32 and in fp32. One pmaddwd
- * serves two rows. (Taking z off afterwards, as z times q's pair sums with
- * pmullw, costs as much.) */
-AI __m256 pair_lanes(__m256i ca, __m256i cb, __m256i q, __m256i qa, __m256i za, __m256i zb)
+ * serves two rows. With codes of 1 it gives each lane's sum of q. */
+AI __m256 pair_lanes(__m256i ca, __m256i cb, __m256i q)
 {
-    __m256i pa = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(_mm256_sub_epi8(ca, za), q));
-    __m256i pb = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(_mm256_sub_epi8(cb, zb), q));
+    __m256i pa = _mm256_maddubs_epi16(ca, q), pb = _mm256_maddubs_epi16(cb, q);
     __m256i x = _mm256_add_epi16(_mm256_unpacklo_epi32(pa, pb), _mm256_unpackhi_epi32(pa, pb));
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)));
 }
 
-/* u8i8_dot_gemv_ukernel_4x8c32__avx2, codes of up to 4 bits, rows in pairs:
- * ga[j] sums d times the block lanes of the current group, y[j] s times ga
- * at each group's end (all fused multiply-adds, in block and group order).
- * 4-bit block pairs of one group share one 32-byte load (low and high
- * nibbles). */
-AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const size_t r[GR],
-                        float out[GR])
+#define QS_BLOCKS 512        /* blocks whose lane sums of q a GEMV call keeps */
+
+/* Block b's lane sums of q (pair_lanes with codes of 1). */
+AI __m256 block_qsum(const qk_acts *a, size_t b)
+{
+    const __m256i one = _mm256_set1_epi8(1);
+    return pair_lanes(one, one, _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b)));
+}
+
+AI __m256 qsum_of(const qk_acts *a, const __m256 *qs, size_t b)
+{
+    return qs ? qs[b] : block_qsum(a, b);
+}
+
+/* u8i8_dot_gemv_ukernel_4x8c32__avx2, codes of up to 4 bits, rows in pairs.
+ * Each lane's block dot of c - z is that of c less z times the lane's sum
+ * of q (qs, computed once per call): both exact integers below 2^24, so one
+ * fused multiply-add gives the exact sum of (c - z) q over the lane's 8
+ * columns. ga[j] sums d times those lanes over the current group, y[j] s
+ * times ga at each group's end (fused multiply-adds, in block and group
+ * order). 4-bit block pairs of one group share one 32-byte load (low and
+ * high nibbles). */
+AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const __m256 *qs,
+                        const size_t r[GR], float out[GR])
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = 2 * GR * w->row_bytes;
     const uint8_t *row[GR];
     for (int i = 0; i < GR; i++) row[i] = w->codes + r[i] * w->row_bytes;
     const __m256i mask = _mm256_set1_epi8(15);
-    __m256 ga[GR / 2], y[GR / 2];
-    __m256i zc[GR];
+    __m256 ga[GR / 2], y[GR / 2], zp[GR / 2];
     pair_chunk pc[GR / 2];
     for (int j = 0; j < GR / 2; j++) ga[j] = y[j] = _mm256_setzero_ps();
     chunk_start(w, r, 0, pc);
     for (size_t g = 0, b = 0; b < nb; g++) {
         if (g % GC == 0 && g) chunk_start(w, r, g, pc);
-        for (int j = 0; j < GR / 2; j++) {
-            zc[2 * j] = zero_bytes(pc[j].z_a, g % GC);
-            zc[2 * j + 1] = zero_bytes(pc[j].z_b, g % GC);
-        }
+        for (int j = 0; j < GR / 2; j++) zp[j] = pair_pick(pc[j].z_lo, pc[j].z_hi, g % GC);
         size_t b1 = nb - b < bpg ? nb : b + bpg;
         while (b < b1) {
             if (bits == 4 && !(b & 1) && b + 1 < b1) {
                 __m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
                 __m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b + 32));
-                __m256i qa0 = _mm256_abs_epi8(q0), qa1 = _mm256_abs_epi8(q1);
                 __m256 d0 = _mm256_broadcast_ss(a->d + b), d1 = _mm256_broadcast_ss(a->d + b + 1);
+                __m256 s0 = qsum_of(a, qs, b), s1 = qsum_of(a, qs, b + 1);
                 __m256i v[GR];
                 #pragma GCC unroll 4
                 for (int i = 0; i < GR; i++) {
@@ -356,19 +360,18 @@ AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const s
                 #pragma GCC unroll 2
                 for (int j = 0; j < GR / 2; j++) {
                     __m256i va = v[2 * j], vb = v[2 * j + 1];
-                    __m256 lo = pair_lanes(_mm256_and_si256(va, mask), _mm256_and_si256(vb, mask),
-                                           q0, qa0, zc[2 * j], zc[2 * j + 1]);
+                    __m256 lo = pair_lanes(_mm256_and_si256(va, mask), _mm256_and_si256(vb, mask), q0);
                     __m256 hi = pair_lanes(_mm256_and_si256(_mm256_srli_epi16(va, 4), mask),
-                                           _mm256_and_si256(_mm256_srli_epi16(vb, 4), mask), q1,
-                                           qa1, zc[2 * j], zc[2 * j + 1]);
+                                           _mm256_and_si256(_mm256_srli_epi16(vb, 4), mask), q1);
+                    lo = _mm256_fnmadd_ps(zp[j], s0, lo);
+                    hi = _mm256_fnmadd_ps(zp[j], s1, hi);
                     ga[j] = _mm256_fmadd_ps(d1, hi, _mm256_fmadd_ps(d0, lo, ga[j]));
                 }
                 b += 2;
                 continue;
             }
             __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-            __m256i qa = _mm256_abs_epi8(q);
-            __m256 d = _mm256_broadcast_ss(a->d + b);
+            __m256 d = _mm256_broadcast_ss(a->d + b), sq = qsum_of(a, qs, b);
             #pragma GCC unroll 2
             for (int j = 0; j < GR / 2; j++) {
                 if (bits != 4)
@@ -376,15 +379,14 @@ AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const s
                         _mm_prefetch((const char *)(row[i] + ahead + (size_t)bits * 4 * b),
                                      _MM_HINT_T0);
                 __m256 f = pair_lanes(unpack_block(bits, row[2 * j], b),
-                                      unpack_block(bits, row[2 * j + 1], b), q, qa, zc[2 * j],
-                                      zc[2 * j + 1]);
-                ga[j] = _mm256_fmadd_ps(d, f, ga[j]);
+                                      unpack_block(bits, row[2 * j + 1], b), q);
+                ga[j] = _mm256_fmadd_ps(d, _mm256_fnmadd_ps(zp[j], sq, f), ga[j]);
             }
             b++;
         }
         #pragma GCC unroll 2
         for (int j = 0; j < GR / 2; j++) {
-            y[j] = _mm256_fmadd_ps(pair_scales(&pc[j], g % GC), ga[j], y[j]);
+            y[j] = _mm256_fmadd_ps(pair_pick(pc[j].s_lo, pc[j].s_hi, g % GC), ga[j], y[j]);
             ga[j] = _mm256_setzero_ps();
         }
     }
@@ -477,14 +479,21 @@ static void gemv_8bit(const qk_weights *w, const qk_acts *a, const size_t r[GR],
  * is computed the same way in whichever tile (and thread) it falls. */
 static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y)
 {
+    size_t nb = n_blocks(w);
+    __m256 qsb[QS_BLOCKS];
+    const __m256 *qs = NULL;
+    if (w->bits <= 4 && nb <= QS_BLOCKS) {
+        for (size_t b = 0; b < nb; b++) qsb[b] = block_qsum(a, b);
+        qs = qsb;
+    }
     for (size_t r0 = n0; r0 < n1; r0 += GR) {
         size_t r[GR];
         float out[GR];
         tile_rows(r0, n1, GR, r);
         switch (w->bits * 2 + w->symmetric) {
-        case 4: case 5: gemv_small_bits(2, w, a, r, out); break;
-        case 6: case 7: gemv_small_bits(3, w, a, r, out); break;
-        case 8: case 9: gemv_small_bits(4, w, a, r, out); break;
+        case 4: case 5: gemv_small_bits(2, w, a, qs, r, out); break;
+        case 6: case 7: gemv_small_bits(3, w, a, qs, r, out); break;
+        case 8: case 9: gemv_small_bits(4, w, a, qs, r, out); break;
         case 17: gemv_8bit_sym(w, a, r, out); break;
         default: gemv_8bit(w, a, r, out); break;
         }
