@@ -259,38 +259,25 @@ static __m256i zeros_chunk(const qk_weights *w, size_t r, size_t g0)
     return _mm256_loadu_si256((const __m256i *)(const void *)z);
 }
 
-/* Per pair of rows (a, b), its chunk's scales and zero points interleaved,
- * a in even lanes and b in odd ones: lo holds groups 0, 1, 4, 5 and hi
- * groups 2, 3, 6, 7 of the chunk, two lanes each. */
-typedef struct pair_chunk {
-    __m256 s_lo, s_hi, z_lo, z_hi;
-} pair_chunk;
+/* The scales and zero points (as floats) of 8 groups of each row of a tile,
+ * read once per 8 groups. */
+typedef struct tile_chunk {
+    float s[GR][GC], z[GR][GC];
+} tile_chunk;
 
-AI void chunk_start(const qk_weights *w, const size_t r[GR], size_t g0, pair_chunk pc[GR / 2])
+AI void chunk_start(const qk_weights *w, const size_t r[GR], size_t g0, tile_chunk *c)
 {
-    #pragma GCC unroll 2
-    for (int j = 0; j < GR / 2; j++) {
-        __m256 sa = scales_chunk(w, r[2 * j], g0), sb = scales_chunk(w, r[2 * j + 1], g0);
-        __m256 za = _mm256_cvtepi32_ps(zeros_chunk(w, r[2 * j], g0));
-        __m256 zb = _mm256_cvtepi32_ps(zeros_chunk(w, r[2 * j + 1], g0));
-        pc[j].s_lo = _mm256_unpacklo_ps(sa, sb);
-        pc[j].s_hi = _mm256_unpackhi_ps(sa, sb);
-        pc[j].z_lo = _mm256_unpacklo_ps(za, zb);
-        pc[j].z_hi = _mm256_unpackhi_ps(za, zb);
+    #pragma GCC unroll 4
+    for (int i = 0; i < GR; i++) {
+        _mm256_storeu_ps(c->s[i], scales_chunk(w, r[i], g0));
+        _mm256_storeu_ps(c->z[i], _mm256_cvtepi32_ps(zeros_chunk(w, r[i], g0)));
     }
 }
 
-/* Where group gi of the chunk is in pair_chunk: lanes 2u, 2u + 1 of lo
- * (gi & 2 == 0) or hi, u = (gi & 1) + (gi & 4) / 2, spread to all lanes. */
-AI __m256i chunk_index(size_t gi)
+/* Row a's value in the even lanes, row b's in the odd ones. */
+AI __m256 pair_of(const float *va, const float *vb)
 {
-    int u = (int)((gi & 1) | (gi & 4) >> 1);
-    return _mm256_add_epi32(_mm256_set1_epi32(2 * u), _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1));
-}
-
-AI __m256 pair_pick(__m256 lo, __m256 hi, size_t gi)
-{
-    return _mm256_permutevar8x32_ps(gi & 2 ? hi : lo, chunk_index(gi));
+    return _mm256_blend_ps(_mm256_broadcast_ss(va), _mm256_broadcast_ss(vb), 0xaa);
 }
 
 /* Two rows' exact dots of their codes (0 .. 15) with q over one block,
@@ -315,82 +302,114 @@ AI __m256 block_qsum(const qk_acts *a, size_t b)
     return pair_lanes(one, one, _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b)));
 }
 
-AI __m256 qsum_of(const qk_acts *a, const __m256 *qs, size_t b)
+
+/* The running state of a GEMV tile: per pair of rows, ga sums d times the
+ * block lanes of the current group, y sums s times ga at each group's end,
+ * zp holds the current group's zero points; g is the current group, left
+ * its blocks still to come. */
+typedef struct gemv_state {
+    __m256 ga[GR / 2], y[GR / 2], zp[GR / 2];
+    size_t g, left;
+} gemv_state;
+
+AI void group_begin(const tile_chunk *c, gemv_state *st)
 {
-    return qs ? qs[b] : block_qsum(a, b);
+    size_t gi = st->g % GC;
+    #pragma GCC unroll 2
+    for (int j = 0; j < GR / 2; j++) st->zp[j] = pair_of(&c->z[2 * j][gi], &c->z[2 * j + 1][gi]);
+}
+
+/* One block's lanes f (of c q) into the state: z times the lanes' sums of q
+ * off (exact), times d into ga; at the group's last block, s times ga into
+ * y and the next group begun. */
+AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chunk *c,
+                   gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d, int last)
+{
+    #pragma GCC unroll 2
+    for (int j = 0; j < GR / 2; j++)
+        st->ga[j] = _mm256_fmadd_ps(d, _mm256_fnmadd_ps(st->zp[j], sq, f[j]), st->ga[j]);
+    if (--st->left && !last) return;
+    size_t gi = st->g % GC;
+    #pragma GCC unroll 2
+    for (int j = 0; j < GR / 2; j++) {
+        __m256 s = pair_of(&c->s[2 * j][gi], &c->s[2 * j + 1][gi]);
+        st->y[j] = _mm256_fmadd_ps(s, st->ga[j], st->y[j]);
+        st->ga[j] = _mm256_setzero_ps();
+    }
+    if (last) return;
+    st->g++;
+    st->left = bpg;
+    if (st->g % GC == 0) chunk_start(w, r, st->g, c);
+    group_begin(c, st);
 }
 
 /* u8i8_dot_gemv_ukernel_4x8c32__avx2, codes of up to 4 bits, rows in pairs.
  * Each lane's block dot of c - z is that of c less z times the lane's sum
- * of q (qs, computed once per call): both exact integers below 2^24, so one
+ * of q (qs, computed once per call, or here per block when the call has
+ * too many blocks to keep them): both exact integers below 2^24, so one
  * fused multiply-add gives the exact sum of (c - z) q over the lane's 8
- * columns. ga[j] sums d times those lanes over the current group, y[j] s
- * times ga at each group's end (fused multiply-adds, in block and group
- * order). 4-bit block pairs of one group share one 32-byte load (low and
- * high nibbles). */
-AI void gemv_small_bits(int bits, const qk_weights *w, const qk_acts *a, const __m256 *qs,
-                        const size_t r[GR], float out[GR])
+ * columns. Blocks are taken in order, d times their lanes summed per group
+ * and s times that per row (fused multiply-adds). 4-bit codes come two
+ * blocks per 32-byte load (low and high nibbles), also across a group's
+ * end. */
+AI void gemv_small_bits(int bits, int has_qs, const qk_weights *w, const qk_acts *a,
+                        const __m256 *qs, const size_t r[GR], float out[GR])
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = 2 * GR * w->row_bytes;
     const uint8_t *row[GR];
     for (int i = 0; i < GR; i++) row[i] = w->codes + r[i] * w->row_bytes;
     const __m256i mask = _mm256_set1_epi8(15);
-    __m256 ga[GR / 2], y[GR / 2], zp[GR / 2];
-    pair_chunk pc[GR / 2];
-    for (int j = 0; j < GR / 2; j++) ga[j] = y[j] = _mm256_setzero_ps();
-    chunk_start(w, r, 0, pc);
-    for (size_t g = 0, b = 0; b < nb; g++) {
-        if (g % GC == 0 && g) chunk_start(w, r, g, pc);
-        for (int j = 0; j < GR / 2; j++) zp[j] = pair_pick(pc[j].z_lo, pc[j].z_hi, g % GC);
-        size_t b1 = nb - b < bpg ? nb : b + bpg;
-        while (b < b1) {
-            if (bits == 4 && !(b & 1) && b + 1 < b1) {
-                __m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-                __m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b + 32));
-                __m256 d0 = _mm256_broadcast_ss(a->d + b), d1 = _mm256_broadcast_ss(a->d + b + 1);
-                __m256 s0 = qsum_of(a, qs, b), s1 = qsum_of(a, qs, b + 1);
-                __m256i v[GR];
-                #pragma GCC unroll 4
-                for (int i = 0; i < GR; i++) {
-                    /* the rows two tiles ahead, once per cache line: the
-                     * prefetcher alone lags on interleaved row streams */
-                    if (b & 2) _mm_prefetch((const char *)(row[i] + ahead + 16 * b), _MM_HINT_T0);
-                    v[i] = _mm256_loadu_si256((const __m256i *)(const void *)(row[i] + 16 * b));
-                }
-                #pragma GCC unroll 2
-                for (int j = 0; j < GR / 2; j++) {
-                    __m256i va = v[2 * j], vb = v[2 * j + 1];
-                    __m256 lo = pair_lanes(_mm256_and_si256(va, mask), _mm256_and_si256(vb, mask), q0);
-                    __m256 hi = pair_lanes(_mm256_and_si256(_mm256_srli_epi16(va, 4), mask),
-                                           _mm256_and_si256(_mm256_srli_epi16(vb, 4), mask), q1);
-                    lo = _mm256_fnmadd_ps(zp[j], s0, lo);
-                    hi = _mm256_fnmadd_ps(zp[j], s1, hi);
-                    ga[j] = _mm256_fmadd_ps(d1, hi, _mm256_fmadd_ps(d0, lo, ga[j]));
-                }
-                b += 2;
-                continue;
+    tile_chunk c;
+    gemv_state st;
+    for (int j = 0; j < GR / 2; j++) st.ga[j] = st.y[j] = _mm256_setzero_ps();
+    st.g = 0;
+    st.left = bpg;
+    chunk_start(w, r, 0, &c);
+    group_begin(&c, &st);
+    if (bits == 4) {
+        for (size_t b = 0; b < nb; b += 2) {
+            __m256i q0 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
+            __m256i q1 = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b + 32));
+            __m256i v[GR];
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                /* the rows two tiles ahead, once per cache line: the
+                 * prefetcher alone lags on interleaved row streams */
+                if (b & 2) _mm_prefetch((const char *)(row[i] + ahead + 16 * b), _MM_HINT_T0);
+                v[i] = _mm256_loadu_si256((const __m256i *)(const void *)(row[i] + 16 * b));
             }
+            __m256 f[GR / 2];
+            #pragma GCC unroll 2
+            for (int j = 0; j < GR / 2; j++)
+                f[j] = pair_lanes(_mm256_and_si256(v[2 * j], mask),
+                                  _mm256_and_si256(v[2 * j + 1], mask), q0);
+            block_done(w, r, bpg, &c, &st, f, has_qs ? qs[b] : block_qsum(a, b),
+                       _mm256_broadcast_ss(a->d + b), b + 1 == nb);
+            if (b + 1 == nb) break;
+            #pragma GCC unroll 2
+            for (int j = 0; j < GR / 2; j++)
+                f[j] = pair_lanes(_mm256_and_si256(_mm256_srli_epi16(v[2 * j], 4), mask),
+                                  _mm256_and_si256(_mm256_srli_epi16(v[2 * j + 1], 4), mask), q1);
+            block_done(w, r, bpg, &c, &st, f, has_qs ? qs[b + 1] : block_qsum(a, b + 1),
+                       _mm256_broadcast_ss(a->d + b + 1), b + 2 == nb);
+        }
+    } else {
+        for (size_t b = 0; b < nb; b++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b));
-            __m256 d = _mm256_broadcast_ss(a->d + b), sq = qsum_of(a, qs, b);
+            __m256 f[GR / 2];
             #pragma GCC unroll 2
             for (int j = 0; j < GR / 2; j++) {
-                if (bits != 4)
-                    for (int i = 2 * j; i < 2 * j + 2; i++)
-                        _mm_prefetch((const char *)(row[i] + ahead + (size_t)bits * 4 * b),
-                                     _MM_HINT_T0);
-                __m256 f = pair_lanes(unpack_block(bits, row[2 * j], b),
-                                      unpack_block(bits, row[2 * j + 1], b), q);
-                ga[j] = _mm256_fmadd_ps(d, _mm256_fnmadd_ps(zp[j], sq, f), ga[j]);
+                for (int i = 2 * j; i < 2 * j + 2; i++)
+                    _mm_prefetch((const char *)(row[i] + ahead + (size_t)bits * 4 * b),
+                                 _MM_HINT_T0);
+                f[j] = pair_lanes(unpack_block(bits, row[2 * j], b),
+                                  unpack_block(bits, row[2 * j + 1], b), q);
             }
-            b++;
-        }
-        #pragma GCC unroll 2
-        for (int j = 0; j < GR / 2; j++) {
-            y[j] = _mm256_fmadd_ps(pair_pick(pc[j].s_lo, pc[j].s_hi, g % GC), ga[j], y[j]);
-            ga[j] = _mm256_setzero_ps();
+            block_done(w, r, bpg, &c, &st, f, has_qs ? qs[b] : block_qsum(a, b),
+                       _mm256_broadcast_ss(a->d + b), b + 1 == nb);
         }
     }
-    for (int j = 0; j < GR / 2; j++) hsum8_pair(y[j], &out[2 * j], &out[2 * j + 1]);
+    for (int j = 0; j < GR / 2; j++) hsum8_pair(st.y[j], &out[2 * j], &out[2 * j + 1]);
 }
 
 /* ---- 8-bit codes: rows one by one, eight lanes each ---- */
@@ -490,11 +509,14 @@ static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
         size_t r[GR];
         float out[GR];
         tile_rows(r0, n1, GR, r);
-        switch (w->bits * 2 + w->symmetric) {
-        case 4: case 5: gemv_small_bits(2, w, a, qs, r, out); break;
-        case 6: case 7: gemv_small_bits(3, w, a, qs, r, out); break;
-        case 8: case 9: gemv_small_bits(4, w, a, qs, r, out); break;
-        case 17: gemv_8bit_sym(w, a, r, out); break;
+        switch (w->bits * 4 + (qs != NULL) * 2 + w->symmetric) {
+        case 8: case 9: gemv_small_bits(2, 0, w, a, NULL, r, out); break;
+        case 10: case 11: gemv_small_bits(2, 1, w, a, qs, r, out); break;
+        case 12: case 13: gemv_small_bits(3, 0, w, a, NULL, r, out); break;
+        case 14: case 15: gemv_small_bits(3, 1, w, a, qs, r, out); break;
+        case 16: case 17: gemv_small_bits(4, 0, w, a, NULL, r, out); break;
+        case 18: case 19: gemv_small_bits(4, 1, w, a, qs, r, out); break;
+        case 33: gemv_8bit_sym(w, a, r, out); break;
         default: gemv_8bit(w, a, r, out); break;
         }
         for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];

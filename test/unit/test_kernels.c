@@ -316,6 +316,21 @@ START_TEST(test_kernels_rows)
 }
 END_TEST
 
+/* Rows longer than the AVX2 GEMV's per-call table of lane sums of q (512
+ * blocks of 32): at the table's edge and past it, where the sums are made
+ * per block instead. */
+START_TEST(test_kernels_long_rows)
+{
+    static const size_t ks[] = { 512 * 32, 512 * 32 + 32, 512 * 32 + 100 };
+    static const int groups[] = { 32, 128, 0 };
+    tu_rng r = { 4242 };
+    for (size_t bi = 0; bi < 3; bi++)
+        for (size_t ki = 0; ki < 3; ki++)
+            check_case(&r, bit_widths[bi], (int)(ki == 1), groups[(bi + ki) % 3], 1, 9, ks[ki], 0,
+                       NULL);
+}
+END_TEST
+
 /* The largest partial sums: every code at its maximum against q = +-127. */
 START_TEST(test_kernels_extremes)
 {
@@ -589,6 +604,7 @@ Suite *suite_kernels(void)
     tcase_add_test(tc, test_kernels_bits_groups_k);
     tcase_add_test(tc, test_kernels_rows);
     tcase_add_test(tc, test_kernels_extremes);
+    tcase_add_test(tc, test_kernels_long_rows);
     tcase_add_test(tc, test_kernels_xmap);
     tcase_add_test(tc, test_kernels_dequant_row);
     tcase_add_test(tc, test_kernels_matmul_threads);
