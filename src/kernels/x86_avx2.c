@@ -322,12 +322,19 @@ AI void group_begin(const tile_chunk *c, gemv_state *st)
 /* One block's lanes f (of c q) into the state: z times the lanes' sums of q
  * off (exact), times d into ga; at the group's last block, s times ga into
  * y and the next group begun. */
-AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chunk *c,
-                   gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d, int last)
+AI void block_acc(gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d)
 {
     #pragma GCC unroll 2
     for (int j = 0; j < GR / 2; j++)
         st->ga[j] = _mm256_fmadd_ps(d, _mm256_fnmadd_ps(st->zp[j], sq, f[j]), st->ga[j]);
+}
+
+/* bpg: the blocks (or, for groups of an even number of 4-bit blocks, the
+ * block pairs) each group counts down. */
+AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chunk *c,
+                   gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d, int last)
+{
+    block_acc(st, f, sq, d);
     if (--st->left && !last) return;
     size_t gi = st->g % GC;
     #pragma GCC unroll 2
@@ -352,10 +359,11 @@ AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chu
  * and s times that per row (fused multiply-adds). 4-bit codes come two
  * blocks per 32-byte load (low and high nibbles), also across a group's
  * end. */
-AI void gemv_small_bits(int bits, int has_qs, const qk_weights *w, const qk_acts *a,
+AI void gemv_small_bits(int bits, int has_qs, int even, const qk_weights *w, const qk_acts *a,
                         const __m256 *qs, const size_t r[GR], float out[GR])
 {
-    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = 2 * GR * w->row_bytes;
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK / (even ? 2 : 1);
+    size_t ahead = 2 * GR * w->row_bytes;
     const uint8_t *row[GR];
     for (int i = 0; i < GR; i++) row[i] = w->codes + r[i] * w->row_bytes;
     const __m256i mask = _mm256_set1_epi8(15);
@@ -383,8 +391,11 @@ AI void gemv_small_bits(int bits, int has_qs, const qk_weights *w, const qk_acts
             for (int j = 0; j < GR / 2; j++)
                 f[j] = pair_lanes(_mm256_and_si256(v[2 * j], mask),
                                   _mm256_and_si256(v[2 * j + 1], mask), q0);
-            block_done(w, r, bpg, &c, &st, f, has_qs ? qs[b] : block_qsum(a, b),
-                       _mm256_broadcast_ss(a->d + b), b + 1 == nb);
+            if (even && b + 1 < nb)   /* a group of whole pairs ends on a high nibble */
+                block_acc(&st, f, has_qs ? qs[b] : block_qsum(a, b), _mm256_broadcast_ss(a->d + b));
+            else
+                block_done(w, r, bpg, &c, &st, f, has_qs ? qs[b] : block_qsum(a, b),
+                           _mm256_broadcast_ss(a->d + b), b + 1 == nb);
             if (b + 1 == nb) break;
             #pragma GCC unroll 2
             for (int j = 0; j < GR / 2; j++)
@@ -505,17 +516,24 @@ static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
         for (size_t b = 0; b < nb; b++) qsb[b] = block_qsum(a, b);
         qs = qsb;
     }
+    int pairs = w->group / QK_BLOCK % 2 == 0;   /* groups of whole 4-bit block pairs */
     for (size_t r0 = n0; r0 < n1; r0 += GR) {
         size_t r[GR];
         float out[GR];
         tile_rows(r0, n1, GR, r);
         switch (w->bits * 4 + (qs != NULL) * 2 + w->symmetric) {
-        case 8: case 9: gemv_small_bits(2, 0, w, a, NULL, r, out); break;
-        case 10: case 11: gemv_small_bits(2, 1, w, a, qs, r, out); break;
-        case 12: case 13: gemv_small_bits(3, 0, w, a, NULL, r, out); break;
-        case 14: case 15: gemv_small_bits(3, 1, w, a, qs, r, out); break;
-        case 16: case 17: gemv_small_bits(4, 0, w, a, NULL, r, out); break;
-        case 18: case 19: gemv_small_bits(4, 1, w, a, qs, r, out); break;
+        case 8: case 9: gemv_small_bits(2, 0, 0, w, a, NULL, r, out); break;
+        case 10: case 11: gemv_small_bits(2, 1, 0, w, a, qs, r, out); break;
+        case 12: case 13: gemv_small_bits(3, 0, 0, w, a, NULL, r, out); break;
+        case 14: case 15: gemv_small_bits(3, 1, 0, w, a, qs, r, out); break;
+        case 16: case 17:
+            if (pairs) gemv_small_bits(4, 0, 1, w, a, NULL, r, out);
+            else gemv_small_bits(4, 0, 0, w, a, NULL, r, out);
+            break;
+        case 18: case 19:
+            if (pairs) gemv_small_bits(4, 1, 1, w, a, qs, r, out);
+            else gemv_small_bits(4, 1, 0, w, a, qs, r, out);
+            break;
         case 33: gemv_8bit_sym(w, a, r, out); break;
         default: gemv_8bit(w, a, r, out); break;
         }
