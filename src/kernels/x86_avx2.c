@@ -302,7 +302,6 @@ AI __m256 block_qsum(const qk_acts *a, size_t b)
     return pair_lanes(one, one, _mm256_loadu_si256((const __m256i *)(const void *)(a->q + 32 * b)));
 }
 
-
 /* The running state of a GEMV tile: per pair of rows, ga sums d times the
  * block lanes of the current group, y sums s times ga at each group's end,
  * zp holds the current group's zero points; g is the current group, left
@@ -319,9 +318,8 @@ AI void group_begin(const tile_chunk *c, gemv_state *st)
     for (int j = 0; j < GR / 2; j++) st->zp[j] = pair_of(&c->z[2 * j][gi], &c->z[2 * j + 1][gi]);
 }
 
-/* One block's lanes f (of c q) into the state: z times the lanes' sums of q
- * off (exact), times d into ga; at the group's last block, s times ga into
- * y and the next group begun. */
+/* One block's lanes f (of c q) into ga: z times the lanes' sums of q sq
+ * off (exact), times the block scale d. */
 AI void block_acc(gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d)
 {
     #pragma GCC unroll 2
@@ -329,8 +327,9 @@ AI void block_acc(gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d)
         st->ga[j] = _mm256_fmadd_ps(d, _mm256_fnmadd_ps(st->zp[j], sq, f[j]), st->ga[j]);
 }
 
-/* bpg: the blocks (or, for groups of an even number of 4-bit blocks, the
- * block pairs) each group counts down. */
+/* block_acc, then at the group's last block (or the row's) s times ga into
+ * y and the next group begun. bpg: the blocks (or, for groups of an even
+ * number of 4-bit blocks, the block pairs) each group counts down. */
 AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chunk *c,
                    gemv_state *st, const __m256 f[GR / 2], __m256 sq, __m256 d, int last)
 {
@@ -358,7 +357,8 @@ AI void block_done(const qk_weights *w, const size_t r[GR], size_t bpg, tile_chu
  * columns. Blocks are taken in order, d times their lanes summed per group
  * and s times that per row (fused multiply-adds). 4-bit codes come two
  * blocks per 32-byte load (low and high nibbles), also across a group's
- * end. */
+ * end; even: every group holds whole block pairs, so none ends on a low
+ * nibble. */
 AI void gemv_small_bits(int bits, int has_qs, int even, const qk_weights *w, const qk_acts *a,
                         const __m256 *qs, const size_t r[GR], float out[GR])
 {
