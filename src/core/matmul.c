@@ -25,7 +25,7 @@ typedef struct mm_job {
     const qlib_kernels *kern;
     qk_xmap map;
     const float *x;
-    size_t ldx, m, n_tasks, cols_per_task;
+    size_t ldx, m, n_tasks;                 /* n_tasks: of the row preparation */
     int8_t *q;
     float *d, *xf;
     int32_t *sum;
@@ -58,11 +58,10 @@ static void gemm_range(const mm_job *j, size_t n0, size_t n1)
     }
 }
 
-static void gemm_task(void *arg, size_t i)
+/* Output columns [n0, n1) of a product. */
+static void gemm_cols(void *arg, size_t n0, size_t n1)
 {
     mm_job *j = arg;
-    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
-    if (n1 > j->w->n) n1 = j->w->n;
     if (!j->post) {
         gemm_range(j, n0, n1);
         return;
@@ -79,6 +78,30 @@ static size_t task_count(const qlib_ctx *ctx, size_t units, size_t work)
 {
     if (ctx->n_threads <= 1 || work < INLINE_WORK) return 1;
     return units;
+}
+
+/* cols(arg, n0, n1) over the n output columns: in fixed chunks of COL_CHUNK
+ * spread over the context's threads, or in one call when the product (work
+ * multiply-adds) is too small to share. */
+typedef struct col_split {
+    void (*cols)(void *, size_t, size_t);
+    void *arg;
+    size_t n, per_task;
+} col_split;
+
+static void split_task(void *arg, size_t i)
+{
+    col_split *c = arg;
+    size_t n0 = i * c->per_task, n1 = n0 + c->per_task;
+    c->cols(c->arg, n0, n1 < c->n ? n1 : c->n);
+}
+
+static void split_columns(qlib_ctx *ctx, size_t n, size_t work,
+                          void (*cols)(void *, size_t, size_t), void *arg)
+{
+    size_t tasks = task_count(ctx, (n + COL_CHUNK - 1) / COL_CHUNK, work);
+    col_split c = { cols, arg, n, tasks == 1 ? n : COL_CHUNK };
+    qlib_ctx_parallel_for(ctx, split_task, &c, tasks);
 }
 
 qlib_status qlib_matmul_quantized(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
@@ -124,10 +147,7 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     size_t work = m * kp * w->n;
     j.n_tasks = task_count(ctx, m, work / w->n * 64);
     qlib_ctx_parallel_for(ctx, prep_task, &j, j.n_tasks);
-    size_t chunks = (w->n + COL_CHUNK - 1) / COL_CHUNK;
-    j.n_tasks = task_count(ctx, chunks, work);
-    j.cols_per_task = j.n_tasks == 1 ? w->n : COL_CHUNK;
-    qlib_ctx_parallel_for(ctx, gemm_task, &j, j.n_tasks);
+    split_columns(ctx, w->n, work, gemm_cols, &j);
     return QLIB_OK;
 }
 
@@ -136,24 +156,21 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
 typedef struct f16_job {
     const qlib_kernels *kern;
     const uint16_t *w;
-    size_t n, k, cols_per_task;
+    size_t k;
     const float *x;
     float *y;
 } f16_job;
 
-static void f16_task(void *arg, size_t i)
+static void f16_cols(void *arg, size_t n0, size_t n1)
 {
-    f16_job *j = arg;
-    size_t n0 = i * j->cols_per_task, n1 = n0 + j->cols_per_task;
-    j->kern->gemv_f16(j->w, j->k, j->x, n0, n1 < j->n ? n1 : j->n, j->y);
+    const f16_job *j = arg;
+    j->kern->gemv_f16(j->w, j->k, j->x, n0, n1, j->y);
 }
 
 static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x, float *y)
 {
-    f16_job j = { ctx->kern, t->f16, t->d.n, t->d.k, 0, x, y };
-    size_t chunks = (j.n + COL_CHUNK - 1) / COL_CHUNK, tasks = task_count(ctx, chunks, j.n * j.k);
-    j.cols_per_task = tasks == 1 ? j.n : COL_CHUNK;
-    qlib_ctx_parallel_for(ctx, f16_task, &j, tasks);
+    f16_job j = { ctx->kern, t->f16, t->d.k, x, y };
+    split_columns(ctx, t->d.n, t->d.n * t->d.k, f16_cols, &j);
 }
 
 /* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be

@@ -5,12 +5,14 @@
 #ifndef QLIB_FUZZ_H
 #define QLIB_FUZZ_H
 
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qlib.h"
 #include "core/core.h"
@@ -36,6 +38,44 @@ static inline void *fz_malloc(size_t n)
         abort();
     }
     return p;
+}
+
+/* ---- files, for the targets that read from a path ---- */
+
+/* A new empty file named <TMPDIR or /tmp>/qlib-fuzz-<tag>-XXXXXX in path. */
+static inline void fz_temp_file(char *path, size_t cap, const char *tag)
+{
+    const char *dir = getenv("TMPDIR");
+    snprintf(path, cap, "%s/qlib-fuzz-%s-XXXXXX", dir && *dir ? dir : "/tmp", tag);
+    int fd = mkstemp(path);
+    FZ_CHECK(fd >= 0);
+    close(fd);
+}
+
+/* path's contents become data[0 .. len). */
+static inline void fz_write_file(const char *path, const uint8_t *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    FZ_CHECK(fd >= 0);
+    FZ_CHECK(len == 0 || write(fd, data, len) == (ssize_t)len);
+    FZ_CHECK(close(fd) == 0);
+}
+
+/* The llama2 example reports each file it rejects on stderr, and the corpus
+ * holds many. Its messages go through stdio, so while quiet they are sent to
+ * a null stream; sanitizer reports, written to descriptor 2, still appear
+ * (glibc lets stderr be reassigned). */
+static inline void fz_quiet(int on)
+{
+    static FILE *null, *saved;
+    if (!null) null = fopen("/dev/null", "w");
+    if (on && null) {
+        saved = stderr;
+        stderr = null;
+    } else if (!on && saved) {
+        stderr = saved;
+        saved = NULL;
+    }
 }
 
 static inline uint32_t fz_get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -437,6 +477,26 @@ static inline void fz_check_compute(qlib_ctx *ctx, const qlib_tensor *t, size_t 
     free(w);
     free(x);
     free(y);
+}
+
+/* The outcome of loading or deserializing blob with the counter c armed: a
+ * clear error (FORMAT, or NOMEM when c's failure fired, never for a blob that
+ * must load) and no tensor, or a tensor that answers its queries from the
+ * blob and computes like the references with m rows of x. */
+static inline void fz_check_loaded(qlib_status s, const qlib_tensor *t, const fz_counter *c,
+                                   int must_load, const uint8_t *blob, size_t len,
+                                   qlib_ctx *ctx, size_t m, uint32_t seed)
+{
+    if (s != QLIB_OK) {
+        FZ_CHECK(t == NULL);
+        FZ_CHECK(qlib_last_error()[0] != '\0');
+        FZ_CHECK(s == QLIB_ERR_FORMAT || (s == QLIB_ERR_NOMEM && c->failed));
+        FZ_CHECK(!must_load || c->failed);
+        return;
+    }
+    FZ_CHECK(t != NULL);
+    fz_check_queries(t, blob, len);
+    fz_check_compute(ctx, t, m, seed);
 }
 
 #endif

@@ -42,16 +42,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_counter_arm(&load_counter, fail_at);
     qlib_tensor *t = (qlib_tensor *)&load_counter;   /* must be overwritten */
     qlib_status s = qlib_tensor_deserialize(load_ctx, blob, len, borrow ? QLIB_LOAD_BORROW : 0, &t);
-    if (s != QLIB_OK) {
-        FZ_CHECK(t == NULL);
-        FZ_CHECK(qlib_last_error()[0] != '\0');
-        FZ_CHECK(s == QLIB_ERR_FORMAT || (s == QLIB_ERR_NOMEM && load_counter.failed));
-        FZ_CHECK(!must_load || load_counter.failed);
-    } else {
-        FZ_CHECK(t != NULL);
-        fz_check_queries(t, blob, len);
-        fz_check_compute(ctx, t, (ctl >> 5) & 1 ? 5 : 1, (uint32_t)(size * 131u + ctl));
-    }
+    fz_check_loaded(s, t, &load_counter, must_load, blob, len, ctx, (ctl >> 5) & 1 ? 5 : 1,
+                    (uint32_t)(size * 131u + ctl));
     qlib_tensor_destroy(t);
     FZ_CHECK(load_counter.live == live);
     /* a borrowed tensor pointed into blob: it must be gone before blob is */

@@ -2,9 +2,6 @@
  * arbitrary file contents: a llama2.c checkpoint or a quantized model.
  * Input: the file's bytes. A model that loads must have every projection
  * in the shape its configuration asks for. */
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "fuzz.h"
 #include "llama.h"
 
@@ -16,45 +13,19 @@ static void remove_file(void) { unlink(path); }
 static void setup(void)
 {
     if (ctx) return;
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/qlib-fuzz-ckpt-XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    FZ_CHECK(fd >= 0);
-    close(fd);
+    fz_temp_file(path, sizeof path, "ckpt");
     atexit(remove_file);
     ctx = fz_ctx(1, NULL);
-}
-
-/* The example reports each file it rejects on stderr, and the corpus holds
- * many. Its messages go through stdio, so they are sent to a null stream;
- * sanitizer reports, written to descriptor 2, still appear (glibc lets
- * stderr be reassigned). */
-static FILE *saved_stderr;
-
-static void quiet(int on)
-{
-    static FILE *null;
-    if (!null) null = fopen("/dev/null", "w");
-    if (on && null) {
-        saved_stderr = stderr;
-        stderr = null;
-    } else if (!on && saved_stderr) {
-        stderr = saved_stderr;
-        saved_stderr = NULL;
-    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup();
-    int fd = open(path, O_WRONLY | O_TRUNC);
-    FZ_CHECK(fd >= 0);
-    FZ_CHECK(size == 0 || write(fd, data, size) == (ssize_t)size);
-    FZ_CHECK(close(fd) == 0);
+    fz_write_file(path, data, size);
     llama_model m;
-    quiet(1);
+    fz_quiet(1);
     int rc = model_load(ctx, path, &m);
-    quiet(0);
+    fz_quiet(0);
     if (rc != 0) return 0;
     FZ_CHECK(config_validate(&m.cfg, path) == 0);
     FZ_CHECK(m.tok_emb && m.rms_att && m.rms_ffn && m.rms_final && m.wcls);

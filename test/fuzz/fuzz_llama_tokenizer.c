@@ -3,9 +3,6 @@
  * arbitrary text with whatever vocabulary loaded.
  * Input: [vocab lo, vocab hi, flags, text length, text..., tokenizer file...]
  * with vocab_size = 3 + (lo | hi << 8) % 1024 and BOS when flags bit 0. */
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "fuzz.h"
 #include "llama.h"
 
@@ -16,11 +13,7 @@ static void remove_file(void) { unlink(path); }
 static void setup(void)
 {
     if (path[0]) return;
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/qlib-fuzz-tok-XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    FZ_CHECK(fd >= 0);
-    close(fd);
+    fz_temp_file(path, sizeof path, "tok");
     atexit(remove_file);
 }
 
@@ -36,25 +29,6 @@ static void check_tokens(const llama_tokenizer *t, const int *tokens, int n, siz
     }
 }
 
-/* The example reports each file it rejects on stderr, and the corpus holds
- * many. Its messages go through stdio, so they are sent to a null stream;
- * sanitizer reports, written to descriptor 2, still appear (glibc lets
- * stderr be reassigned). */
-static FILE *saved_stderr;
-
-static void quiet(int on)
-{
-    static FILE *null;
-    if (!null) null = fopen("/dev/null", "w");
-    if (on && null) {
-        saved_stderr = stderr;
-        stderr = null;
-    } else if (!on && saved_stderr) {
-        stderr = saved_stderr;
-        saved_stderr = NULL;
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 4 || size - 4 < data[3]) return 0;
@@ -63,14 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t text_len = data[3];
     const uint8_t *file = data + 4 + text_len;
     size_t file_len = size - 4 - text_len;
-    int fd = open(path, O_WRONLY | O_TRUNC);
-    FZ_CHECK(fd >= 0);
-    FZ_CHECK(file_len == 0 || write(fd, file, file_len) == (ssize_t)file_len);
-    FZ_CHECK(close(fd) == 0);
+    fz_write_file(path, file, file_len);
     llama_tokenizer t;
-    quiet(1);
+    fz_quiet(1);
     int rc = tokenizer_load(path, vocab, &t);
-    quiet(0);
+    fz_quiet(0);
     if (rc != 0) return 0;
     FZ_CHECK(t.vocab_size == vocab);
     char *text = malloc(text_len + 1);
@@ -79,9 +50,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     text[text_len] = '\0';
     int *tokens = malloc((strlen(text) + 3) * sizeof(int));
     FZ_CHECK(tokens != NULL);
-    quiet(1);
+    fz_quiet(1);
     int n = tokenizer_encode(&t, text, bos, tokens);
-    quiet(0);
+    fz_quiet(0);
     if (n >= 0) check_tokens(&t, tokens, n, strlen(text));
     free(tokens);
     free(text);

@@ -9,9 +9,6 @@
  *   bit 5     5 rows of activations (else 1)
  *   bits 6-7  fail allocation 1, 2 or 3 of the load (0: none)
  *   byte 2, bit 0: the scalar kernels (else the best this CPU has) */
-#include <fcntl.h>
-#include <unistd.h>
-
 #include "fuzz.h"
 
 static fz_counter load_counter;
@@ -27,11 +24,7 @@ static void remove_files(void)
 static void setup(void)
 {
     if (load_ctx) return;
-    const char *dir = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/qlib-fuzz-load-XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    FZ_CHECK(fd >= 0);
-    close(fd);
+    fz_temp_file(path, sizeof path, "load");
     snprintf(copy_path, sizeof copy_path, "%s.copy", path);
     atexit(remove_files);
     load_ctx = fz_ctx(1, &load_counter);
@@ -44,14 +37,6 @@ static void setup(void)
     qlib_tensor *t = NULL;
     FZ_CHECK(qlib_tensor_load(load_ctx, "/", &t) == QLIB_ERR_IO && t == NULL);
     FZ_CHECK(qlib_tensor_load(load_ctx, copy_path, &t) == QLIB_ERR_IO && t == NULL);
-}
-
-static void write_file(const char *p, const uint8_t *data, size_t len)
-{
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    FZ_CHECK(fd >= 0);
-    FZ_CHECK(len == 0 || write(fd, data, len) == (ssize_t)len);
-    FZ_CHECK(close(fd) == 0);
 }
 
 /* save + load gives the same blob */
@@ -81,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int must_load;
     size_t len;
     uint8_t *blob = fz_blob(data + 2, size - 2, ctl & 3, &len, &must_load);
-    write_file(path, blob, len);
+    fz_write_file(path, blob, len);
     qlib_ctx *ctx = run_ctx[(ctl >> 4) & 1][data[1] & 1];
     FZ_CHECK(qlib_ctx_set_compute(ctx, (ctl >> 3) & 1 ? QLIB_COMPUTE_F32 : QLIB_COMPUTE_AUTO) ==
              QLIB_OK);
@@ -91,17 +76,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qlib_tensor *t = (qlib_tensor *)&load_counter;   /* must be overwritten */
     qlib_status s = qlib_tensor_load(load_ctx, path, &t);
     load_counter.fail_at = 0;                        /* save allocates through t's allocator */
-    if (s != QLIB_OK) {
-        FZ_CHECK(t == NULL);
-        FZ_CHECK(qlib_last_error()[0] != '\0');
-        FZ_CHECK(s == QLIB_ERR_FORMAT || (s == QLIB_ERR_NOMEM && load_counter.failed));
-        FZ_CHECK(!must_load || load_counter.failed);
-    } else {
-        FZ_CHECK(t != NULL);
-        fz_check_queries(t, blob, len);
-        fz_check_compute(ctx, t, (ctl >> 5) & 1 ? 5 : 1, (uint32_t)(size * 131u + ctl));
-        if ((ctl >> 2) & 1) check_save(t);
-    }
+    fz_check_loaded(s, t, &load_counter, must_load, blob, len, ctx, (ctl >> 5) & 1 ? 5 : 1,
+                    (uint32_t)(size * 131u + ctl));
+    if (s == QLIB_OK && (ctl >> 2) & 1) check_save(t);
     qlib_tensor_destroy(t);
     FZ_CHECK(load_counter.live == live);
     free(blob);

@@ -1019,32 +1019,14 @@ END_TEST
 START_TEST(test_gptq_alloc_failures)
 {
     const size_t n = 70, k = 96;
-    tu_counting cnt = { 0, 0, 0, 0 };
-    qlib_allocator a = tu_counting_allocator(&cnt);
-    qlib_ctx *ctx = NULL;
-    ck_assert_int_eq(qlib_ctx_create_with_allocator(&a, &ctx), QLIB_OK);
-    ck_assert_int_eq(qlib_ctx_set_threads(ctx, 2), QLIB_OK);
+    tu_counting cnt;
+    qlib_ctx *ctx = tu_counting_ctx(&cnt, 2);
     layer l = make_layer(n, k, 120, 0, 8.0f, 12);
     qlib_calib *c = hessian_calib(ctx, l.x_cal, l.m_cal, k);
     static const gopts cases[] = { { 4, 32, 0, 1, 0, 0, -1.0f }, { 3, -1, 1, 0, 0, 0, -1.0f } };
     for (size_t i = 0; i < COUNT(cases); i++) {
         qlib_config *cfg = gptq_config(&cases[i]);
-        qlib_status s = QLIB_ERR_NOMEM;
-        for (long step = 1; s == QLIB_ERR_NOMEM; step++) {
-            size_t before = cnt.allocs - cnt.frees;
-            qlib_tensor *t = (qlib_tensor *)&t;
-            cnt.fail_at = (long)cnt.allocs + step;
-            s = qlib_quantize(ctx, l.w, n, k, k, cfg, c, &t);
-            cnt.fail_at = 0;
-            if (s == QLIB_ERR_NOMEM) {
-                ck_assert_ptr_null(t);
-            } else {
-                ck_assert_int_eq(s, QLIB_OK);
-                qlib_tensor_destroy(t);
-            }
-            ck_assert_uint_le(cnt.allocs - cnt.frees, before + 1);   /* scratch may grow once */
-            ck_assert_int_lt(step, 100);
-        }
+        tu_quantize_alloc_failures(ctx, &cnt, l.w, n, k, cfg, c);
         qlib_config_destroy(cfg);
     }
     qlib_calib_destroy(c);

@@ -145,6 +145,37 @@ qlib_ctx *tu_ctx(int threads, const char *isa)
     return ctx;
 }
 
+qlib_ctx *tu_counting_ctx(tu_counting *c, int threads)
+{
+    memset(c, 0, sizeof *c);
+    qlib_allocator a = tu_counting_allocator(c);
+    qlib_ctx *ctx = NULL;
+    ck_assert_int_eq(qlib_ctx_create_with_allocator(&a, &ctx), QLIB_OK);
+    ck_assert_int_eq(qlib_ctx_set_threads(ctx, threads), QLIB_OK);
+    return ctx;
+}
+
+void tu_quantize_alloc_failures(qlib_ctx *ctx, tu_counting *c, const float *w, size_t n, size_t k,
+                                const qlib_config *cfg, const qlib_calib *calib)
+{
+    qlib_status s = QLIB_ERR_NOMEM;
+    for (long step = 1; s == QLIB_ERR_NOMEM; step++) {
+        size_t before = c->allocs - c->frees;
+        qlib_tensor *t = (qlib_tensor *)&t;
+        c->fail_at = (long)c->allocs + step;
+        s = qlib_quantize(ctx, w, n, k, k, cfg, calib, &t);
+        c->fail_at = 0;
+        if (s == QLIB_ERR_NOMEM) {
+            ck_assert_ptr_null(t);
+        } else {
+            ck_assert_int_eq(s, QLIB_OK);
+            qlib_tensor_destroy(t);
+        }
+        ck_assert_uint_le(c->allocs - c->frees, before + 1);   /* scratch may grow once */
+        ck_assert_int_lt(step, 100);
+    }
+}
+
 qlib_tensor *tu_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                          qlib_method method, int bits, int group, int sym, const qlib_calib *calib)
 {

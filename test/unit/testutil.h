@@ -45,6 +45,14 @@ typedef struct tu_counting {
     long fail_at;          /* fail the allocation with this 1-based index; <= 0 never */
 } tu_counting;
 qlib_allocator tu_counting_allocator(tu_counting *c);
+/* A context with `threads` threads whose allocations count in c (zeroed). */
+qlib_ctx *tu_counting_ctx(tu_counting *c, int threads);
+/* qlib_quantize on ctx (whose allocator counts in c) with its first, second,
+ * ... allocation failing in turn until it succeeds: each failure is NOMEM
+ * with a NULL tensor and leaves nothing allocated but the context's scratch,
+ * which may grow once; success comes within 100 steps. */
+void tu_quantize_alloc_failures(qlib_ctx *ctx, tu_counting *c, const float *w, size_t n, size_t k,
+                                const qlib_config *cfg, const qlib_calib *calib);
 
 /* A qlib_context made with defaults; aborts the test on failure. */
 qlib_ctx *tu_ctx(int threads, const char *isa);
