@@ -27,6 +27,7 @@ typedef struct mm_job {
     const float *x;
     size_t ldx, m, n_tasks;                 /* n_tasks: of the row preparation */
     int8_t *q;
+    int16_t *q16;                           /* when qk_wants_q16 */
     float *d, *xf;
     int32_t *sum;
     float *y;
@@ -40,10 +41,11 @@ static void prep_task(void *arg, size_t i)
     mm_job *j = arg;
     size_t r0 = j->m * i / j->n_tasks, r1 = j->m * (i + 1) / j->n_tasks, kp = j->map.kp;
     for (size_t r = r0; r < r1; r++) {
-        if (j->q)
+        if (j->q) {
             j->kern->quantize_row(&j->map, j->x + r * j->ldx, j->q + r * kp,
                                   j->d + r * (kp / QK_BLOCK), j->sum + r * (kp / QK_BLOCK));
-        else
+            if (j->q16) qk_widen_q(j->q + r * kp, kp, j->q16 + r * kp);
+        } else
             j->kern->prepare_row(&j->map, j->x + r * j->ldx, j->xf + r * kp);
     }
 }
@@ -51,7 +53,7 @@ static void prep_task(void *arg, size_t i)
 static void gemm_range(const mm_job *j, size_t n0, size_t n1)
 {
     if (j->q) {
-        qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum };
+        qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum, j->q16 };
         j->kern->gemm_q8(j->w, &a, n0, n1, j->y, j->ldy);
     } else {
         j->kern->gemm_f32(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
@@ -119,10 +121,11 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     const qk_weights *w = &t->w;
     size_t kp = w->kp, nbk = kp / QK_BLOCK, bytes, rows_bytes;
     int quant = ctx->compute == QLIB_COMPUTE_AUTO;
-    size_t per_row = quant ? kp + nbk * 8 : kp * 4;
-    if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 256)
+    int wide = quant && qk_wants_q16(ctx->kern, w, m);
+    size_t per_row = quant ? kp * (wide ? 3 : 1) + nbk * 8 : kp * 4;
+    if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 320)
         return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);
-    bytes = rows_bytes + 256;
+    bytes = rows_bytes + 320;
     uint8_t *s = qlib_ctx_scratch(ctx, bytes, fn);
     if (!s) return QLIB_ERR_NOMEM;
     mm_job j;
@@ -141,6 +144,8 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
         j.d = (float *)(void *)s;
         j.sum = (int32_t *)(void *)(s + qlib_round_up(m * nbk * 4, 64));
         j.q = (int8_t *)(s + 2 * qlib_round_up(m * nbk * 4, 64));
+        if (wide) j.q16 = (int16_t *)(void *)(s + 2 * qlib_round_up(m * nbk * 4, 64) +
+                                              qlib_round_up(m * kp, 64));
     } else {
         j.xf = (float *)(void *)s;
     }

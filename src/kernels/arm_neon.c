@@ -311,5 +311,5 @@ static void neon_f16_to_f32(const uint16_t *h, size_t count, float *out)
 
 const qlib_kernels NEON_TABLE = {
     NEON_NAME, neon_quantize_row, neon_prepare_row, neon_gemm_q8, neon_gemm_f32, neon_dequant_row,
-    neon_gemv_f16, neon_f16_to_f32
+    neon_gemv_f16, neon_f16_to_f32, 0
 };

@@ -41,6 +41,7 @@ typedef struct qk_acts {
     const int8_t *q;          /* m x kp */
     const float *d;           /* m x kp/32: block scales, x ~= d * q */
     const int32_t *sum;       /* m x kp/32: sum of q in each block */
+    const int16_t *q16;       /* m x kp: q as int16, when qk_wants_q16; else NULL */
 } qk_acts;
 
 /* How one row of x becomes the kernel's input: x'[j] = x[perm[j]] *
@@ -73,7 +74,20 @@ typedef struct qlib_kernels {
                      float *y);
     /* out[i] = h[i] as fp32 (exact), i < count. */
     void (*f16_to_f32)(const uint16_t *h, size_t count, float *out);
+    /* 0, or the least bit width for which gemm_q8 with m > 1 reads a->q16:
+     * the caller widens each row once, not once per tile of columns. */
+    int q16_bits;
 } qlib_kernels;
+
+static inline int qk_wants_q16(const qlib_kernels *k, const qk_weights *w, size_t m)
+{
+    return m > 1 && k->q16_bits > 0 && w->bits >= k->q16_bits;
+}
+
+static inline void qk_widen_q(const int8_t *q, size_t count, int16_t *out)
+{
+    for (size_t i = 0; i < count; i++) out[i] = q[i];
+}
 
 extern const qlib_kernels qlib_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)

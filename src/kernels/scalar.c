@@ -179,5 +179,5 @@ static void scalar_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t 
 
 const qlib_kernels qlib_kernels_scalar = {
     "scalar", scalar_quantize_row, scalar_prepare_row, scalar_gemm_q8, scalar_gemm_f32,
-    scalar_dequant_row, scalar_gemv_f16, scalar_f16_to_f32
+    scalar_dequant_row, scalar_gemv_f16, scalar_f16_to_f32, 0
 };

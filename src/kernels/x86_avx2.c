@@ -30,8 +30,8 @@
  *     of 64; x is broadcast four int8 at a time straight from the quantized
  *     row; maddubs sums stay in int16 over a block, then pmaddwd to int32.
  *   i16i16_dot_gemm_ukernel_4x16c2__avx2: M > 1, AUTO, 8-bit codes. The tile
- *     holds int16 (c - z) in pairs of k; x is widened to int16 per 4-row
- *     tile; pmaddwd accumulates in int32.
+ *     holds int16 (c - z) in pairs of k; x comes widened to int16 once per
+ *     call (qk_acts.q16, q16_bits = 5); pmaddwd accumulates in int32.
  *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The int16 tile,
  *     converted to fp32 per k, multiplied with broadcast x in k order. */
 #include <float.h>
@@ -43,7 +43,7 @@
 
 #define NR 16                /* weight rows (output columns) per tile */
 #define MR 4                 /* rows of x per register tile */
-#define MC 64                /* rows of x sharing one unpacked weight tile */
+#define MC 128               /* rows of x sharing one unpacked weight tile */
 #define KB 16                /* blocks of 32 codes per tile */
 
 /* Inlined with constant bit widths, so each width gets its own loop. */
@@ -625,19 +625,6 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
     }
 }
 
-/* x rows i0 .. i0+MR-1 (clamped) as int16 for blocks b0 .. b0+kb-1. */
-static void widen_acts(const qk_acts *a, const size_t *ri, size_t b0, size_t kb,
-                       int16_t x16[MR][KB * QK_BLOCK])
-{
-    for (int i = 0; i < MR; i++) {
-        const int8_t *q = a->q + ri[i] * a->kp + b0 * QK_BLOCK;
-        for (size_t j = 0; j < kb * QK_BLOCK; j += 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(q + j));
-            _mm256_storeu_si256((__m256i *)(void *)(x16[i] + j), _mm256_cvtepi8_epi16(v));
-        }
-    }
-}
-
 /* u8i8_dot_gemm_ukernel_4x16c4__avx2: one block, MR rows x 16 columns, codes
  * times int8 x with maddubs, int16 sums over the block, then the zero point
  * taken off with the block sums of x. */
@@ -688,7 +675,7 @@ static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], cons
 /* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns.
  * Named accumulators: with an array GCC moves every accumulator once per
  * step. */
-static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t x16[MR][KB * QK_BLOCK],
+static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t *x16[MR],
                             const float *d[MR], fstate *f, size_t ii0)
 {
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
@@ -786,10 +773,12 @@ static void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t
             }
             for (size_t bb = 0; bb < kb; bb++) gemm_u8_ukernel(t, bb, q, sum, d, f, i - i0);
         } else if (g->a) {
-            int16_t x16[MR][KB * QK_BLOCK];
+            const int16_t *x16[MR];
             const float *d[MR];
-            widen_acts(g->a, ri, b0, kb, x16);
-            for (int r = 0; r < MR; r++) d[r] = g->a->d + ri[r] * nbk + b0;
+            for (int r = 0; r < MR; r++) {
+                x16[r] = g->a->q16 + ri[r] * g->a->kp + b0 * QK_BLOCK;
+                d[r] = g->a->d + ri[r] * nbk + b0;
+            }
             for (size_t bb = 0; bb < kb; bb++) gemm_q8_ukernel(t, bb, x16, d, f, i - i0);
         } else {
             const float *x[MR];
@@ -819,10 +808,16 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
             }
             size_t nr = n1 - r0 < NR ? n1 - r0 : NR;
             for (size_t i = i0; i < i1; i++) {
+                float *yr = g->y + i * g->ldy + r0;
+                if (nr == NR) {
+                    _mm256_storeu_ps(yr, f.y[i - i0][0]);
+                    _mm256_storeu_ps(yr + 8, f.y[i - i0][1]);
+                    continue;
+                }
                 float out[NR];
                 _mm256_storeu_ps(out, f.y[i - i0][0]);
                 _mm256_storeu_ps(out + 8, f.y[i - i0][1]);
-                memcpy(g->y + i * g->ldy + r0, out, nr * sizeof(float));
+                memcpy(yr, out, nr * sizeof(float));
             }
         }
     }
@@ -929,5 +924,5 @@ static void avx2_f16_to_f32(const uint16_t *h, size_t count, float *out)
 
 const qlib_kernels qlib_kernels_avx2 = {
     "avx2", avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row,
-    avx2_gemv_f16, avx2_f16_to_f32
+    avx2_gemv_f16, avx2_f16_to_f32, 5
 };

@@ -158,8 +158,17 @@ static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts
         for (size_t i = 0; i < a->m * ldy; i++) y[i] = SENTINEL;
     }
     if (q8) {
-        qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum };
+        qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum, NULL };
+        int16_t *q16 = NULL;
+        if (qk_wants_q16(kern, w, a->m)) {
+            /* a row stride of kp, at an address that is only 2-byte aligned */
+            q16 = malloc((a->m * a->kp + 1) * sizeof *q16);
+            ck_assert_ptr_nonnull(q16);
+            qk_widen_q(a->q, a->m * a->kp, q16 + 1);
+            qa.q16 = q16 + 1;
+        }
         kern->gemm_q8(w, &qa, n0, n1, y, ldy);
+        free(q16);
     } else {
         /* a row stride that is not a multiple of 8 floats: unaligned rows */
         size_t ldx = a->kp + 3;
@@ -313,6 +322,11 @@ START_TEST(test_kernels_rows)
         int bits = m % 2 ? 4 : 8;
         check_case(&r, bits, (int)(m % 3 == 0), 64, m, 19 + m, 200, 0, NULL);
     }
+    /* around the AVX2 GEMM's panels of 128 rows of x sharing a weight tile */
+    static const size_t panel_m[] = { 127, 128, 129, 257 };
+    for (size_t i = 0; i < 4; i++)
+        for (int bits = 4; bits <= 8; bits += 4)
+            check_case(&r, bits, (int)i % 2, 128, panel_m[i], 21, 200, 0, NULL);
 }
 END_TEST
 
