@@ -126,7 +126,7 @@ $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BENCH_BIN): $(wildcard test/bench/*.c) $(INTERNAL)
+$(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
 	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)

@@ -44,7 +44,7 @@
 #define NR 16                /* weight rows (output columns) per tile */
 #define MR 4                 /* rows of x per register tile */
 #define MC 128               /* rows of x sharing one unpacked weight tile */
-#define KB 16                /* blocks of 32 codes per tile */
+#define KB 32                /* blocks of 32 codes per tile */
 
 /* Inlined with constant bit widths, so each width gets its own loop. */
 #define AI __attribute__((always_inline)) static inline
@@ -680,6 +680,7 @@ static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t *x16[MR],
 {
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
             a21 = a00, a30 = a00, a31 = a00;
+    #pragma GCC unroll 16
     for (int p = 0; p < 16; p++) {
         __m256i w0 = t->w[bb][p][0], w1 = t->w[bb][p][1];
         I16_STEP(0, a00, a01);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "qlib.h"
+#include "ceiling.h"
 
 /* ---- timing ---- */
 
@@ -614,8 +615,57 @@ static void act_order_table(qlib_ctx *ctx)
     free(y);
 }
 
-/* With arguments, only the sections named (shapes cold f32 threads llm_int8
- * act_order quantize); without, all of them. */
+/* ---- the vector units' peaks, and how near the GEMMs come ---- */
+
+static void ceiling_table(qlib_ctx *ctx)
+{
+    bench_ceiling c;
+    printf("\n## Peak multiply-adds of one core, and the M = 128 products against them\n\n");
+    if (!bench_ceilings(&c)) {
+        printf("Measured on x86-64 with AVX2 and FMA only.\n");
+        return;
+    }
+    printf("Register-only loops of independent accumulators, thread CPU time, best of 20.\n\n");
+    printf("| instruction pair | used by | G multiply-adds/s | vs FMA |\n|---|---|---|---|\n");
+    printf("| vfmadd (fp32, 8 lanes) | sgemm | %.1f | 1.00 |\n", c.fma / 1e9);
+    printf("| vpmaddwd + vpaddd (int16, 16 per pair) | INT8 GEMM | %.1f | %.2f |\n",
+           c.pmaddwd / 1e9, c.pmaddwd / c.fma);
+    printf("| vpmaddubsw + vpaddw (u8 x s8, 32 per pair) | INT4 GEMM | %.1f | %.2f |\n\n",
+           c.maddubs / 1e9, c.maddubs / c.fma);
+    printf("| N x K, M = 128 | product | G multiply-adds/s | share of its peak | x sgemm |\n"
+           "|---|---|---|---|---|\n");
+    static const size_t shapes[][2] = { { 2048, 2048 }, { 4096, 4096 } };
+    size_t m = 128;
+    float *x = make_acts(m, 4096, 4.0f), *y = malloc(m * 4096 * sizeof(float));
+    if (!y) exit(1);
+    for (size_t s = 0; s < 2; s++) {
+        size_t n = shapes[s][0], k = shapes[s][1];
+        float *w = make_weights(n, k);
+        qlib_tensor *t4 = quantize_rtn(ctx, w, n, k, 4, 128, 0);
+        qlib_tensor *t8 = quantize_rtn(ctx, w, n, k, 8, 0, 1);
+        double macs = (double)m * (double)n * (double)k;
+        double tb = time_blas(w, x, y, m, n, k);
+        double t8s = time_qlib(ctx, t8, x, y, m, n, k);
+        double t4s = time_qlib(ctx, t4, x, y, m, n, k);
+        printf("| %zux%zu | sgemm | %.1f | %.0f%% of FMA | 1.00 |\n", n, k, macs / tb / 1e9,
+               100.0 * macs / tb / c.fma);
+        printf("| %zux%zu | INT8 | %.1f | %.0f%% of pmaddwd | %.2f |\n", n, k, macs / t8s / 1e9,
+               100.0 * macs / t8s / c.pmaddwd, tb / t8s);
+        printf("| %zux%zu | INT4 g128 | %.1f | %.0f%% of maddubs | %.2f |\n", n, k,
+               macs / t4s / 1e9, 100.0 * macs / t4s / c.maddubs, tb / t4s);
+        fflush(stdout);
+        qlib_tensor_destroy(t4);
+        qlib_tensor_destroy(t8);
+        free(w);
+    }
+    printf("\nAn INT8 GEMM at the pmaddwd peak would be %.2fx an sgemm at the FMA peak.\n",
+           c.pmaddwd / c.fma);
+    free(x);
+    free(y);
+}
+
+/* With arguments, only the sections named (shapes cold ceiling f32 threads
+ * llm_int8 act_order quantize); without, all of them. */
 static int wanted(int argc, char **argv, const char *name)
 {
     if (argc < 2) return 1;
@@ -642,6 +692,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (wanted(argc, argv, "shapes")) shapes_table(ctx1, bw);
     if (wanted(argc, argv, "cold")) cold_gemv_table(ctx1, bw);
+    if (wanted(argc, argv, "ceiling")) ceiling_table(ctx1);
     if (wanted(argc, argv, "f32")) compute_f32_rows(ctx1);
     if (wanted(argc, argv, "threads")) thread_scaling(ctx1, ctx2);
     if (wanted(argc, argv, "llm_int8")) llm_int8_table(ctx1);

@@ -357,6 +357,20 @@ START_TEST(test_kernels_extremes)
 }
 END_TEST
 
+/* GEMMs over several of the AVX2 tiles' 1024-column spans of k, the last
+ * partial, with groups that straddle the spans (96) or cover the row. */
+START_TEST(test_kernels_k_tiles)
+{
+    static const size_t ks[] = { 1024, 1056, 2100, 3000 };
+    static const int groups[] = { 96, 0, 128, 32 };
+    tu_rng r = { 777 };
+    for (size_t bi = 0; bi < 4; bi++)
+        for (size_t ki = 0; ki < 4; ki++)
+            check_case(&r, bit_widths[bi], (int)(ki % 2), groups[(bi + ki) % 4], 6, 19, ks[ki], 0,
+                       NULL);
+}
+END_TEST
+
 /* AWQ-style input scales, an act-order permutation and dropped columns. */
 START_TEST(test_kernels_xmap)
 {
@@ -619,6 +633,7 @@ Suite *suite_kernels(void)
     tcase_add_test(tc, test_kernels_rows);
     tcase_add_test(tc, test_kernels_extremes);
     tcase_add_test(tc, test_kernels_long_rows);
+    tcase_add_test(tc, test_kernels_k_tiles);
     tcase_add_test(tc, test_kernels_xmap);
     tcase_add_test(tc, test_kernels_dequant_row);
     tcase_add_test(tc, test_kernels_matmul_threads);

@@ -1,0 +1,128 @@
+/* make bench BENCH=ceiling: how many multiply-adds per second one core's
+ * vector units can issue, for the three instruction pairs the GEMM kernels
+ * and OpenBLAS are built on, each in a loop of independent register-only
+ * accumulators (no loads, no dependency chains longer than the loop's
+ * accumulator count covers). These are the peaks the GEMM rows of the
+ * shapes table are measured against in docs/PERFORMANCE.md.
+ *
+ * x86-64 only: on other machines the section says so and prints nothing. */
+#include <stdio.h>
+#include <time.h>
+
+#include "ceiling.h"
+
+#define CEIL_ITERS 10000000L
+
+static double thread_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx2,fma")))
+
+/* Ten fp32 FMA chains: 10 x 8 multiply-adds per iteration. */
+TGT static double fma_peak(long iters)
+{
+    __m256 a0 = _mm256_set1_ps(0.5f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0, a8 = a0, a9 = a0;
+    __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    __asm__("" : "+x"(b), "+x"(c));
+    double t0 = thread_seconds();
+    for (long i = 0; i < iters; i++) {
+        a0 = _mm256_fmadd_ps(a0, b, c);
+        a1 = _mm256_fmadd_ps(a1, b, c);
+        a2 = _mm256_fmadd_ps(a2, b, c);
+        a3 = _mm256_fmadd_ps(a3, b, c);
+        a4 = _mm256_fmadd_ps(a4, b, c);
+        a5 = _mm256_fmadd_ps(a5, b, c);
+        a6 = _mm256_fmadd_ps(a6, b, c);
+        a7 = _mm256_fmadd_ps(a7, b, c);
+        a8 = _mm256_fmadd_ps(a8, b, c);
+        a9 = _mm256_fmadd_ps(a9, b, c);
+        __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6),
+                "+x"(a7), "+x"(a8), "+x"(a9));
+    }
+    double t = thread_seconds() - t0;
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(a8, a9));
+    volatile float sink = _mm256_cvtss_f32(s);
+    (void)sink;
+    return (double)iters * 80.0 / t;
+}
+
+/* Eight accumulators, each pmaddwd (16 multiply-adds) + paddd, or maddubs
+ * (32 multiply-adds) + paddw: the pair per instruction the int16 and u8
+ * GEMM tiles issue. */
+#define INT_PEAK(name, MUL, ADD, macs)                                                   \
+    TGT static double name(long iters)                                                  \
+    {                                                                                  \
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, \
+                a6 = a0, a7 = a0;                                                      \
+        __m256i w0 = _mm256_set1_epi16(3), w1 = _mm256_set1_epi16(5);                  \
+        __m256i x0 = _mm256_set1_epi16(7), x1 = _mm256_set1_epi16(9);                  \
+        __m256i x2 = _mm256_set1_epi16(2), x3 = _mm256_set1_epi16(1);                  \
+        __asm__("" : "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3));      \
+        double t0 = thread_seconds();                                                  \
+        for (long i = 0; i < iters; i++) {                                             \
+            a0 = ADD(a0, MUL(w0, x0));                                                 \
+            a1 = ADD(a1, MUL(w1, x0));                                                 \
+            a2 = ADD(a2, MUL(w0, x1));                                                 \
+            a3 = ADD(a3, MUL(w1, x1));                                                 \
+            a4 = ADD(a4, MUL(w0, x2));                                                 \
+            a5 = ADD(a5, MUL(w1, x2));                                                 \
+            a6 = ADD(a6, MUL(w0, x3));                                                 \
+            a7 = ADD(a7, MUL(w1, x3));                                                 \
+            /* the operands too, or the products are hoisted out of the loop */         \
+            __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5),    \
+                    "+x"(a6), "+x"(a7), "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1),        \
+                    "+x"(x2), "+x"(x3));                                               \
+        }                                                                              \
+        double t = thread_seconds() - t0;                                              \
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1),         \
+                                                      _mm256_add_epi32(a2, a3)),        \
+                                     _mm256_add_epi32(_mm256_add_epi32(a4, a5),         \
+                                                      _mm256_add_epi32(a6, a7)));       \
+        volatile int sink = _mm256_cvtsi256_si32(s);                                   \
+        (void)sink;                                                                    \
+        return (double)iters * 8.0 * (macs) / t;                                       \
+    }
+
+INT_PEAK(pmaddwd_peak, _mm256_madd_epi16, _mm256_add_epi32, 16)
+INT_PEAK(maddubs_peak, _mm256_maddubs_epi16, _mm256_add_epi16, 32)
+
+static double best_of(double (*f)(long), int reps)
+{
+    double best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        double v = f(CEIL_ITERS);
+        if (v > best) best = v;
+    }
+    return best;
+}
+
+int bench_ceilings(bench_ceiling *out)
+{
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    /* short runs, many of them: the best one found the core to itself */
+    out->fma = best_of(fma_peak, 20);
+    out->pmaddwd = best_of(pmaddwd_peak, 20);
+    out->maddubs = best_of(maddubs_peak, 20);
+    return 1;
+}
+
+#else
+
+int bench_ceilings(bench_ceiling *out)
+{
+    (void)out;
+    (void)thread_seconds;
+    return 0;
+}
+
+#endif
