@@ -625,39 +625,51 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
     }
 }
 
+/* One k quad of the u8 kernel for x row i: two maddubs, two int16 adds. */
+#define U8_STEP(i, a0, a1)                                                         \
+    do {                                                                           \
+        int32_t quad;                                                              \
+        memcpy(&quad, q[i] + bb * QK_BLOCK + 4 * s, 4);                            \
+        __m256i xb = _mm256_set1_epi32(quad);                                      \
+        a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), a0);                   \
+        a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), a1);                   \
+    } while (0)
+
 /* u8i8_dot_gemm_ukernel_4x16c4__avx2: one block, MR rows x 16 columns, codes
  * times int8 x with maddubs, int16 sums over the block, then the zero point
- * taken off with the block sums of x. */
+ * taken off with the block sums of x (one exact fused multiply-add). */
 static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], const int32_t *sum[MR],
                             const float *d[MR], fstate *f, size_t ii0)
 {
-    __m256i acc[MR][2];
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+            a21 = a00, a30 = a00, a31 = a00;
     #pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    #pragma GCC unroll 2
     for (int s = 0; s < 8; s++) {
         __m256i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            int32_t quad;
-            memcpy(&quad, q[i] + bb * QK_BLOCK + 4 * s, 4);
-            __m256i xb = _mm256_set1_epi32(quad);
-            acc[i][0] = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), acc[i][0]);
-            acc[i][1] = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), acc[i][1]);
-        }
+        U8_STEP(0, a00, a01);
+        U8_STEP(1, a10, a11);
+        U8_STEP(2, a20, a21);
+        U8_STEP(3, a30, a31);
+        __asm__("" : "+x"(a00), "+x"(a01), "+x"(a10), "+x"(a11), "+x"(a20), "+x"(a21),
+                "+x"(a30), "+x"(a31));
     }
+    __m256i acc[MR][2] = { { a00, a01 }, { a10, a11 }, { a20, a21 }, { a30, a31 } };
     const __m256i ones = _mm256_set1_epi16(1);
+    __m256 zf[2];
+    for (int h = 0; h < 2; h++)
+        zf[h] = _mm256_cvtepi32_ps(
+            _mm256_loadu_si256((const __m256i *)(const void *)(t->zero[bb] + 8 * h)));
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         __m256 dv = _mm256_set1_ps(d[i][bb]);
-        __m256i sv = _mm256_set1_epi32(sum[i][bb]);
+        __m256 sv = _mm256_set1_ps((float)sum[i][bb]);
         #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            __m256i z = _mm256_loadu_si256((const __m256i *)(const void *)(t->zero[bb] + 8 * h));
-            __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(acc[i][h], ones),
-                                           _mm256_mullo_epi32(z, sv));
-            block_finish(f, t, bb, ii0 + (size_t)i, h,
-                         _mm256_mul_ps(dv, _mm256_cvtepi32_ps(dot)));
+            /* c q summed less z times the sum of q: integers below 2^24,
+             * so the fused form is exact, the int32 difference as a float */
+            __m256 dot = _mm256_fnmadd_ps(zf[h], sv,
+                                          _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i][h], ones)));
+            block_finish(f, t, bb, ii0 + (size_t)i, h, _mm256_mul_ps(dv, dot));
         }
     }
 }
