@@ -558,15 +558,25 @@ typedef struct wtile {
 
 AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_t kb, wtile *t)
 {
-    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, g_params = SIZE_MAX;
+    __m256i zv[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() }, zpair[2] = { zv[0], zv[1] };
+    __m256 sv[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };
     for (size_t bb = 0; bb < kb; bb++) {
         size_t b = b0 + bb, g = b / bpg;
         t->group_end[bb] = (b + 1) % bpg == 0 || b + 1 == nb;
+        if (g != g_params) {   /* the group's parameters, read once per group */
+            g_params = g;
+            for (int h = 0; h < 2; h++) {
+                zv[h] = zeros8(w, t->base + 8 * h, g);
+                sv[h] = scales8(w, t->base + 8 * h, g);
+                /* z in both int16 halves of each row's lane */
+                zpair[h] = _mm256_or_si256(zv[h], _mm256_slli_epi32(zv[h], 16));
+            }
+        }
         for (int h = 0; h < 2; h++) {
             __m256i lo[8], hi[8];
-            int32_t *z = t->zero[bb] + 8 * h;
-            _mm256_storeu_si256((__m256i *)(void *)z, zeros8(w, t->base + 8 * h, g));
-            _mm256_storeu_ps(t->scale[bb] + 8 * h, scales8(w, t->base + 8 * h, g));
+            _mm256_storeu_si256((__m256i *)(void *)(t->zero[bb] + 8 * h), zv[h]);
+            _mm256_storeu_ps(t->scale[bb] + 8 * h, sv[h]);
             #pragma GCC unroll 8
             for (int c = 0; c < 8; c++) {
                 const uint8_t *row = w->codes + t->r[8 * h + c] * w->row_bytes;
@@ -575,17 +585,20 @@ AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_
                     lo[c] = codes;
                     continue;
                 }
-                __m256i zc = _mm256_set1_epi16((int16_t)z[c]);
-                lo[c] = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes)), zc);
-                hi[c] = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes, 1)),
-                                         zc);
+                lo[c] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes));
+                hi[c] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes, 1));
             }
             transpose8(lo);
             if (!u8) transpose8(hi);
+            /* after the transpose lane r is row r: c - z for its pair of k */
             #pragma GCC unroll 8
             for (int p = 0; p < 8; p++) {
-                t->w[bb][p][h] = lo[p];
-                if (!u8) t->w[bb][p + 8][h] = hi[p];
+                if (u8) {
+                    t->w[bb][p][h] = lo[p];
+                    continue;
+                }
+                t->w[bb][p][h] = _mm256_sub_epi16(lo[p], zpair[h]);
+                t->w[bb][p + 8][h] = _mm256_sub_epi16(hi[p], zpair[h]);
             }
         }
     }
@@ -762,19 +775,58 @@ static void rows_clamped(size_t i0, size_t m, size_t count, size_t *ri)
     for (size_t i = 0; i < count; i++) ri[i] = i0 + i < m ? i0 + i : m - 1;
 }
 
+/* The codes of the tile after this one, fetched while this one computes, a
+ * share per 4-row tile of x: the unpack would otherwise wait on 16 rows of
+ * short streams at once. */
+typedef struct tile_fetch {
+    const uint8_t *row[NR];      /* the next tile's first byte in each row; NULL: none */
+    size_t lines;                /* its cache lines per row */
+} tile_fetch;
+
+static void fetch_share(const tile_fetch *nf, size_t part, size_t parts)
+{
+    if (!nf->row[0]) return;
+    size_t total = NR * nf->lines, l0 = total * part / parts, l1 = total * (part + 1) / parts;
+    for (size_t l = l0; l < l1; l++)
+        _mm_prefetch((const char *)(nf->row[l % NR] + l / NR * 64), _MM_HINT_T0);
+}
+
+/* The tile after (r0, b0) within columns [n0, n1): the next span of k, or
+ * the next 16 columns from k = 0. */
+static void plan_fetch(const qk_weights *w, size_t r0, size_t b0, size_t n1, tile_fetch *nf)
+{
+    size_t nb = n_blocks(w), r[NR];
+    if (b0 + KB < nb) {
+        b0 += KB;
+    } else if (r0 + NR < n1) {
+        b0 = 0;
+        r0 += NR;
+    } else {
+        nf->row[0] = NULL;
+        return;
+    }
+    size_t kb = nb - b0 < KB ? nb - b0 : KB;
+    tile_rows(r0, n1, NR, r);
+    for (int c = 0; c < NR; c++)
+        nf->row[c] = w->codes + r[c] * w->row_bytes + b0 * QK_BLOCK * (size_t)w->bits / 8;
+    nf->lines = (kb * QK_BLOCK * (size_t)w->bits / 8 + 63) / 64;
+}
+
 /* Blocks b0 .. b0+kb-1 of the tile for rows [i0, i1) of x. */
 static void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb, size_t i0,
-                           size_t i1, fstate *f)
+                           size_t i1, fstate *f, const tile_fetch *nf)
 {
-    size_t nbk = g->w->kp / QK_BLOCK;
+    size_t nbk = g->w->kp / QK_BLOCK, parts = (i1 - i0 + MR - 1) / MR;
     if (!g->a && i1 - i0 == 1) {
         const float *x[MR] = { g->x + i0 * g->ldx + b0 * QK_BLOCK };
+        fetch_share(nf, 0, 1);
         for (size_t bb = 0; bb < kb; bb++) gemm_f32_ukernel(1, t, bb, x, f, 0);
         return;
     }
     for (size_t i = i0; i < i1; i += MR) {
         size_t ri[MR];
         rows_clamped(i, i1, MR, ri);
+        fetch_share(nf, (i - i0) / MR, parts);
         if (g->a && t->u8) {
             const int8_t *q[MR];
             const int32_t *sum[MR];
@@ -807,6 +859,7 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
     size_t nb = n_blocks(w);
     wtile t;
     fstate f;
+    tile_fetch nf;
     for (size_t i0 = 0; i0 < g->m; i0 += MC) {
         size_t i1 = g->m - i0 < MC ? g->m : i0 + MC;
         for (size_t r0 = n0; r0 < n1; r0 += NR) {
@@ -817,7 +870,8 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
             for (size_t b0 = 0; b0 < nb; b0 += KB) {
                 size_t kb = nb - b0 < KB ? nb - b0 : KB;
                 unpack_tile(w, g->a != NULL, b0, kb, &t);
-                gemm_tile_rows(g, &t, b0, kb, i0, i1, &f);
+                plan_fetch(w, r0, b0, n1, &nf);
+                gemm_tile_rows(g, &t, b0, kb, i0, i1, &f, &nf);
             }
             size_t nr = n1 - r0 < NR ? n1 - r0 : NR;
             for (size_t i = i0; i < i1; i++) {
