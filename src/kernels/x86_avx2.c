@@ -638,15 +638,57 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
     }
 }
 
-/* One k quad of the u8 kernel for x row i: two maddubs, two int16 adds. */
-#define U8_STEP(i, a0, a1)                                                         \
+/* One step s of the 4 x 16 register tile for x row i: 4 int8 (or 2 int16)
+ * of the row broadcast against the tile's two weight vectors. */
+#define TILE_STEP(i, a0, a1)                                                       \
     do {                                                                           \
-        int32_t quad;                                                              \
-        memcpy(&quad, q[i] + bb * QK_BLOCK + 4 * s, 4);                            \
-        __m256i xb = _mm256_set1_epi32(quad);                                      \
-        a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), a0);                   \
-        a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), a1);                   \
+        int32_t v;                                                                 \
+        if (i16)                                                                   \
+            memcpy(&v, x16[i] + off + 2 * s, 4);                                   \
+        else                                                                       \
+            memcpy(&v, x8[i] + off + 4 * s, 4);                                    \
+        __m256i xb = _mm256_set1_epi32(v);                                         \
+        if (i16) {                                                                 \
+            a0 = _mm256_add_epi32(_mm256_madd_epi16(w0, xb), a0);                  \
+            a1 = _mm256_add_epi32(_mm256_madd_epi16(w1, xb), a1);                  \
+        } else {                                                                   \
+            a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), a0);               \
+            a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), a1);               \
+        }                                                                          \
     } while (0)
+
+/* The register tile of the u8 and int16 GEMM kernels over block bb: MR
+ * rows of x (x8 or x16, the block starting off elements in) times 16
+ * weight rows.
+ * u8 (i16 = 0): 8 steps of 4 k, maddubs, int16 sums; int16: 16 steps of 2
+ * k, pmaddwd, int32 sums. Named accumulators pinned to registers: as an
+ * array GCC stores and reloads them every step. */
+AI void tile_4x16(int i16, const wtile *t, size_t bb, const int8_t *const x8[MR],
+                    const int16_t *const x16[MR], size_t off, __m256i acc[MR][2])
+{
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
+            a21 = a00, a30 = a00, a31 = a00;
+#define TILE_STEPS                                                                 \
+    do {                                                                           \
+        __m256i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];                          \
+        TILE_STEP(0, a00, a01);                                                    \
+        TILE_STEP(1, a10, a11);                                                    \
+        TILE_STEP(2, a20, a21);                                                    \
+        TILE_STEP(3, a30, a31);                                                    \
+        __asm__("" : "+x"(a00), "+x"(a01), "+x"(a10), "+x"(a11), "+x"(a20), "+x"(a21), \
+                "+x"(a30), "+x"(a31));                                             \
+    } while (0)
+    if (i16) {
+        #pragma GCC unroll 16
+        for (int s = 0; s < 16; s++) TILE_STEPS;
+    } else {
+        #pragma GCC unroll 8
+        for (int s = 0; s < 8; s++) TILE_STEPS;
+    }
+#undef TILE_STEPS
+    acc[0][0] = a00, acc[0][1] = a01, acc[1][0] = a10, acc[1][1] = a11;
+    acc[2][0] = a20, acc[2][1] = a21, acc[3][0] = a30, acc[3][1] = a31;
+}
 
 /* u8i8_dot_gemm_ukernel_4x16c4__avx2: one block, MR rows x 16 columns, codes
  * times int8 x with maddubs, int16 sums over the block, then the zero point
@@ -654,19 +696,8 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
 static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], const int32_t *sum[MR],
                             const float *d[MR], fstate *f, size_t ii0)
 {
-    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
-            a21 = a00, a30 = a00, a31 = a00;
-    #pragma GCC unroll 8
-    for (int s = 0; s < 8; s++) {
-        __m256i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];
-        U8_STEP(0, a00, a01);
-        U8_STEP(1, a10, a11);
-        U8_STEP(2, a20, a21);
-        U8_STEP(3, a30, a31);
-        __asm__("" : "+x"(a00), "+x"(a01), "+x"(a10), "+x"(a11), "+x"(a20), "+x"(a21),
-                "+x"(a30), "+x"(a31));
-    }
-    __m256i acc[MR][2] = { { a00, a01 }, { a10, a11 }, { a20, a21 }, { a30, a31 } };
+    __m256i acc[MR][2];
+    tile_4x16(0, t, bb, q, NULL, bb * QK_BLOCK, acc);
     const __m256i ones = _mm256_set1_epi16(1);
     __m256 zf[2];
     for (int h = 0; h < 2; h++)
@@ -687,36 +718,12 @@ static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], cons
     }
 }
 
-/* One k pair of the i16 kernel for x row i: two pmaddwd, two adds. */
-#define I16_STEP(i, a0, a1)                                                        \
-    do {                                                                           \
-        int32_t pair;                                                              \
-        memcpy(&pair, x16[i] + bb * QK_BLOCK + 2 * p, 4);                          \
-        __m256i xb = _mm256_set1_epi32(pair);                                      \
-        a0 = _mm256_add_epi32(_mm256_madd_epi16(w0, xb), a0);                      \
-        a1 = _mm256_add_epi32(_mm256_madd_epi16(w1, xb), a1);                      \
-    } while (0)
-
-/* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns.
- * Named accumulators: with an array GCC moves every accumulator once per
- * step. */
+/* i16i16_dot_gemm_ukernel_4x16c2__avx2: one block, MR rows x 16 columns. */
 static void gemm_q8_ukernel(const wtile *t, size_t bb, const int16_t *x16[MR],
                             const float *d[MR], fstate *f, size_t ii0)
 {
-    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,
-            a21 = a00, a30 = a00, a31 = a00;
-    #pragma GCC unroll 16
-    for (int p = 0; p < 16; p++) {
-        __m256i w0 = t->w[bb][p][0], w1 = t->w[bb][p][1];
-        I16_STEP(0, a00, a01);
-        I16_STEP(1, a10, a11);
-        I16_STEP(2, a20, a21);
-        I16_STEP(3, a30, a31);
-        /* keeps each accumulator in one register across iterations */
-        __asm__("" : "+x"(a00), "+x"(a01), "+x"(a10), "+x"(a11), "+x"(a20), "+x"(a21),
-                "+x"(a30), "+x"(a31));
-    }
-    __m256i acc[MR][2] = { { a00, a01 }, { a10, a11 }, { a20, a21 }, { a30, a31 } };
+    __m256i acc[MR][2];
+    tile_4x16(1, t, bb, NULL, x16, bb * QK_BLOCK, acc);
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         __m256 dv = _mm256_set1_ps(d[i][bb]);
