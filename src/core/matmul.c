@@ -45,8 +45,9 @@ static void prep_task(void *arg, size_t i)
             j->kern->quantize_row(&j->map, j->x + r * j->ldx, j->q + r * kp,
                                   j->d + r * (kp / QK_BLOCK), j->sum + r * (kp / QK_BLOCK));
             if (j->q16) qk_widen_q(j->q + r * kp, kp, j->q16 + r * kp);
-        } else
+        } else {
             j->kern->prepare_row(&j->map, j->x + r * j->ldx, j->xf + r * kp);
+        }
     }
 }
 
