@@ -21,6 +21,11 @@ static unsigned cpu_detect(void)
     if ((b >> 5) & 1) f |= QLIB_CPU_AVX2;
     if (fma) f |= QLIB_CPU_FMA;
     if (f16c) f |= QLIB_CPU_F16C;
+    unsigned subleaves = a;
+    if (subleaves >= 1) {
+        __cpuid_count(7, 1, a, b, c, d);
+        if ((a >> 4) & 1) f |= QLIB_CPU_AVX_VNNI;
+    }
     return f;
 }
 #elif defined(__aarch64__) && defined(__linux__)

@@ -92,6 +92,7 @@ static inline void qk_widen_q(const int8_t *q, size_t count, int16_t *out)
 extern const qlib_kernels qlib_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const qlib_kernels qlib_kernels_avx2;
+extern const qlib_kernels qlib_kernels_avx2_vnni;
 #endif
 #if defined(__aarch64__)
 extern const qlib_kernels qlib_kernels_neon;

@@ -33,13 +33,30 @@
  *     holds int16 (c - z) in pairs of k; x comes widened to int16 once per
  *     call (qk_acts.q16, q16_bits = 5); pmaddwd accumulates in int32.
  *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The int16 tile,
- *     converted to fp32 per k, multiplied with broadcast x in k order. */
+ *     converted to fp32 per k, multiplied with broadcast x in k order.
+ *
+ * With QK_AVX_VNNI (x86_avx2_vnni.c, the "avx2-vnni" table) vpdpbusd
+ * replaces each maddubs + add (and its pmaddwd with ones): four products of
+ * unsigned codes and int8 q summed straight into int32 lanes. Every AUTO
+ * GEMM then takes the u8 tile, 8-bit codes included
+ * (u8i8_dot_gemm_ukernel_4x16c4__avxvnni: c q less z times the block sum
+ * of q, |c q| summed over a block below 32 * 255 * 127 < 2^24, so the fused
+ * form stays exact), x is not widened to int16, and the GEMVs of codes up to
+ * 4 bits and of symmetric 8-bit codes use it for their block dots. The
+ * integer sums are the same, so the results are the same bits as avx2's. */
 #include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
 #include "kernels.h"
 #include "../core/core.h"
+
+/* x86_avx2_vnni.c compiles this unit again with QK_AVX_VNNI set. */
+#ifndef QK_AVX_VNNI
+#define QK_AVX_VNNI 0
+#define AVX2_TABLE qlib_kernels_avx2
+#define AVX2_NAME "avx2"
+#endif
 
 #define NR 16                /* weight rows (output columns) per tile */
 #define MR 4                 /* rows of x per register tile */
@@ -288,9 +305,17 @@ AI __m256 pair_of(const float *va, const float *vb)
  * serves two rows. With codes of 1 it gives each lane's sum of q. */
 AI __m256 pair_lanes(__m256i ca, __m256i cb, __m256i q)
 {
+#if QK_AVX_VNNI
+    /* vpdpbusd: the same sums straight to int32, four columns per lane */
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i pa = _mm256_dpbusd_avx_epi32(zero, ca, q), pb = _mm256_dpbusd_avx_epi32(zero, cb, q);
+    return _mm256_cvtepi32_ps(
+        _mm256_add_epi32(_mm256_unpacklo_epi32(pa, pb), _mm256_unpackhi_epi32(pa, pb)));
+#else
     __m256i pa = _mm256_maddubs_epi16(ca, q), pb = _mm256_maddubs_epi16(cb, q);
     __m256i x = _mm256_add_epi16(_mm256_unpacklo_epi32(pa, pb), _mm256_unpackhi_epi32(pa, pb));
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)));
+#endif
 }
 
 #define QS_BLOCKS 512        /* blocks whose lane sums of q a GEMV call keeps */
@@ -460,8 +485,14 @@ static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[
                 _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
                 __m256i c = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)src),
                                              flip);
+#if QK_AVX_VNNI
+                (void)ones;
+                __m256 f = _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(
+                    _mm256_setzero_si256(), _mm256_abs_epi8(c), _mm256_sign_epi8(q, c)));
+#else
                 __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(q, c));
                 __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+#endif
                 ga[i] = _mm256_fmadd_ps(d, f, ga[i]);
             }
         }
@@ -609,7 +640,7 @@ AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_
  * the 8 quads of a block (16 * 15 * 127 = 30480). */
 static void unpack_tile(const qk_weights *w, int auto_mode, size_t b0, size_t kb, wtile *t)
 {
-    t->u8 = auto_mode && w->bits <= 4;
+    t->u8 = auto_mode && (w->bits <= 4 || QK_AVX_VNNI);
     switch (w->bits * 2 + t->u8) {
     case 4: unpack_tile_bits(2, 0, w, b0, kb, t); break;
     case 5: unpack_tile_bits(2, 1, w, b0, kb, t); break;
@@ -617,6 +648,9 @@ static void unpack_tile(const qk_weights *w, int auto_mode, size_t b0, size_t kb
     case 7: unpack_tile_bits(3, 1, w, b0, kb, t); break;
     case 8: unpack_tile_bits(4, 0, w, b0, kb, t); break;
     case 9: unpack_tile_bits(4, 1, w, b0, kb, t); break;
+#if QK_AVX_VNNI
+    case 17: unpack_tile_bits(8, 1, w, b0, kb, t); break;
+#endif
     default: unpack_tile_bits(8, 0, w, b0, kb, t); break;
     }
 }
@@ -651,6 +685,9 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
         if (i16) {                                                                 \
             a0 = _mm256_add_epi32(_mm256_madd_epi16(w0, xb), a0);                  \
             a1 = _mm256_add_epi32(_mm256_madd_epi16(w1, xb), a1);                  \
+        } else if (QK_AVX_VNNI) {                                                  \
+            a0 = _mm256_dpbusd_avx_epi32(a0, w0, xb);                              \
+            a1 = _mm256_dpbusd_avx_epi32(a1, w1, xb);                              \
         } else {                                                                   \
             a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), a0);               \
             a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), a1);               \
@@ -711,8 +748,8 @@ static void gemm_u8_ukernel(const wtile *t, size_t bb, const int8_t *q[MR], cons
         for (int h = 0; h < 2; h++) {
             /* c q summed less z times the sum of q: integers below 2^24,
              * so the fused form is exact, the int32 difference as a float */
-            __m256 dot = _mm256_fnmadd_ps(zf[h], sv,
-                                          _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i][h], ones)));
+            __m256i cq = QK_AVX_VNNI ? acc[i][h] : _mm256_madd_epi16(acc[i][h], ones);
+            __m256 dot = _mm256_fnmadd_ps(zf[h], sv, _mm256_cvtepi32_ps(cq));
             block_finish(f, t, bb, ii0 + (size_t)i, h, _mm256_mul_ps(dv, dot));
         }
     }
@@ -996,7 +1033,7 @@ static void avx2_f16_to_f32(const uint16_t *h, size_t count, float *out)
     for (; i < count; i++) out[i] = _cvtsh_ss(h[i]);
 }
 
-const qlib_kernels qlib_kernels_avx2 = {
-    "avx2", avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row,
-    avx2_gemv_f16, avx2_f16_to_f32, 5
+const qlib_kernels AVX2_TABLE = {
+    AVX2_NAME, avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row,
+    avx2_gemv_f16, avx2_f16_to_f32, QK_AVX_VNNI ? 0 : 5
 };
