@@ -43,7 +43,7 @@ QLIB_HIDDEN float    qlib_f16_to_f32(uint16_t h);
 /* ---- cpu features ---- */
 enum { QLIB_CPU_AVX2 = 1u, QLIB_CPU_FMA = 2u, QLIB_CPU_F16C = 4u,
        QLIB_CPU_NEON = 8u, QLIB_CPU_DOTPROD = 16u,
-       QLIB_CPU_AVX_VNNI = 32u };
+       QLIB_CPU_AVX_VNNI = 32u, QLIB_CPU_AVX512_VNNI = 64u };
 QLIB_HIDDEN unsigned qlib_cpu_features(void);
 QLIB_HIDDEN int      qlib_cpu_count(void);
 

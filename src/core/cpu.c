@@ -22,6 +22,9 @@ static unsigned cpu_detect(void)
     if (fma) f |= QLIB_CPU_FMA;
     if (f16c) f |= QLIB_CPU_F16C;
     unsigned subleaves = a;
+    /* AVX512F, AVX512VL, AVX512-VNNI, and opmask and ZMM state saved */
+    if ((b >> 16) & 1 && (b >> 31) & 1 && (c >> 11) & 1 && (lo & 0xe0u) == 0xe0u)
+        f |= QLIB_CPU_AVX512_VNNI;
     if (subleaves >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= QLIB_CPU_AVX_VNNI;

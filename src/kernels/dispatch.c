@@ -15,6 +15,8 @@ static const isa_entry isa_table[] = {
 #if defined(__x86_64__) || defined(_M_X64)
     { "avx2-vnni", &qlib_kernels_avx2_vnni,
       QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C | QLIB_CPU_AVX_VNNI },
+    { "avx2-avx512vnni", &qlib_kernels_avx2_avx512vnni,
+      QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C | QLIB_CPU_AVX512_VNNI },
     { "avx2", &qlib_kernels_avx2, QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C },
 #endif
 #if defined(__aarch64__)

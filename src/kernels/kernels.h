@@ -93,6 +93,7 @@ extern const qlib_kernels qlib_kernels_scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const qlib_kernels qlib_kernels_avx2;
 extern const qlib_kernels qlib_kernels_avx2_vnni;
+extern const qlib_kernels qlib_kernels_avx2_avx512vnni;
 #endif
 #if defined(__aarch64__)
 extern const qlib_kernels qlib_kernels_neon;

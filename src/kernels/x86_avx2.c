@@ -35,7 +35,8 @@
  *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The int16 tile,
  *     converted to fp32 per k, multiplied with broadcast x in k order.
  *
- * With QK_AVX_VNNI (x86_avx2_vnni.c, the "avx2-vnni" table) vpdpbusd
+ * With QK_AVX_VNNI (x86_avx2_vnni.c, the "avx2-vnni" table, and
+ * x86_avx2_avx512vnni.c, "avx2-avx512vnni") vpdpbusd
  * replaces each maddubs + add (and its pmaddwd with ones): four products of
  * unsigned codes and int8 q summed straight into int32 lanes. Every AUTO
  * GEMM then takes the u8 tile, 8-bit codes included
@@ -51,11 +52,18 @@
 #include "kernels.h"
 #include "../core/core.h"
 
-/* x86_avx2_vnni.c compiles this unit again with QK_AVX_VNNI set. */
+/* x86_avx2_vnni.c compiles this unit again with QK_AVX_VNNI 1 (the VEX
+ * vpdpbusd of AVX-VNNI), x86_avx2_avx512vnni.c with QK_AVX_VNNI 2 (the
+ * 256-bit EVEX form of AVX512-VNNI + AVX512VL): the same instruction. */
 #ifndef QK_AVX_VNNI
 #define QK_AVX_VNNI 0
 #define AVX2_TABLE qlib_kernels_avx2
 #define AVX2_NAME "avx2"
+#endif
+#if QK_AVX_VNNI == 2
+#define DPBUSD _mm256_dpbusd_epi32
+#elif QK_AVX_VNNI
+#define DPBUSD _mm256_dpbusd_avx_epi32
 #endif
 
 #define NR 16                /* weight rows (output columns) per tile */
@@ -308,7 +316,7 @@ AI __m256 pair_lanes(__m256i ca, __m256i cb, __m256i q)
 #if QK_AVX_VNNI
     /* vpdpbusd: the same sums straight to int32, four columns per lane */
     const __m256i zero = _mm256_setzero_si256();
-    __m256i pa = _mm256_dpbusd_avx_epi32(zero, ca, q), pb = _mm256_dpbusd_avx_epi32(zero, cb, q);
+    __m256i pa = DPBUSD(zero, ca, q), pb = DPBUSD(zero, cb, q);
     return _mm256_cvtepi32_ps(
         _mm256_add_epi32(_mm256_unpacklo_epi32(pa, pb), _mm256_unpackhi_epi32(pa, pb)));
 #else
@@ -487,7 +495,7 @@ static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[
                                              flip);
 #if QK_AVX_VNNI
                 (void)ones;
-                __m256 f = _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(
+                __m256 f = _mm256_cvtepi32_ps(DPBUSD(
                     _mm256_setzero_si256(), _mm256_abs_epi8(c), _mm256_sign_epi8(q, c)));
 #else
                 __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(q, c));
@@ -672,6 +680,17 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
     }
 }
 
+/* acc plus 4 codes times 4 int8 per lane: int16 pairs by maddubs, or
+ * int32 by vpdpbusd. */
+AI __m256i u8_step(__m256i acc, __m256i w, __m256i xb)
+{
+#if QK_AVX_VNNI
+    return DPBUSD(acc, w, xb);
+#else
+    return _mm256_add_epi16(_mm256_maddubs_epi16(w, xb), acc);
+#endif
+}
+
 /* One step s of the 4 x 16 register tile for x row i: 4 int8 (or 2 int16)
  * of the row broadcast against the tile's two weight vectors. */
 #define TILE_STEP(i, a0, a1)                                                       \
@@ -685,12 +704,9 @@ AI void block_finish(fstate *f, const wtile *t, size_t bb, size_t ii, int h, __m
         if (i16) {                                                                 \
             a0 = _mm256_add_epi32(_mm256_madd_epi16(w0, xb), a0);                  \
             a1 = _mm256_add_epi32(_mm256_madd_epi16(w1, xb), a1);                  \
-        } else if (QK_AVX_VNNI) {                                                  \
-            a0 = _mm256_dpbusd_avx_epi32(a0, w0, xb);                              \
-            a1 = _mm256_dpbusd_avx_epi32(a1, w1, xb);                              \
         } else {                                                                   \
-            a0 = _mm256_add_epi16(_mm256_maddubs_epi16(w0, xb), a0);               \
-            a1 = _mm256_add_epi16(_mm256_maddubs_epi16(w1, xb), a1);               \
+            a0 = u8_step(a0, w0, xb);                                              \
+            a1 = u8_step(a1, w1, xb);                                              \
         }                                                                          \
     } while (0)
 

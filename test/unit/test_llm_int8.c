@@ -314,7 +314,8 @@ END_TEST
 
 /* The ISAs to run: the scalar reference, the others by name when this CPU
  * has them, and the default pick. */
-static const char *const isa_names[] = { "scalar", "avx2", "avx2-vnni", "neon", "neon-dotprod", NULL };
+static const char *const isa_names[] = { "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni",
+                                         "neon",   "neon-dotprod", NULL };
 
 static qlib_ctx *ctx_for_isa(int threads, const char *isa)
 {
