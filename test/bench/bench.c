@@ -628,14 +628,14 @@ static void ceiling_table(qlib_ctx *ctx)
     printf("Register-only loops of independent accumulators, thread CPU time, best of 20.\n\n");
     printf("| instruction pair | used by | G multiply-adds/s | vs FMA |\n|---|---|---|---|\n");
     printf("| vfmadd (fp32, 8 lanes) | sgemm | %.1f | 1.00 |\n", c.fma / 1e9);
-    /* the avx2-vnni kernels issue vpdpbusd for INT8 and INT4 alike */
-    int vnni = strcmp(qlib_ctx_isa(ctx), "avx2-vnni") == 0 && c.dpbusd > 0.0;
+    /* the VNNI kernels issue vpdpbusd for INT8 and INT4 alike */
+    int vnni = strncmp(qlib_ctx_isa(ctx), "avx2-", 5) == 0 && c.dpbusd > 0.0;
     printf("| vpmaddwd + vpaddd (int16, 16 per pair) | %s | %.1f | %.2f |\n",
            vnni ? "INT8 GEMM, avx2" : "INT8 GEMM", c.pmaddwd / 1e9, c.pmaddwd / c.fma);
     printf("| vpmaddubsw + vpaddw (u8 x s8, 32 per pair) | %s | %.1f | %.2f |\n",
            vnni ? "INT4 GEMM, avx2" : "INT4 GEMM", c.maddubs / 1e9, c.maddubs / c.fma);
     if (c.dpbusd > 0.0)
-        printf("| vpdpbusd (AVX-VNNI, u8 x s8, 32 per instruction) | %s | %.1f | %.2f |\n",
+        printf("| vpdpbusd (VNNI, u8 x s8, 32 per instruction) | %s | %.1f | %.2f |\n",
                vnni ? "INT8 and INT4 GEMM" : "(not in use)", c.dpbusd / 1e9, c.dpbusd / c.fma);
     printf("\nqlib's ISA: %s.\n\n", qlib_ctx_isa(ctx));
     double peak8 = vnni ? c.dpbusd : c.pmaddwd, peak4 = vnni ? c.dpbusd : c.maddubs;

@@ -6,7 +6,7 @@ typedef struct bench_ceiling {
     double fma;       /* fp32 FMA, 8 per instruction */
     double pmaddwd;   /* pmaddwd + paddd, 16 per pair */
     double maddubs;   /* maddubs + paddw, 32 per pair */
-    double dpbusd;    /* AVX-VNNI vpdpbusd, 32 per instruction; 0 without AVX-VNNI */
+    double dpbusd;    /* vpdpbusd (AVX-VNNI, else AVX512-VNNI), 32 per instruction; 0 without */
 } bench_ceiling;
 
 /* 1 and the peaks, or 0 where they are not measured (not x86-64 with AVX2
