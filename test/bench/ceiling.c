@@ -56,11 +56,13 @@ TGT static double fma_peak(long iters)
     return (double)iters * 80.0 / t;
 }
 
-/* Eight accumulators, each pmaddwd (16 multiply-adds) + paddd, or maddubs
- * (32 multiply-adds) + paddw: the pair per instruction the int16 and u8
- * GEMM tiles issue. */
-#define INT_PEAK(name, MUL, ADD, macs)                                                   \
-    TGT static double name(long iters)                                                  \
+/* Eight accumulators, each advanced by STEP(acc, w, x): pmaddwd (16
+ * multiply-adds) + paddd, maddubs (32) + paddw — the pairs the int16 and u8
+ * GEMM tiles issue with plain AVX2 — or one vpdpbusd (32, accumulate
+ * included), the VNNI tiles' step, in its VEX (AVX-VNNI) or 256-bit EVEX
+ * (AVX512-VNNI + AVX512VL) encoding. */
+#define INT_PEAK(name, isas, STEP, macs)                                                 \
+    __attribute__((target(isas))) static double name(long iters)                        \
     {                                                                                  \
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, \
                 a6 = a0, a7 = a0;                                                      \
@@ -70,14 +72,14 @@ TGT static double fma_peak(long iters)
         __asm__("" : "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3));      \
         double t0 = thread_seconds();                                                  \
         for (long i = 0; i < iters; i++) {                                             \
-            a0 = ADD(a0, MUL(w0, x0));                                                 \
-            a1 = ADD(a1, MUL(w1, x0));                                                 \
-            a2 = ADD(a2, MUL(w0, x1));                                                 \
-            a3 = ADD(a3, MUL(w1, x1));                                                 \
-            a4 = ADD(a4, MUL(w0, x2));                                                 \
-            a5 = ADD(a5, MUL(w1, x2));                                                 \
-            a6 = ADD(a6, MUL(w0, x3));                                                 \
-            a7 = ADD(a7, MUL(w1, x3));                                                 \
+            a0 = STEP(a0, w0, x0);                                                     \
+            a1 = STEP(a1, w1, x0);                                                     \
+            a2 = STEP(a2, w0, x1);                                                     \
+            a3 = STEP(a3, w1, x1);                                                     \
+            a4 = STEP(a4, w0, x2);                                                     \
+            a5 = STEP(a5, w1, x2);                                                     \
+            a6 = STEP(a6, w0, x3);                                                     \
+            a7 = STEP(a7, w1, x3);                                                     \
             /* the operands too, or the products are hoisted out of the loop */         \
             __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5),    \
                     "+x"(a6), "+x"(a7), "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1),        \
@@ -93,45 +95,13 @@ TGT static double fma_peak(long iters)
         return (double)iters * 8.0 * (macs) / t;                                       \
     }
 
-INT_PEAK(pmaddwd_peak, _mm256_madd_epi16, _mm256_add_epi32, 16)
-INT_PEAK(maddubs_peak, _mm256_maddubs_epi16, _mm256_add_epi16, 32)
+#define STEP_MADDWD(a, w, x) _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
+#define STEP_MADDUBS(a, w, x) _mm256_add_epi16(a, _mm256_maddubs_epi16(w, x))
 
-/* Eight vpdpbusd chains (32 multiply-adds each, accumulate included): the
- * one instruction the VNNI GEMM tiles issue per step, in its VEX (AVX-VNNI)
- * or its 256-bit EVEX (AVX512-VNNI + AVX512VL) encoding. */
-#define DPBUSD_PEAK(name, isas, DP)                                                      \
-    __attribute__((target(isas))) static double name(long iters)                         \
-    {                                                                                  \
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, \
-                a6 = a0, a7 = a0;                                                      \
-        __m256i w0 = _mm256_set1_epi8(3), w1 = _mm256_set1_epi8(5);                    \
-        __m256i x0 = _mm256_set1_epi8(7), x1 = _mm256_set1_epi8(9);                    \
-        __asm__("" : "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1));                          \
-        double t0 = thread_seconds();                                                  \
-        for (long i = 0; i < iters; i++) {                                             \
-            a0 = DP(a0, w0, x0);                                                       \
-            a1 = DP(a1, w1, x0);                                                       \
-            a2 = DP(a2, w0, x1);                                                       \
-            a3 = DP(a3, w1, x1);                                                       \
-            a4 = DP(a4, w0, x0);                                                       \
-            a5 = DP(a5, w1, x0);                                                       \
-            a6 = DP(a6, w0, x1);                                                       \
-            a7 = DP(a7, w1, x1);                                                       \
-            __asm__("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5),    \
-                    "+x"(a6), "+x"(a7), "+x"(w0), "+x"(w1), "+x"(x0), "+x"(x1));       \
-        }                                                                              \
-        double t = thread_seconds() - t0;                                              \
-        __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1),         \
-                                                      _mm256_add_epi32(a2, a3)),        \
-                                     _mm256_add_epi32(_mm256_add_epi32(a4, a5),         \
-                                                      _mm256_add_epi32(a6, a7)));       \
-        volatile int sink = _mm256_cvtsi256_si32(s);                                   \
-        (void)sink;                                                                    \
-        return (double)iters * 8.0 * 32.0 / t;                                         \
-    }
-
-DPBUSD_PEAK(dpbusd_vex_peak, "avx2,fma,avxvnni", _mm256_dpbusd_avx_epi32)
-DPBUSD_PEAK(dpbusd_evex_peak, "avx2,fma,avx512vnni,avx512vl", _mm256_dpbusd_epi32)
+INT_PEAK(pmaddwd_peak, "avx2,fma", STEP_MADDWD, 16)
+INT_PEAK(maddubs_peak, "avx2,fma", STEP_MADDUBS, 32)
+INT_PEAK(dpbusd_vex_peak, "avx2,fma,avxvnni", _mm256_dpbusd_avx_epi32, 32)
+INT_PEAK(dpbusd_evex_peak, "avx2,fma,avx512vnni,avx512vl", _mm256_dpbusd_epi32, 32)
 
 static double best_of(double (*f)(long), int reps)
 {
