@@ -479,7 +479,7 @@ static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[
                           float out[GR])
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, ahead = GR * w->row_bytes;
-    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
     __m256 ga[GR], y[GR];
     for (int i = 0; i < GR; i++) ga[i] = y[i] = _mm256_setzero_ps();
     for (size_t g = 0, b = 0; b < nb; g++) {
@@ -494,12 +494,11 @@ static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[
                 __m256i c = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)src),
                                              flip);
 #if QK_AVX_VNNI
-                (void)ones;
                 __m256 f = _mm256_cvtepi32_ps(DPBUSD(
                     _mm256_setzero_si256(), _mm256_abs_epi8(c), _mm256_sign_epi8(q, c)));
 #else
                 __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(q, c));
-                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 #endif
                 ga[i] = _mm256_fmadd_ps(d, f, ga[i]);
             }

@@ -22,9 +22,9 @@
 
 Suite *suite_kernels(void);
 
-static const char *const isa_names[] = { "avx2", "avx2-vnni", "avx2-avx512vnni", "neon",
-                                         "neon-dotprod" };
-#define N_ISAS (sizeof isa_names / sizeof isa_names[0])
+/* The ISAs besides scalar. */
+static const char *const *const isa_names = tu_isa_names + 1;
+#define N_ISAS (TU_N_ISAS - 1)
 
 /* The ISA tables this machine can run, besides scalar. */
 static size_t available_isas(const qlib_kernels **out)
@@ -569,17 +569,16 @@ END_TEST
  * every ISA, within the fp32 bound of the exact product. */
 START_TEST(test_kernels_f16_matmul_threads)
 {
-    static const char *const all[] = { "scalar",    "avx2", "avx2-vnni", "avx2-avx512vnni",
-                                       "neon",      "neon-dotprod" };
     tu_rng r = { 17 };
     size_t n = 301, k = 1003;
     float *w = tu_alloc_floats(n * k), *x = tu_alloc_floats(k);
     float *y1 = tu_alloc_floats(n), *y2 = tu_alloc_floats(n);
     for (size_t i = 0; i < n * k; i++) w[i] = (float)tu_normal(&r);
     for (size_t j = 0; j < k; j++) x[j] = (float)tu_normal(&r);
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        if (!qlib_kernels_pick(all[i], qlib_cpu_features())) continue;
-        qlib_ctx *c1 = tu_ctx(1, all[i]), *c2 = tu_ctx(2, all[i]);
+    for (size_t i = 0; i < TU_N_ISAS; i++) {
+        const char *isa = tu_isa_names[i];
+        if (!qlib_kernels_pick(isa, qlib_cpu_features())) continue;
+        qlib_ctx *c1 = tu_ctx(1, isa), *c2 = tu_ctx(2, isa);
         qlib_tensor *t = tu_quantize(c1, w, n, k, k, QLIB_METHOD_NONE, 16, 0, 0, NULL);
         ck_assert_int_eq(qlib_matmul(c1, t, x, 1, k, y1, n), QLIB_OK);
         ck_assert_int_eq(qlib_matmul(c2, t, x, 1, k, y2, n), QLIB_OK);
@@ -592,8 +591,8 @@ START_TEST(test_kernels_f16_matmul_threads)
                 mag += fabs((double)wh[row * k + j] * x[j]);
             }
             ck_assert_msg(fabs((double)y1[row] - exact) <= (double)(k + 2) * 0x1p-24 * mag,
-                          "%s row %zu: %.9g, exact %.9g", all[i], row, (double)y1[row], exact);
-            ck_assert_msg(memcmp(&y1[row], &y2[row], 4) == 0, "%s 2 threads row %zu", all[i], row);
+                          "%s row %zu: %.9g, exact %.9g", isa, row, (double)y1[row], exact);
+            ck_assert_msg(memcmp(&y1[row], &y2[row], 4) == 0, "%s 2 threads row %zu", isa, row);
         }
         free(wh);
         qlib_tensor_destroy(t);

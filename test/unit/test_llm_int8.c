@@ -312,10 +312,12 @@ END_TEST
 
 /* ---- exactness of the split ---- */
 
-/* The ISAs to run: the scalar reference, the others by name when this CPU
- * has them, and the default pick. */
-static const char *const isa_names[] = { "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni",
-                                         "neon",   "neon-dotprod", NULL };
+/* The ISAs to run, ii = 0 .. TU_N_ISAS: the scalar reference, the others by
+ * name when this CPU has them, and (NULL) the default pick. */
+static const char *isa_at(size_t ii)
+{
+    return ii < TU_N_ISAS ? tu_isa_names[ii] : NULL;
+}
 
 static qlib_ctx *ctx_for_isa(int threads, const char *isa)
 {
@@ -335,8 +337,8 @@ START_TEST(test_below_threshold_is_pure_int8)
     float *w = tu_alloc_floats(n * k), *x = tu_alloc_floats(17 * k);
     tu_llm_weights(&r, w, n, k, k);
     outlier_acts(&r, x, 17, k, cols, 2);
-    for (size_t ii = 0; ii < sizeof isa_names / sizeof isa_names[0]; ii++) {
-        qlib_ctx *ctx = ctx_for_isa(1, isa_names[ii]);
+    for (size_t ii = 0; ii <= TU_N_ISAS; ii++) {
+        qlib_ctx *ctx = ctx_for_isa(1, isa_at(ii));
         if (!ctx) continue;
         qlib_tensor *huge = llm_int8(ctx, w, n, k, 1e30f), *zero = llm_int8(ctx, w, n, k, 0.0f);
         qlib_tensor *neg = llm_int8(ctx, w, n, k, -1.0f);
@@ -411,8 +413,8 @@ START_TEST(test_split_is_exact)
     const size_t cols[3] = { 0, 77, 199 };
     size_t many[45];                                   /* more than are gathered at a time */
     for (size_t j = 0; j < 45; j++) many[j] = 3 + 4 * j;
-    for (size_t ii = 0; ii < sizeof isa_names / sizeof isa_names[0]; ii++) {
-        qlib_ctx *ctx = ctx_for_isa(1, isa_names[ii]);
+    for (size_t ii = 0; ii <= TU_N_ISAS; ii++) {
+        qlib_ctx *ctx = ctx_for_isa(1, isa_at(ii));
         if (!ctx) continue;
         check_split(ctx, 1, 70, 200, cols, 3, 0);
         check_split(ctx, 6, 70, 200, cols, 3, 3);      /* outliers in row 3 only */
@@ -468,9 +470,8 @@ START_TEST(test_isas_agree)
     double *want_d = malloc(m * n * sizeof(double));
     ck_assert_ptr_nonnull(want_d);
     for (size_t i = 0; i < m * n; i++) want_d[i] = want[i];
-    for (size_t ii = 1; ii <= sizeof isa_names / sizeof isa_names[0]; ii++) {
-        const char *isa = ii < sizeof isa_names / sizeof isa_names[0] ? isa_names[ii] : NULL;
-        qlib_ctx *ctx = ctx_for_isa(2, isa);
+    for (size_t ii = 1; ii <= TU_N_ISAS; ii++) {
+        qlib_ctx *ctx = ctx_for_isa(2, isa_at(ii));
         if (!ctx) continue;
         float *y = run(ctx, t, x, m);
         ck_assert_msg(dist_fd(y, want_d, m * n) <= 1e-5 * norm_d(want_d, m * n), "isa %s",

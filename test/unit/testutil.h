@@ -54,6 +54,12 @@ qlib_ctx *tu_counting_ctx(tu_counting *c, int threads);
 void tu_quantize_alloc_failures(qlib_ctx *ctx, tu_counting *c, const float *w, size_t n, size_t k,
                                 const qlib_config *cfg, const qlib_calib *calib);
 
+/* Every kernel table's name, the scalar reference first. Tests run the ones
+ * this build and CPU have (qlib_kernels_pick or qlib_ctx_set_isa tells). */
+static const char *const tu_isa_names[] = { "scalar",    "avx2", "avx2-vnni", "avx2-avx512vnni",
+                                            "neon",      "neon-dotprod" };
+#define TU_N_ISAS (sizeof tu_isa_names / sizeof tu_isa_names[0])
+
 /* A qlib_context made with defaults; aborts the test on failure. */
 qlib_ctx *tu_ctx(int threads, const char *isa);
 /* Quantizes with a config built from (method, bits, group, sym); asserts OK. */
