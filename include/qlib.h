@@ -35,11 +35,11 @@ extern "C" {
 
 /* ---------------------------------------------------------------- version */
 #define QLIB_VERSION_MAJOR 0
-#define QLIB_VERSION_MINOR 1
+#define QLIB_VERSION_MINOR 2
 #define QLIB_VERSION_PATCH 0
 #define QLIB_VERSION_NUMBER \
     (QLIB_VERSION_MAJOR * 10000 + QLIB_VERSION_MINOR * 100 + QLIB_VERSION_PATCH)
-#define QLIB_VERSION_STRING "0.1.0"
+#define QLIB_VERSION_STRING "0.2.0"
 
 /* The version of the library actually linked (may differ from the header's). */
 QLIB_API unsigned    qlib_version_number(void);
@@ -55,7 +55,8 @@ typedef enum qlib_status {
     QLIB_ERR_NUMERIC = 5,      /* NaN/Inf in input; Hessian not positive definite after damping */
     QLIB_ERR_STATE = 6,        /* calibration that saw no tokens or lacks what the method needs */
     QLIB_ERR_IO = 7,           /* open/read/write/rename failed (errno text in the message) */
-    QLIB_ERR_FORMAT = 8        /* serialized data corrupt, truncated, or of an unknown version */
+    QLIB_ERR_FORMAT = 8,       /* serialized data corrupt, truncated, or of an unknown version */
+    QLIB_ERR_CANCELLED = 9     /* the progress callback asked to stop; nothing was made (0.2) */
 } qlib_status;
 
 /* A static English name for s ("QLIB_ERR_ARG: invalid argument"); never NULL,
@@ -117,6 +118,16 @@ QLIB_API int         qlib_ctx_threads(const qlib_ctx *ctx);   /* effective count
 QLIB_API qlib_compute qlib_ctx_compute(const qlib_ctx *ctx);
 QLIB_API void        qlib_ctx_destroy(qlib_ctx *ctx);         /* NULL is fine */
 
+/* Progress of long calls (0.2). fn is called on the calling thread, between
+ * units of work, with a static stage name ("hessian", "gptq", "awq-scale",
+ * "awq-clip", "pack", ...) and the fraction of the call done, in [0, 1],
+ * non-decreasing, ending with 1 when the call succeeds. A nonzero return
+ * stops the call promptly with QLIB_ERR_CANCELLED: no tensor is made and
+ * nothing leaks; the context stays usable. Calls that report: qlib_quantize
+ * (and qlib_quantize_shared). A NULL fn removes the callback. */
+typedef int (*qlib_progress_fn)(void *user, const char *stage, double fraction);
+QLIB_API qlib_status qlib_ctx_set_progress(qlib_ctx *ctx, qlib_progress_fn fn, void *user);
+
 /* ------------------------------------------------- methods and their options */
 typedef enum qlib_method {
     QLIB_METHOD_NONE = 0,       /* keep float: bits 32 or 16 */
@@ -152,6 +163,9 @@ QLIB_API qlib_status qlib_config_set_float(qlib_config *c, qlib_param p, float v
 QLIB_API qlib_status qlib_config_get_int(const qlib_config *c, qlib_param p, int *value);
 QLIB_API qlib_status qlib_config_get_float(const qlib_config *c, qlib_param p, float *value);
 QLIB_API qlib_method qlib_config_method(const qlib_config *c);
+/* "none", "rtn", "gptq", "awq", "llm-int8"; "unknown" for other values. A
+ * static string (0.2). */
+QLIB_API const char *qlib_method_name(qlib_method m);
 QLIB_API void        qlib_config_destroy(qlib_config *c);      /* NULL is fine */
 
 /* ------------------------------------------------------------ calibration */

@@ -17,7 +17,7 @@ qlib.CALIB_HESSIAN, qlib.LOAD_BORROW, ...).
 from . import _lib
 from ._lib import LibraryNotFoundError
 from ._enums import Calib, Compute, Load, Method, Param, Status, c_constants as _c_constants
-from ._errors import (ArgError, FormatError, NoMemError, NumericError, QlibError, QlibIOError,
+from ._errors import (ArgError, CancelledError, FormatError, NoMemError, NumericError, QlibError, QlibIOError,
                       ShapeError, StateError, UnsupportedError, last_error, status_string)
 from ._alloc import Allocator, CountingAllocator
 from ._context import Context, default_context
@@ -34,7 +34,7 @@ HEADER_VERSION = _lib.HEADER_VERSION_STRING
 
 
 def version():
-    """The version string of the loaded library (e.g. "0.1.0")."""
+    """The version string of the loaded library (e.g. "0.2.0")."""
     return _lib.lib().qlib_version_string().decode()
 
 
@@ -43,17 +43,22 @@ def version_number():
     return _lib.lib().qlib_version_number()
 
 
+def method_name(method):
+    """qlib_method_name(): "none", "rtn", "gptq", "awq", "llm-int8"; "unknown"."""
+    return _lib.lib().qlib_method_name(int(method)).decode()
+
+
 def library_path():
     """The file the shared library was loaded from (loads it if needed)."""
     return _lib.path()
 
 
 __all__ = [
-    "ActStats", "Allocator", "ArgError", "Calib", "Calibration", "Compute", "Config", "Context",
+    "ActStats", "Allocator", "ArgError", "CancelledError", "Calib", "Calibration", "Compute", "Config", "Context",
     "CountingAllocator", "FormatError", "HEADER_VERSION", "LibraryNotFoundError", "Load",
     "Method", "NoMemError", "NumericError", "Param", "QlibError", "QlibIOError", "ShapeError",
     "StateError", "Status", "Tensor", "UnsupportedError", "default_context", "from_bytes",
     "last_error", "library_path", "load", "method_defaults", "quantize", "status_string",
-    "version", "version_number",
+    "method_name", "version", "version_number",
 ]
 __all__ += sorted(_c_constants())

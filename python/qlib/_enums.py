@@ -15,6 +15,7 @@ class Status(enum.IntEnum):
     ERR_STATE = 6
     ERR_IO = 7
     ERR_FORMAT = 8
+    ERR_CANCELLED = 9
 
 
 class Method(enum.IntEnum):

@@ -58,6 +58,10 @@ class FormatError(QlibError, ValueError):
     """QLIB_ERR_FORMAT: serialized data corrupt, truncated or of an unknown version."""
 
 
+class CancelledError(QlibError):
+    """QLIB_ERR_CANCELLED: the progress callback asked to stop; nothing was made."""
+
+
 ERROR_CLASSES = {
     Status.ERR_ARG: ArgError,
     Status.ERR_SHAPE: ShapeError,
@@ -67,6 +71,7 @@ ERROR_CLASSES = {
     Status.ERR_STATE: StateError,
     Status.ERR_IO: QlibIOError,
     Status.ERR_FORMAT: FormatError,
+    Status.ERR_CANCELLED: CancelledError,
 }
 
 

@@ -22,7 +22,7 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, 
 
 # The header this binding mirrors.
 HEADER_VERSION_MAJOR = 0
-HEADER_VERSION_MINOR = 1
+HEADER_VERSION_MINOR = 2
 HEADER_VERSION_PATCH = 0
 HEADER_VERSION_NUMBER = (HEADER_VERSION_MAJOR * 10000 + HEADER_VERSION_MINOR * 100
                          + HEADER_VERSION_PATCH)
@@ -71,6 +71,7 @@ alloc_fn = CFUNCTYPE(c_void_p, c_void_p, c_size_t, c_size_t)
 free_fn = CFUNCTYPE(None, c_void_p, c_void_p)
 task_fn = CFUNCTYPE(None, c_void_p, c_size_t)
 run_fn = CFUNCTYPE(None, c_void_p, task_fn, c_void_p, c_size_t)
+progress_fn = CFUNCTYPE(c_int, c_void_p, c_char_p, c_double)
 
 
 class qlib_allocator(Structure):
@@ -105,6 +106,7 @@ PROTOTYPES = {
     "qlib_ctx_threads": (c_int, [ctx_p]),
     "qlib_ctx_compute": (compute_t, [ctx_p]),
     "qlib_ctx_destroy": (None, [ctx_p]),
+    "qlib_ctx_set_progress": (status_t, [ctx_p, progress_fn, c_void_p]),
     # config
     "qlib_config_create": (status_t, [method_t, POINTER(config_p)]),
     "qlib_config_set_int": (status_t, [config_p, param_t, c_int]),
@@ -112,6 +114,7 @@ PROTOTYPES = {
     "qlib_config_get_int": (status_t, [config_p, param_t, POINTER(c_int)]),
     "qlib_config_get_float": (status_t, [config_p, param_t, POINTER(c_float)]),
     "qlib_config_method": (method_t, [config_p]),
+    "qlib_method_name": (c_char_p, [method_t]),
     "qlib_config_destroy": (None, [config_p]),
     # calibration
     "qlib_calib_create": (status_t, [ctx_p, c_size_t, c_uint, c_size_t, POINTER(calib_p)]),

@@ -46,6 +46,18 @@ void qlib_config_destroy(qlib_config *c)
 
 qlib_method qlib_config_method(const qlib_config *c) { return c ? c->method : QLIB_METHOD_NONE; }
 
+const char *qlib_method_name(qlib_method m)
+{
+    switch (m) {
+    case QLIB_METHOD_NONE: return "none";
+    case QLIB_METHOD_RTN: return "rtn";
+    case QLIB_METHOD_GPTQ: return "gptq";
+    case QLIB_METHOD_AWQ: return "awq";
+    case QLIB_METHOD_LLM_INT8: return "llm-int8";
+    }
+    return "unknown";
+}
+
 /* Which parameters each method takes, and whether they are int or float. */
 static int param_is_float(qlib_param p)
 {

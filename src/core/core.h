@@ -63,6 +63,10 @@ struct qlib_ctx {
     qlib_compute compute;
     void  *scratch[2];           /* 0: the matmul driver; 1: schemes that call it */
     size_t scratch_size[2];
+    qlib_progress_fn progress;   /* NULL: none */
+    void *progress_user;
+    double progress_last;        /* the last fraction reported in this call */
+    int cancelled;               /* the callback asked to stop during this call */
 };
 /* Runs task(arg, i) for i in [0, n) on the context's threads. */
 QLIB_HIDDEN void  qlib_ctx_parallel_for(qlib_ctx *ctx, void (*task)(void *, size_t), void *arg,
@@ -72,6 +76,14 @@ QLIB_HIDDEN void  qlib_ctx_parallel_for(qlib_ctx *ctx, void (*task)(void *, size
 QLIB_HIDDEN void *qlib_ctx_scratch(qlib_ctx *ctx, size_t size, const char *fn);
 /* A second, independent scratch area for code that calls the matmul driver. */
 QLIB_HIDDEN void *qlib_ctx_scratch_aux(qlib_ctx *ctx, size_t size, const char *fn);
+/* Progress of the call under way (qlib_ctx_set_progress). qlib_progress_begin
+ * starts a call's report at 0; qlib_progress reports fraction (clamped to be
+ * non-decreasing and in [0, 1]) on the calling thread and returns nonzero when
+ * the call must stop (the callback asked to, now or earlier in this call);
+ * qlib_progress_cancelled sets and returns the CANCELLED status and message. */
+QLIB_HIDDEN void qlib_progress_begin(qlib_ctx *ctx);
+QLIB_HIDDEN int  qlib_progress(qlib_ctx *ctx, const char *stage, double fraction);
+QLIB_HIDDEN qlib_status qlib_progress_cancelled(const char *fn, const char *stage);
 
 /* ---- config ---- */
 struct qlib_config {

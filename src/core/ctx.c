@@ -137,6 +137,37 @@ qlib_status qlib_ctx_set_compute(qlib_ctx *ctx, qlib_compute mode)
     return QLIB_OK;
 }
 
+qlib_status qlib_ctx_set_progress(qlib_ctx *ctx, qlib_progress_fn fn, void *user)
+{
+    if (!ctx) return qlib_fail(QLIB_ERR_ARG, "qlib_ctx_set_progress: ctx is NULL");
+    ctx->progress = fn;
+    ctx->progress_user = fn ? user : NULL;
+    return QLIB_OK;
+}
+
+void qlib_progress_begin(qlib_ctx *ctx)
+{
+    ctx->progress_last = 0.0;
+    ctx->cancelled = 0;
+}
+
+int qlib_progress(qlib_ctx *ctx, const char *stage, double fraction)
+{
+    if (ctx->cancelled) return 1;
+    if (!ctx->progress) return 0;
+    if (!(fraction >= ctx->progress_last)) fraction = ctx->progress_last;   /* NaN too */
+    if (fraction > 1.0) fraction = 1.0;
+    ctx->progress_last = fraction;
+    ctx->cancelled = ctx->progress(ctx->progress_user, stage, fraction) != 0;
+    return ctx->cancelled;
+}
+
+qlib_status qlib_progress_cancelled(const char *fn, const char *stage)
+{
+    return qlib_fail(QLIB_ERR_CANCELLED, "%s: cancelled by the progress callback during %s", fn,
+                     stage);
+}
+
 const char *qlib_ctx_isa(const qlib_ctx *ctx) { return ctx ? ctx->kern->isa : ""; }
 int qlib_ctx_threads(const qlib_ctx *ctx) { return ctx ? ctx->n_threads : 0; }
 qlib_compute qlib_ctx_compute(const qlib_ctx *ctx) { return ctx ? ctx->compute : QLIB_COMPUTE_AUTO; }

@@ -17,7 +17,8 @@ const char *qlib_version_string(void) { return QLIB_VERSION_STRING; }
     X(QLIB_ERR_NUMERIC, "numeric failure (NaN/Inf, not positive definite)")   \
     X(QLIB_ERR_STATE, "calibration state lacks what is needed")               \
     X(QLIB_ERR_IO, "input/output error")                                      \
-    X(QLIB_ERR_FORMAT, "serialized data corrupt, truncated or of an unknown version")
+    X(QLIB_ERR_FORMAT, "serialized data corrupt, truncated or of an unknown version") \
+    X(QLIB_ERR_CANCELLED, "cancelled by the progress callback")
 
 const char *qlib_status_string(qlib_status s)
 {

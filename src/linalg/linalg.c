@@ -13,6 +13,7 @@ extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, 
 
 size_t qlib_la_max_dim(void) { return (size_t)INT_MAX; }
 int qlib_la_threads(void) { return openblas_get_num_threads(); }
+const char *qlib_la_backend(void) { return "openblas"; }
 
 void qlib_la_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
                    size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)

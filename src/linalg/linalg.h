@@ -26,5 +26,7 @@ size_t qlib_la_max_dim(void);
 /* Threads OpenBLAS runs a call on (read only: its settings are never
  * changed); callers run GEMMs on their own threads only when this is 1. */
 int qlib_la_threads(void);
+/* The backend's name, for tests whose expected bits depend on its rounding. */
+const char *qlib_la_backend(void);
 
 #endif

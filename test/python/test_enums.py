@@ -112,6 +112,7 @@ C_TYPES = {
     "qlib_calib*": _lib.calib_p, "qlib_calib**": _P(_lib.calib_p),
     "qlib_tensor*": _lib.tensor_p, "qlib_tensor**": _P(_lib.tensor_p),
     "qlib_allocator*": _P(_lib.qlib_allocator), "qlib_parallel*": _P(_lib.qlib_parallel),
+    "qlib_progress_fn": _lib.progress_fn,
 }
 
 
@@ -166,3 +167,9 @@ def test_callback_tables_match_header():
                 m = re.search(r"\(\*\s*(\w+)\s*\)", decl) or re.search(r"(\w+)\s*$", decl)
                 names.append(m.group(1))
         assert names == [f[0] for f in cls._fields_], (struct, names)
+
+
+def test_method_names():
+    assert [qlib.method_name(m) for m in qlib.Method] == ["none", "rtn", "gptq", "awq",
+                                                          "llm-int8"]
+    assert qlib.method_name(99) == "unknown"

@@ -362,6 +362,25 @@ START_TEST(test_params_independent)
 }
 END_TEST
 
+/* The public names, as the examples, the binding and the CLI spell them. */
+START_TEST(test_method_names)
+{
+    static const struct { int m; const char *name; } names[] = {
+        { QLIB_METHOD_NONE, "none" }, { QLIB_METHOD_RTN, "rtn" }, { QLIB_METHOD_GPTQ, "gptq" },
+        { QLIB_METHOD_AWQ, "awq" },   { QLIB_METHOD_LLM_INT8, "llm-int8" },
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        ck_assert_str_eq(qlib_method_name((qlib_method)names[i].m), names[i].name);
+        /* a static string: the same pointer every time */
+        ck_assert_ptr_eq(qlib_method_name((qlib_method)names[i].m),
+                         qlib_method_name((qlib_method)names[i].m));
+    }
+    static const int unknown[] = { -1, 5, 6, 100, 0x7fffffff, -0x7fffffff - 1 };
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+        ck_assert_str_eq(qlib_method_name((qlib_method)unknown[i]), "unknown");
+}
+END_TEST
+
 START_TEST(test_null_and_getters)
 {
     qlib_config *c = make(QLIB_METHOD_GPTQ);
@@ -396,6 +415,7 @@ Suite *suite_config(void)
     tcase_add_test(tc, test_kind_mismatch);
     tcase_add_test(tc, test_params_independent);
     tcase_add_test(tc, test_null_and_getters);
+    tcase_add_test(tc, test_method_names);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -50,6 +50,7 @@ START_TEST(test_status_strings)
         { QLIB_ERR_STATE, "QLIB_ERR_STATE" },
         { QLIB_ERR_IO, "QLIB_ERR_IO" },
         { QLIB_ERR_FORMAT, "QLIB_ERR_FORMAT" },
+        { QLIB_ERR_CANCELLED, "QLIB_ERR_CANCELLED" },
     };
     const size_t n = sizeof known / sizeof known[0];
     /* The pinned values of the header. */
@@ -63,7 +64,7 @@ START_TEST(test_status_strings)
         ck_assert_uint_gt(strlen(s), strlen(known[i].name) + 2);
         for (size_t j = 0; j < i; j++) ck_assert_str_ne(s, qlib_status_string(known[j].s));
     }
-    static const int unknown[] = { -1, 9, 10, 100, 0x7fffffff, -0x7fffffff - 1 };
+    static const int unknown[] = { -1, 10, 11, 100, 0x7fffffff, -0x7fffffff - 1 };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = qlib_status_string((qlib_status)unknown[i]);
         ck_assert_ptr_nonnull(s);
