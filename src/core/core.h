@@ -38,12 +38,9 @@ QLIB_HIDDEN void  qlib_mem_free(const qlib_allocator *a, void *p);        /* NUL
 /* ---- fp16 ---- */
 QLIB_HIDDEN uint16_t qlib_f32_to_f16(float f);         /* round to nearest even */
 QLIB_HIDDEN uint16_t qlib_f32_to_f16_up(float f);      /* smallest fp16 >= f, for f >= 0 */
-QLIB_HIDDEN float    qlib_f16_to_f32(uint16_t h);
+static inline float qlib_f16_to_f32(uint16_t h) { return qk_f16_to_f32(h); }
 
-/* ---- cpu features ---- */
-enum { QLIB_CPU_AVX2 = 1u, QLIB_CPU_FMA = 2u, QLIB_CPU_F16C = 4u,
-       QLIB_CPU_NEON = 8u, QLIB_CPU_DOTPROD = 16u,
-       QLIB_CPU_AVX_VNNI = 32u, QLIB_CPU_AVX512_VNNI = 64u };
+/* ---- cpu features: QK_CPU_* (kernels.h) ---- */
 QLIB_HIDDEN unsigned qlib_cpu_features(void);
 QLIB_HIDDEN int      qlib_cpu_count(void);
 

@@ -23,11 +23,12 @@ int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t ld)
 typedef struct mm_job {
     const qk_weights *w;
     const qlib_kernels *kern;
+    const qk_q8_ukernel *uk;                /* AUTO: the microkernel */
     qk_xmap map;
     const float *x;
     size_t ldx, m, n_tasks;                 /* n_tasks: of the row preparation */
     int8_t *q;
-    int16_t *q16;                           /* when qk_wants_q16 */
+    int16_t *q16;                           /* when the microkernel wants_q16 */
     float *d, *xf;
     int32_t *sum;
     float *y;
@@ -55,9 +56,9 @@ static void gemm_range(const mm_job *j, size_t n0, size_t n1)
 {
     if (j->q) {
         qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum, j->q16 };
-        j->kern->gemm_q8(j->w, &a, n0, n1, j->y, j->ldy);
+        j->uk->run(j->w, &a, n0, n1, j->y, j->ldy);
     } else {
-        j->kern->gemm_f32(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
+        j->kern->gemm_f32.run(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
     }
 }
 
@@ -122,7 +123,11 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     const qk_weights *w = &t->w;
     size_t kp = w->kp, nbk = kp / QK_BLOCK, bytes, rows_bytes;
     int quant = ctx->compute == QLIB_COMPUTE_AUTO;
-    int wide = quant && qk_wants_q16(ctx->kern, w, m);
+    const qk_q8_ukernel *uk = quant ? qk_pick_q8(ctx->kern, w, m) : NULL;
+    if (quant && !uk)
+        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: the %s kernels have no %d-bit kernel", fn,
+                         ctx->kern->isa, w->bits);
+    int wide = uk && uk->wants_q16;
     size_t per_row = quant ? kp * (wide ? 3 : 1) + nbk * 8 : kp * 4;
     if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 320)
         return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);
@@ -133,6 +138,7 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     memset(&j, 0, sizeof j);
     j.w = w;
     j.kern = ctx->kern;
+    j.uk = uk;
     j.map = (qk_xmap){ t->d.k, kp, t->perm, t->input_scales, drop };
     j.x = x;
     j.ldx = ldx;
@@ -170,7 +176,7 @@ typedef struct f16_job {
 static void f16_cols(void *arg, size_t n0, size_t n1)
 {
     const f16_job *j = arg;
-    j->kern->gemv_f16(j->w, j->k, j->x, n0, n1, j->y);
+    j->kern->gemv_f16.run(j->w, j->k, j->x, n0, n1, j->y);
 }
 
 static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x, float *y)
