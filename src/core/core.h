@@ -8,6 +8,7 @@
 
 #include "qlib.h"
 #include "../kernels/kernels.h"
+#include "method.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "qlib supports little-endian targets only"
@@ -58,7 +59,7 @@ struct qlib_ctx {
     qlib_parallel parallel;      /* run == NULL: built-in */
     const qlib_kernels *kern;
     qlib_compute compute;
-    void  *scratch[2];           /* 0: the matmul driver; 1: schemes that call it */
+    void  *scratch[2];           /* 0: the matmul driver; 1: methods that call it */
     size_t scratch_size[2];
     qlib_progress_fn progress;   /* NULL: none */
     void *progress_user;
@@ -82,14 +83,8 @@ QLIB_HIDDEN void qlib_progress_begin(qlib_ctx *ctx);
 QLIB_HIDDEN int  qlib_progress(qlib_ctx *ctx, const char *stage, double fraction);
 QLIB_HIDDEN qlib_status qlib_progress_cancelled(const char *fn, const char *stage);
 
-/* ---- config ---- */
-struct qlib_config {
-    qlib_method method;
-    int bits, group_size, symmetric;
-    float gptq_damp; int gptq_block_size, gptq_act_order, gptq_static_groups;
-    int awq_grid, awq_clip; float awq_max_shrink;
-    float outlier_threshold;
-};
+/* ---- config: an opaque set of a method's parameter values (config.c;
+ * method.h's qlib_cfg_int / qlib_cfg_float read them) ---- */
 
 /* ---- calibration ---- */
 struct qlib_calib {
@@ -119,7 +114,7 @@ typedef struct qlib_tensor_desc {
     int symmetric;
     size_t n, k;
     int has_perm, has_input_scales;
-    float outlier_threshold;
+    float param;       /* the method's header parameter (its row's header_param), else 0 */
 } qlib_tensor_desc;
 
 struct qlib_tensor {
@@ -173,7 +168,7 @@ QLIB_HIDDEN void qlib_header_finish(qlib_tensor *t);
 QLIB_HIDDEN void qlib_pack_row(int bits, const uint8_t *codes, size_t kp, uint8_t *dst);
 QLIB_HIDDEN void qlib_zero_put(uint8_t *stream, size_t index, int bits, unsigned value);
 
-/* ---- matmul helpers shared with schemes ---- */
+/* ---- matmul helpers shared with the methods ---- */
 QLIB_HIDDEN int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t ld);
 /* The quantized-weight path of qlib_matmul after its checks; input columns
  * with drop[c] != 0 are treated as zero (drop may be NULL). */

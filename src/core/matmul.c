@@ -4,7 +4,6 @@
 
 #include "core.h"
 #include "../linalg/linalg.h"
-#include "../schemes/schemes.h"
 
 #define COL_CHUNK 64                 /* output columns per task: fixed, any thread count */
 #define INLINE_WORK (1u << 18)       /* below this many multiply-adds, stay on this thread */
@@ -185,6 +184,36 @@ static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x,
     split_columns(ctx, t->d.n, t->d.n * t->d.k, f16_cols, &j);
 }
 
+#define F16_PANEL 64   /* rows of an fp16 tensor converted per sgemm */
+
+/* y = x * W^T for a float tensor, through the linear algebra's GEMM (fp16
+ * rows converted a panel at a time). */
+static qlib_status matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                                size_t ldx, float *y, size_t ldy)
+{
+    static const char fn[] = "qlib_matmul";
+    size_t n = t->d.n, k = t->d.k, lim = qlib_la_max_dim();
+    if (m > lim || n > lim || k > lim || ldx > lim || ldy > lim)
+        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: float tensor sizes above %zu", fn, lim);
+    if (t->f32 && m == 1) {
+        qlib_la_sgemv(n, k, t->f32, k, x, y);
+        return QLIB_OK;
+    }
+    if (t->f32) {
+        qlib_la_sgemm(0, 1, m, n, k, 1.0f, x, ldx, t->f32, k, 0.0f, y, ldy);
+        return QLIB_OK;
+    }
+    size_t rows = n < F16_PANEL ? n : F16_PANEL;
+    float *panel = qlib_ctx_scratch(ctx, rows * k * sizeof(float), fn);
+    if (!panel) return QLIB_ERR_NOMEM;
+    for (size_t r0 = 0; r0 < n; r0 += rows) {
+        size_t nr = n - r0 < rows ? n - r0 : rows;
+        ctx->kern->f16_to_f32(t->f16 + r0 * k, nr * k, panel);
+        qlib_la_sgemm(0, 1, m, nr, k, 1.0f, x, ldx, panel, k, 0.0f, y + r0, ldy);
+    }
+    return QLIB_OK;
+}
+
 /* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be
  * any finite value, and the kernels quantize x * s: Inf there has no int8 code. */
 static int scaled_finite(const float *x, size_t rows, size_t cols, size_t ld, const float *s)
@@ -227,13 +256,17 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
     if (t->input_scales && !scaled_finite(x, m, k, ldx, t->input_scales))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x times the tensor's input scales overflows", fn);
-    if (t->d.method == QLIB_METHOD_NONE && t->f16 && m == 1) {
+    const qlib_method_row *row = qlib_method_lookup(t->d.method);
+    if (row->float_weights && t->f16 && m == 1) {
         matmul_f16_gemv(ctx, t, x, y);
         return QLIB_OK;
     }
-    if (t->d.method == QLIB_METHOD_NONE) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
-    if (t->d.method == QLIB_METHOD_LLM_INT8 && ctx->compute == QLIB_COMPUTE_AUTO &&
-        t->d.outlier_threshold > 0.0f)
-        return qlib_llm_int8_matmul(ctx, t, x, m, ldx, y, ldy);
-    return qlib_matmul_quantized(ctx, t, x, m, ldx, y, ldy, NULL);
+    if (row->float_weights) return matmul_float(ctx, t, x, m, ldx, y, ldy);
+    qlib_matmul_plan plan = { NULL, NULL, NULL };
+    if (row->matmul_plan) {
+        qlib_status s = row->matmul_plan(ctx, t, x, m, ldx, y, ldy, &plan);
+        if (s != QLIB_OK) return s;
+    }
+    return qlib_matmul_quantized_post(ctx, t, x, m, ldx, y, ldy, plan.drop, plan.post,
+                                      plan.post_arg);
 }

@@ -58,7 +58,7 @@ void qlib_header_write(qlib_tensor *t, const qlib_section *sec, unsigned n_sec)
     h[49] = (uint8_t)t->d.bits;
     h[51] = (uint8_t)n_sec;
     put32(h + 52, (uint32_t)t->d.group_size);
-    memcpy(h + 56, &t->d.outlier_threshold, 4);
+    memcpy(h + 56, &t->d.param, 4);
     for (unsigned i = 0; i < n_sec; i++) {
         uint8_t *e = h + HEADER_FIXED + SECTION_ENTRY * i;
         put32(e, sec[i].id);
@@ -125,7 +125,7 @@ static qlib_status header_parse(const uint8_t *h, size_t len, qlib_tensor_desc *
     d->group_size = (int32_t)get32(h + 52);
     d->n = (size_t)n;
     d->k = (size_t)k;
-    memcpy(&d->outlier_threshold, h + 56, 4);
+    memcpy(&d->param, h + 56, 4);
     if (HEADER_FIXED + SECTION_ENTRY * n_sec > tb) return bad(fn, "truncated section table");
     for (unsigned i = 0; i < n_sec; i++) {
         uint32_t id = get32(h + HEADER_FIXED + SECTION_ENTRY * i);

@@ -653,9 +653,9 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->k = k;
     L->kp = qlib_round_up(k, QK_KALIGN);
     L->ldw = ldw;
-    L->bits = cfg->bits;
-    L->sym = cfg->symmetric;
-    L->per_tensor = cfg->group_size < 0;
+    L->bits = d.bits;
+    L->sym = d.symmetric;
+    L->per_tensor = d.group_size < 0;
     L->group = qlib_desc_group_cols(&d);
     L->glen = min_size(L->group, k);
     L->n_groups = (k + L->group - 1) / L->group;
@@ -664,10 +664,11 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->x = calib->samples;
     L->ns = calib->n_samples;
     L->n_clip = 1;
-    if (cfg->awq_clip) {
+    if (qlib_cfg_int(cfg, QLIB_PARAM_AWQ_CLIP)) {
         /* int(20 * max_shrink) ratios, as the reference; the slack keeps
          * 0.95f, stored a hair below 0.95, at 19 */
-        double steps = floor((double)cfg->awq_max_shrink * CLIP_STEPS + 1e-4);
+        double steps =
+            floor((double)qlib_cfg_float(cfg, QLIB_PARAM_AWQ_MAX_SHRINK) * CLIP_STEPS + 1e-4);
         L->n_clip = steps < 1.0 ? 1 : (size_t)steps;
     }
     int gram = k < L->ns;
@@ -709,16 +710,18 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     awq_cand best;
     double err;
     size_t i = 0;
-    s = sc ? search_alpha(&L, cfg->awq_grid, sc, sc + k, &best, &err, &i)
+    int grid = qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID);
+    s = sc ? search_alpha(&L, grid, sc, sc + k, &best, &err, &i)
            : qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK) *alpha = (float)((double)i / cfg->awq_grid);
+    if (s == QLIB_OK) *alpha = (float)((double)i / grid);
     qlib_mem_free(&ctx->alloc, sc);
     layer_free(&L);
     return s;
 }
 
-qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+static qlib_status quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                const qlib_config *cfg, const qlib_calib *calib,
+                                qlib_tensor **out)
 {
     awq_layer L;
     qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
@@ -731,7 +734,9 @@ qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k,
     double err = 0.0;
     size_t alpha_i;
     if (!sc || (clip_each && !step)) s = qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK) s = search_alpha(&L, cfg->awq_grid, sc, sc + k, &best, &err, &alpha_i);
+    if (s == QLIB_OK)
+        s = search_alpha(&L, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID), sc, sc + k, &best, &err,
+                         &alpha_i);
     if (s == QLIB_OK && clip_each) s = clip_groups(&L, sc, sc + k, step);
     if (s == QLIB_OK && L.per_tensor) clip_tensor(&L, &best, err);
     if (s == QLIB_OK) s = make_tensor(&L, cfg, &best, step, &t);
@@ -748,3 +753,23 @@ qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k,
     *out = t;
     return QLIB_OK;
 }
+
+static const qlib_param_spec awq_params[] = {
+    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
+    QLIB_SPEC_GROUP(128),
+    QLIB_SPEC_SYMMETRIC,
+    { QLIB_PARAM_AWQ_GRID, QLIB_PK_INT, 1, 1000, 0, 20, 0, "AWQ grid" },
+    { QLIB_PARAM_AWQ_CLIP, QLIB_PK_SWITCH, 0, 1, 0, 1, 0, "AWQ clip" },
+    { QLIB_PARAM_AWQ_MAX_SHRINK, QLIB_PK_FLOAT, 0, 0.95, 0, 0.5, 0, "AWQ max shrink" },
+};
+
+const qlib_method_row qlib_method_awq = {
+    .id = QLIB_METHOD_AWQ,
+    .name = "awq",
+    .label = "AWQ",
+    .calib = QLIB_CALIB_ACT_STATS | QLIB_CALIB_SAMPLES,
+    .params = awq_params,
+    .n_params = sizeof awq_params / sizeof awq_params[0],
+    .sections = QLIB_SEC_BIT(QLIB_SEC_INPUT_SCALES),
+    .quantize = quantize_awq,
+};

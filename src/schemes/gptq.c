@@ -573,13 +573,15 @@ static qlib_status calib_check(const qlib_calib *calib, size_t k)
     return QLIB_OK;
 }
 
-qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+static qlib_status quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                 const qlib_config *cfg, const qlib_calib *calib,
+                                 qlib_tensor **out)
 {
     qlib_status s = calib_check(calib, k);
     if (s != QLIB_OK) return s;
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
-    d.has_perm = cfg->gptq_act_order;
+    int act_order = qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_ACT_ORDER);
+    d.has_perm = act_order;
     gptq g;
     memset(&g, 0, sizeof g);
     s = qlib_tensor_create(&ctx->alloc, &d, &g.t, "qlib_quantize");
@@ -591,17 +593,17 @@ qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k
     g.n = n;
     g.k = k;
     g.kp = g.t->w.kp;
-    g.block = min_size((size_t)cfg->gptq_block_size, k);
+    g.block = min_size((size_t)qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_BLOCK_SIZE), k);
     g.group = g.t->w.group;
     g.n_groups = g.t->w.n_groups;
-    g.bits = cfg->bits;
-    g.symmetric = cfg->symmetric;
-    g.per_tensor = cfg->group_size < 0;
-    g.dynamic = !g.per_tensor && !cfg->gptq_static_groups;
-    g.damp = cfg->gptq_damp;
+    g.bits = d.bits;
+    g.symmetric = d.symmetric;
+    g.per_tensor = d.group_size < 0;
+    g.dynamic = !g.per_tensor && !qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_STATIC_GROUPS);
+    g.damp = qlib_cfg_float(cfg, QLIB_PARAM_GPTQ_DAMP);
     double error = 0.0;
-    s = gptq_alloc(&g, cfg->gptq_act_order);
-    if (s == QLIB_OK) s = gptq_run(&g, cfg->gptq_act_order, &error);
+    s = gptq_alloc(&g, act_order);
+    if (s == QLIB_OK) s = gptq_run(&g, act_order, &error);
     gptq_release(&g);
     if (s != QLIB_OK) {
         qlib_tensor_destroy(g.t);
@@ -611,3 +613,24 @@ qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k
     *out = g.t;
     return QLIB_OK;
 }
+
+static const qlib_param_spec gptq_params[] = {
+    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
+    QLIB_SPEC_GROUP(128),
+    QLIB_SPEC_SYMMETRIC,
+    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, 0.01, 0, "GPTQ damp" },
+    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, 128, 0, "GPTQ block size" },
+    { QLIB_PARAM_GPTQ_ACT_ORDER, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ act-order" },
+    { QLIB_PARAM_GPTQ_STATIC_GROUPS, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ static groups" },
+};
+
+const qlib_method_row qlib_method_gptq = {
+    .id = QLIB_METHOD_GPTQ,
+    .name = "gptq",
+    .label = "GPTQ",
+    .calib = QLIB_CALIB_HESSIAN,
+    .params = gptq_params,
+    .n_params = sizeof gptq_params / sizeof gptq_params[0],
+    .sections = QLIB_SEC_BIT(QLIB_SEC_PERM),
+    .quantize = quantize_gptq,
+};

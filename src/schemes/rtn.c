@@ -41,13 +41,14 @@ qlib_tensor_desc qlib_quant_desc(const qlib_config *cfg, size_t n, size_t k)
 {
     qlib_tensor_desc d;
     memset(&d, 0, sizeof d);
-    d.method = cfg->method;
-    d.bits = cfg->bits;
-    d.group_size = cfg->group_size;
-    d.symmetric = cfg->symmetric;
+    const qlib_method_row *row = qlib_cfg_row(cfg);
+    d.method = row->id;
+    d.bits = qlib_cfg_int(cfg, QLIB_PARAM_BITS);
+    d.group_size = qlib_cfg_int(cfg, QLIB_PARAM_GROUP_SIZE);
+    d.symmetric = qlib_cfg_int(cfg, QLIB_PARAM_SYMMETRIC);
     d.n = n;
     d.k = k;
-    if (cfg->method == QLIB_METHOD_LLM_INT8) d.outlier_threshold = cfg->outlier_threshold;
+    if (row->header_param) d.param = qlib_cfg_float(cfg, row->header_param);
     return d;
 }
 
@@ -193,8 +194,8 @@ static qlib_status finish(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t 
     return QLIB_OK;
 }
 
-qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+static qlib_status quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
     (void)calib;
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
@@ -209,14 +210,15 @@ qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k,
     return finish(ctx, t, w, ldw, out);
 }
 
-qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+static qlib_status quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                 const qlib_config *cfg, const qlib_calib *calib,
+                                 qlib_tensor **out)
 {
     (void)calib;
     qlib_tensor_desc d;
     memset(&d, 0, sizeof d);
     d.method = QLIB_METHOD_NONE;
-    d.bits = cfg->bits;
+    d.bits = qlib_cfg_int(cfg, QLIB_PARAM_BITS);
     d.n = n;
     d.k = k;
     qlib_tensor *t;
@@ -245,3 +247,34 @@ qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k
     }
     return finish(ctx, t, w, ldw, out);
 }
+
+/* ---- registry rows ---- */
+
+static const qlib_param_spec none_params[] = {
+    QLIB_SPEC_BITS(QLIB_WIDTH(16) | QLIB_WIDTH(32), 32),
+};
+
+const qlib_method_row qlib_method_none = {
+    .id = QLIB_METHOD_NONE,
+    .name = "none",
+    .label = "NONE",
+    .params = none_params,
+    .n_params = sizeof none_params / sizeof none_params[0],
+    .float_weights = 1,
+    .quantize = quantize_none,
+};
+
+static const qlib_param_spec rtn_params[] = {
+    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
+    QLIB_SPEC_GROUP(128),
+    QLIB_SPEC_SYMMETRIC,
+};
+
+const qlib_method_row qlib_method_rtn = {
+    .id = QLIB_METHOD_RTN,
+    .name = "rtn",
+    .label = "RTN",
+    .params = rtn_params,
+    .n_params = sizeof rtn_params / sizeof rtn_params[0],
+    .quantize = quantize_rtn,
+};

@@ -189,8 +189,8 @@ static inline qlib_tensor_desc fz_desc_from(const uint8_t *h)
     case QLIB_METHOD_LLM_INT8:
         d.bits = 8;
         d.symmetric = 1;
-        memcpy(&d.outlier_threshold, h + 56, 4);
-        if (!isfinite(d.outlier_threshold)) d.outlier_threshold = 6.0f;
+        memcpy(&d.param, h + 56, 4);
+        if (!isfinite(d.param)) d.param = 6.0f;
         return d;
     default:
         d.bits = qbits[h[49] & 3];
@@ -216,7 +216,7 @@ static inline void fz_header_write(uint8_t *b, const qlib_tensor_desc *d, const 
     b[50] = (uint8_t)((d->symmetric ? 1 : 0) | (flags & 2));
     b[51] = (uint8_t)n_sec;
     fz_put32(b + 52, (uint32_t)d->group_size);
-    if (d->method == QLIB_METHOD_LLM_INT8) memcpy(b + 56, &d->outlier_threshold, 4);
+    if (d->method == QLIB_METHOD_LLM_INT8) memcpy(b + 56, &d->param, 4);
     fz_put32(b + 60, 0);
     fz_put64(b + 72, 0);
     for (unsigned i = 0; i < n_sec; i++) {
@@ -331,7 +331,7 @@ static inline void fz_check_queries(const qlib_tensor *t, const uint8_t *blob, s
     qlib_method m = qlib_tensor_method(t);
     int bits = qlib_tensor_bits(t);
     FZ_CHECK(n > 0 && k > 0);
-    FZ_CHECK((unsigned)m <= QLIB_METHOD_LLM_INT8);
+    FZ_CHECK(qlib_method_lookup(m) != NULL);
     FZ_CHECK(m == QLIB_METHOD_NONE ? bits == 16 || bits == 32
                                    : bits == 2 || bits == 3 || bits == 4 || bits == 8);
     FZ_CHECK(qlib_tensor_storage_bytes(t) <= blob_len);
