@@ -64,6 +64,7 @@ struct qlib_ctx {
     qlib_progress_fn progress;   /* NULL: none */
     void *progress_user;
     double progress_last;        /* the last fraction reported in this call */
+    double progress_lo, progress_hi;   /* the share of the call the current part covers */
     int cancelled;               /* the callback asked to stop during this call */
 };
 /* Runs task(arg, i) for i in [0, n) on the context's threads. */
@@ -75,11 +76,14 @@ QLIB_HIDDEN void *qlib_ctx_scratch(qlib_ctx *ctx, size_t size, const char *fn);
 /* A second, independent scratch area for code that calls the matmul driver. */
 QLIB_HIDDEN void *qlib_ctx_scratch_aux(qlib_ctx *ctx, size_t size, const char *fn);
 /* Progress of the call under way (qlib_ctx_set_progress). qlib_progress_begin
- * starts a call's report at 0; qlib_progress reports fraction (clamped to be
- * non-decreasing and in [0, 1]) on the calling thread and returns nonzero when
- * the call must stop (the callback asked to, now or earlier in this call);
- * qlib_progress_cancelled sets and returns the CANCELLED status and message. */
+ * starts a call's report at 0; qlib_progress reports fraction of the current
+ * part, which qlib_progress_part maps to [lo, hi] of the whole call (all of
+ * it by default), clamped to be non-decreasing and in [0, 1], on the calling
+ * thread, and returns nonzero when the call must stop (the callback asked
+ * to, now or earlier in this call); qlib_progress_cancelled sets and returns
+ * the CANCELLED status and message. */
 QLIB_HIDDEN void qlib_progress_begin(qlib_ctx *ctx);
+QLIB_HIDDEN void qlib_progress_part(qlib_ctx *ctx, double lo, double hi);
 QLIB_HIDDEN int  qlib_progress(qlib_ctx *ctx, const char *stage, double fraction);
 QLIB_HIDDEN qlib_status qlib_progress_cancelled(const char *fn, const char *stage);
 

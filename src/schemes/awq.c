@@ -29,6 +29,11 @@
 
 static const char FN[] = "qlib_quantize";
 
+/* Shares of the call: the scale search, then the clipping search, then the
+ * tensor. */
+#define SHARE_SCALE 0.6
+#define SHARE_CLIP 0.35
+
 typedef struct awq_layer {
     qlib_ctx *ctx;
     const float *w;
@@ -353,6 +358,10 @@ static qlib_status search_alpha(const awq_layer *L, int grid, float *s, float *i
     if (!cs) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for the AWQ scale search", FN);
     int found = 0;
     for (int i = 0; i < grid; i++) {
+        if (qlib_progress(L->ctx, "awq-scale", SHARE_SCALE * i / grid)) {
+            qlib_mem_free(&L->ctx->alloc, cs);
+            return qlib_progress_cancelled(FN, "awq-scale");
+        }
         awq_cand c = { cs, cs + k, { 0, 0.0f, 0, 0 } };
         channel_scales(L, (double)i / grid, cs, cs + k);
         double e;
@@ -489,6 +498,10 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
     }
     size_t span = L->clip_rows * L->n_slots;
     for (size_t g = 0; g < L->n_groups; g++) {
+        if (qlib_progress(L->ctx, "awq-clip", SHARE_SCALE + SHARE_CLIP * (double)g / L->n_groups)) {
+            qlib_mem_free(&L->ctx->alloc, grams);
+            return qlib_progress_cancelled(FN, "awq-clip");
+        }
         clip_job j = { L, s, inv, g, g * L->group, 0, 0, NULL, 0, step };
         j.len = min_size(glen, L->k - j.c0);
         j.gram = group_gram(L, grams, g, &j.ldg);
@@ -548,6 +561,8 @@ static void fill_task(void *arg, size_t i)
 static qlib_status make_tensor(const awq_layer *L, const qlib_config *cfg, const awq_cand *best,
                                const uint8_t *step, qlib_tensor **out)
 {
+    if (qlib_progress(L->ctx, "pack", SHARE_SCALE + SHARE_CLIP))
+        return qlib_progress_cancelled(FN, "pack");
     qlib_tensor_desc d = qlib_quant_desc(cfg, L->n, L->k);
     d.has_input_scales = 1;
     qlib_tensor *t;
@@ -706,6 +721,7 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     awq_layer L;
     qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
     if (s != QLIB_OK) return s;
+    qlib_progress_begin(ctx);
     float *sc = qlib_mem_alloc(&ctx->alloc, 2 * k * sizeof(float));
     awq_cand best;
     double err;

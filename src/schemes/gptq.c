@@ -507,10 +507,17 @@ static qlib_status sweep_failure(const gptq *g)
                      "(columns %zu..%zu in stored order)", g->i1, g->i2 - 1);
 }
 
+/* The share of the call before the column sweep (the Hessian's factor), and
+ * after it (packing). */
+#define SHARE_HESSIAN 0.1
+#define SHARE_SWEEP 0.85
+
 static qlib_status sweep_blocks(gptq *g)
 {
     size_t k = g->k;
     for (size_t i1 = 0; i1 < k; i1 = g->i2) {
+        if (qlib_progress(g->ctx, "gptq", SHARE_HESSIAN + SHARE_SWEEP * (double)i1 / (double)k))
+            return qlib_progress_cancelled("qlib_quantize", "gptq");
         g->i1 = i1;
         g->i2 = block_end(g, i1);
         qlib_ctx_parallel_for(g->ctx, sweep_task, g, g->n_sweep_tasks);
@@ -529,6 +536,8 @@ static qlib_status sweep_blocks(gptq *g)
 static qlib_status gptq_run(gptq *g, int act_order, double *error)
 {
     float lambda;
+    if (qlib_progress(g->ctx, "hessian", 0.0))
+        return qlib_progress_cancelled("qlib_quantize", "hessian");
     find_dead(g);
     order_columns(g, act_order);
     qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
@@ -549,6 +558,8 @@ static qlib_status gptq_run(gptq *g, int act_order, double *error)
     }
     s = sweep_blocks(g);
     if (s != QLIB_OK) return s;
+    if (qlib_progress(g->ctx, "pack", SHARE_HESSIAN + SHARE_SWEEP))
+        return qlib_progress_cancelled("qlib_quantize", "pack");
     qlib_ctx_parallel_for(g->ctx, finish_task, g, g->n_row_tasks);
     /* Both are >= 0 for a positive semidefinite H; a Hessian of subnormal
      * values is that only up to rounding, and the error stays >= 0 so that

@@ -198,6 +198,7 @@ static qlib_status quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t 
                                 const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
     (void)calib;
+    if (qlib_progress(ctx, "rtn", 0.0)) return qlib_progress_cancelled("qlib_quantize", "rtn");
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
     qlib_tensor *t;
     qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
