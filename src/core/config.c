@@ -149,26 +149,28 @@ qlib_status qlib_config_set_float(qlib_config *c, qlib_param p, float v)
     return QLIB_OK;
 }
 
-qlib_status qlib_config_get_int(const qlib_config *c, qlib_param p, int *v)
+/* The value of p into *v (an int or a float, as want_float says). */
+static qlib_status param_get(const qlib_config *c, qlib_param p, int want_float, void *v,
+                             const char *fn)
 {
-    static const char fn[] = "qlib_config_get_int";
     const qlib_param_spec *s;
-    qlib_status st = param_lookup(c, p, 0, fn, &s);
+    qlib_status st = param_lookup(c, p, want_float, fn, &s);
     if (st != QLIB_OK) return st;
     if (!v) return qlib_fail(QLIB_ERR_ARG, "%s: value is NULL", fn);
-    *v = c->v[param_index(c, s)].i;
+    const param_value *pv = &c->v[param_index(c, s)];
+    if (want_float) *(float *)v = pv->f;
+    else *(int *)v = pv->i;
     return QLIB_OK;
+}
+
+qlib_status qlib_config_get_int(const qlib_config *c, qlib_param p, int *v)
+{
+    return param_get(c, p, 0, v, "qlib_config_get_int");
 }
 
 qlib_status qlib_config_get_float(const qlib_config *c, qlib_param p, float *v)
 {
-    static const char fn[] = "qlib_config_get_float";
-    const qlib_param_spec *s;
-    qlib_status st = param_lookup(c, p, 1, fn, &s);
-    if (st != QLIB_OK) return st;
-    if (!v) return qlib_fail(QLIB_ERR_ARG, "%s: value is NULL", fn);
-    *v = c->v[param_index(c, s)].f;
-    return QLIB_OK;
+    return param_get(c, p, 1, v, "qlib_config_get_float");
 }
 
 const char *qlib_method_name(qlib_method m)

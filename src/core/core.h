@@ -164,6 +164,8 @@ typedef struct qlib_section { uint32_t id; size_t offset, size; } qlib_section;
 QLIB_HIDDEN size_t qlib_tensor_layout(const qlib_tensor_desc *d, qlib_section sec[QLIB_SEC_MAX],
                                       unsigned *n_sec, size_t *storage);
 QLIB_HIDDEN void qlib_tensor_bind(qlib_tensor *t, const qlib_section *sec, unsigned n_sec);
+/* Bytes of a blob's header with n_sec section entries (before alignment). */
+QLIB_HIDDEN size_t qlib_header_bytes(unsigned n_sec);
 QLIB_HIDDEN void qlib_header_write(qlib_tensor *t, const qlib_section *sec, unsigned n_sec);
 QLIB_HIDDEN void qlib_header_finish(qlib_tensor *t);
 

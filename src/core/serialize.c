@@ -16,6 +16,8 @@
 #define HEADER_FIXED 80u
 #define SECTION_ENTRY 24u
 
+size_t qlib_header_bytes(unsigned n_sec) { return HEADER_FIXED + SECTION_ENTRY * (size_t)n_sec; }
+
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }

@@ -3,8 +3,6 @@
 
 #include "core.h"
 
-#define HEADER_FIXED 80u
-#define SECTION_ENTRY 24u
 
 size_t qlib_desc_group_cols(const qlib_tensor_desc *d)
 {
@@ -73,7 +71,7 @@ size_t qlib_tensor_layout(const qlib_tensor_desc *d, qlib_section sec[QLIB_SEC_M
     layout_sizes(d, sizes);
     unsigned n = 0;
     for (unsigned id = 1; id <= QLIB_SEC_MAX; id++) n += sizes[id] != 0;
-    size_t off = qlib_round_up(HEADER_FIXED + SECTION_ENTRY * n, QLIB_ALIGN), total = 0;
+    size_t off = qlib_round_up(qlib_header_bytes(n), QLIB_ALIGN), total = 0;
     unsigned i = 0;
     for (unsigned id = 1; id <= QLIB_SEC_MAX; id++) {
         if (!sizes[id]) continue;

@@ -324,18 +324,11 @@ static const qk_q8_ukernel q8_table[] = {
 };
 
 const qlib_kernels NEON_TABLE = {
-    .isa = NEON_NAME,
-    .needs = QK_CPU_NEON | NEON_NEEDS,
-    .same_bits_as = NEON_SAME_BITS_AS,
-    .quantize_row = neon_quantize_row,
-    .prepare_row = neon_prepare_row,
-    .gemv = q8_table,
-    .n_gemv = 1,
-    .gemm = q8_table,
-    .n_gemm = 1,
+    .isa = NEON_NAME, .needs = QK_CPU_NEON | NEON_NEEDS, .same_bits_as = NEON_SAME_BITS_AS,
+    .quantize_row = neon_quantize_row, .prepare_row = neon_prepare_row,
+    .gemv = q8_table, .n_gemv = 1, .gemm = q8_table, .n_gemm = 1,
     .gemm_f32 = { UK_NAME(gemm_f32_f32_qw_64x4c1), RC, 4, QK_ORDER_SCALAR,
                   UK(gemm_f32_f32_qw_64x4c1) },
-    .dequant_row = neon_dequant_row,
+    .dequant_row = neon_dequant_row, .f16_to_f32 = neon_f16_to_f32,
     .gemv_f16 = { UK_NAME(gemv_f32_f32_f16_1x4c8), 4, QK_ORDER_OWN, UK(gemv_f32_f32_f16_1x4c8) },
-    .f16_to_f32 = neon_f16_to_f32,
 };

@@ -195,19 +195,11 @@ static const qk_q8_ukernel scalar_q8[] = {
 };
 
 const qlib_kernels qlib_kernels_scalar = {
-    .isa = "scalar",
-    .needs = 0,
-    .same_bits_as = NULL,
-    .quantize_row = scalar_quantize_row,
-    .prepare_row = scalar_prepare_row,
-    .gemv = scalar_q8,
-    .n_gemv = 1,
-    .gemm = scalar_q8,
-    .n_gemm = 1,
+    .isa = "scalar", .quantize_row = scalar_quantize_row, .prepare_row = scalar_prepare_row,
+    .gemv = scalar_q8, .n_gemv = 1, .gemm = scalar_q8, .n_gemm = 1,
     .gemm_f32 = { "gemm_f32_f32_qw_8x1c32__scalar", MT, 1, QK_ORDER_SCALAR,
                   gemm_f32_f32_qw_8x1c32__scalar },
-    .dequant_row = scalar_dequant_row,
+    .dequant_row = scalar_dequant_row, .f16_to_f32 = scalar_f16_to_f32,
     .gemv_f16 = { "gemv_f32_f32_f16_1x1c8__scalar", 1, QK_ORDER_SCALAR,
                   gemv_f32_f32_f16_1x1c8__scalar },
-    .f16_to_f32 = scalar_f16_to_f32,
 };

@@ -1125,19 +1125,14 @@ static const qk_q8_ukernel gemm_table[] = {
 };
 
 const qlib_kernels AVX2_TABLE = {
-    .isa = AVX2_NAME,
-    .needs = QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C | AVX2_NEEDS,
+    .isa = AVX2_NAME, .needs = QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C | AVX2_NEEDS,
     .same_bits_as = AVX2_SAME_BITS_AS,
-    .quantize_row = avx2_quantize_row,
-    .prepare_row = avx2_prepare_row,
-    .gemv = gemv_table,
-    .n_gemv = sizeof gemv_table / sizeof gemv_table[0],
-    .gemm = gemm_table,
-    .n_gemm = sizeof gemm_table / sizeof gemm_table[0],
+    .quantize_row = avx2_quantize_row, .prepare_row = avx2_prepare_row,
+    .gemv = gemv_table, .n_gemv = sizeof gemv_table / sizeof gemv_table[0],
+    .gemm = gemm_table, .n_gemm = sizeof gemm_table / sizeof gemm_table[0],
     .gemm_f32 = { UK_NAME(gemm_f32_f32_qw_4x16c2), MR, NR, QK_ORDER_SCALAR,
                   UK(gemm_f32_f32_qw_4x16c2) },
-    .dequant_row = avx2_dequant_row,
+    .dequant_row = avx2_dequant_row, .f16_to_f32 = avx2_f16_to_f32,
     .gemv_f16 = { UK_NAME(gemv_f32_f32_f16_1x4c16), GR, QK_ORDER_OWN,
                   UK(gemv_f32_f32_f16_1x4c16) },
-    .f16_to_f32 = avx2_f16_to_f32,
 };

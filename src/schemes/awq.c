@@ -735,7 +735,7 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     return s;
 }
 
-static qlib_status quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                 const qlib_config *cfg, const qlib_calib *calib,
                                 qlib_tensor **out)
 {
@@ -769,23 +769,3 @@ static qlib_status quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t 
     *out = t;
     return QLIB_OK;
 }
-
-static const qlib_param_spec awq_params[] = {
-    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
-    QLIB_SPEC_GROUP(128),
-    QLIB_SPEC_SYMMETRIC,
-    { QLIB_PARAM_AWQ_GRID, QLIB_PK_INT, 1, 1000, 0, 20, 0, "AWQ grid" },
-    { QLIB_PARAM_AWQ_CLIP, QLIB_PK_SWITCH, 0, 1, 0, 1, 0, "AWQ clip" },
-    { QLIB_PARAM_AWQ_MAX_SHRINK, QLIB_PK_FLOAT, 0, 0.95, 0, 0.5, 0, "AWQ max shrink" },
-};
-
-const qlib_method_row qlib_method_awq = {
-    .id = QLIB_METHOD_AWQ,
-    .name = "awq",
-    .label = "AWQ",
-    .calib = QLIB_CALIB_ACT_STATS | QLIB_CALIB_SAMPLES,
-    .params = awq_params,
-    .n_params = sizeof awq_params / sizeof awq_params[0],
-    .sections = QLIB_SEC_BIT(QLIB_SEC_INPUT_SCALES),
-    .quantize = quantize_awq,
-};

@@ -584,7 +584,7 @@ static qlib_status calib_check(const qlib_calib *calib, size_t k)
     return QLIB_OK;
 }
 
-static qlib_status quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                  const qlib_config *cfg, const qlib_calib *calib,
                                  qlib_tensor **out)
 {
@@ -624,24 +624,3 @@ static qlib_status quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t
     *out = g.t;
     return QLIB_OK;
 }
-
-static const qlib_param_spec gptq_params[] = {
-    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
-    QLIB_SPEC_GROUP(128),
-    QLIB_SPEC_SYMMETRIC,
-    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, 0.01, 0, "GPTQ damp" },
-    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, 128, 0, "GPTQ block size" },
-    { QLIB_PARAM_GPTQ_ACT_ORDER, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ act-order" },
-    { QLIB_PARAM_GPTQ_STATIC_GROUPS, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ static groups" },
-};
-
-const qlib_method_row qlib_method_gptq = {
-    .id = QLIB_METHOD_GPTQ,
-    .name = "gptq",
-    .label = "GPTQ",
-    .calib = QLIB_CALIB_HESSIAN,
-    .params = gptq_params,
-    .n_params = sizeof gptq_params / sizeof gptq_params[0],
-    .sections = QLIB_SEC_BIT(QLIB_SEC_PERM),
-    .quantize = quantize_gptq,
-};

@@ -11,7 +11,7 @@
 
 /* ---- quantization: symmetric 8-bit round to nearest, one scale per row ---- */
 
-static qlib_status quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k,
+qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k,
                                      size_t ldw, const qlib_config *cfg, const qlib_calib *calib,
                                      qlib_tensor **out)
 {
@@ -128,7 +128,7 @@ static void add_outlier_products(void *arg, size_t n0, size_t n1)
  * columns of this x are dropped from the int8 product and added in fp32
  * after each chunk of output columns. The job, the mask, the columns and x
  * at them live in the context's auxiliary scratch until the next call. */
-static qlib_status llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+qlib_status qlib_llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
                                  size_t ldx, float *y, size_t ldy, qlib_matmul_plan *plan)
 {
     static const char fn[] = "qlib_matmul";
@@ -159,7 +159,7 @@ static qlib_status llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const floa
     return QLIB_OK;
 }
 
-static qlib_status check_desc(const qlib_tensor_desc *d, const char *fn, qlib_status code)
+qlib_status qlib_llm_int8_check(const qlib_tensor_desc *d, const char *fn, qlib_status code)
 {
     if (d->bits != 8 || d->group_size != 0 || !d->symmetric || !isfinite(d->param))
         return qlib_fail(code, "%s: LLM.int8() tensor must be 8-bit symmetric per row", fn);
@@ -170,25 +170,3 @@ float qlib_tensor_outlier_threshold(const qlib_tensor *t)
 {
     return t && t->d.method == QLIB_METHOD_LLM_INT8 ? t->d.param : 0.0f;
 }
-
-static const qlib_param_spec params[] = {
-    QLIB_SPEC_BITS(QLIB_WIDTH(8), 8),
-    QLIB_SPEC_FIXED(QLIB_PARAM_GROUP_SIZE, 0),
-    QLIB_SPEC_FIXED(QLIB_PARAM_SYMMETRIC, 1),
-    { QLIB_PARAM_OUTLIER_THRESHOLD, QLIB_PK_FLOAT, -HUGE_VAL, HUGE_VAL, 0, 6.0, 0,
-      "outlier threshold" },
-};
-
-const qlib_method_row qlib_method_llm_int8 = {
-    .id = QLIB_METHOD_LLM_INT8,
-    .name = "llm-int8",
-    .label = "LLM.int8()",
-    .calib = 0,
-    .params = params,
-    .n_params = sizeof params / sizeof params[0],
-    .sections = 0,
-    .header_param = QLIB_PARAM_OUTLIER_THRESHOLD,
-    .check = check_desc,
-    .quantize = quantize_llm_int8,
-    .matmul_plan = llm_int8_plan,
-};

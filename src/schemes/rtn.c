@@ -194,7 +194,7 @@ static qlib_status finish(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t 
     return QLIB_OK;
 }
 
-static qlib_status quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                 const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
     (void)calib;
@@ -211,7 +211,7 @@ static qlib_status quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t 
     return finish(ctx, t, w, ldw, out);
 }
 
-static qlib_status quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                  const qlib_config *cfg, const qlib_calib *calib,
                                  qlib_tensor **out)
 {
@@ -248,34 +248,3 @@ static qlib_status quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t
     }
     return finish(ctx, t, w, ldw, out);
 }
-
-/* ---- registry rows ---- */
-
-static const qlib_param_spec none_params[] = {
-    QLIB_SPEC_BITS(QLIB_WIDTH(16) | QLIB_WIDTH(32), 32),
-};
-
-const qlib_method_row qlib_method_none = {
-    .id = QLIB_METHOD_NONE,
-    .name = "none",
-    .label = "NONE",
-    .params = none_params,
-    .n_params = sizeof none_params / sizeof none_params[0],
-    .float_weights = 1,
-    .quantize = quantize_none,
-};
-
-static const qlib_param_spec rtn_params[] = {
-    QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
-    QLIB_SPEC_GROUP(128),
-    QLIB_SPEC_SYMMETRIC,
-};
-
-const qlib_method_row qlib_method_rtn = {
-    .id = QLIB_METHOD_RTN,
-    .name = "rtn",
-    .label = "RTN",
-    .params = rtn_params,
-    .n_params = sizeof rtn_params / sizeof rtn_params[0],
-    .quantize = quantize_rtn,
-};

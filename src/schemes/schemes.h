@@ -5,24 +5,27 @@
 
 #include "../core/core.h"
 
-/* ---- the method registry (registry.c): one row per method, each defined
- * beside its quantizer; QLIB_METHOD_COUNT rows, indexed by the pinned enum ---- */
+/* ---- the method registry (registry.c): one row per method, indexed by the
+ * pinned enum; QLIB_METHOD_COUNT rows ---- */
 #define QLIB_METHOD_COUNT 5
-extern const qlib_method_row qlib_method_none;       /* rtn.c */
-extern const qlib_method_row qlib_method_rtn;        /* rtn.c */
-extern const qlib_method_row qlib_method_gptq;       /* gptq.c */
-extern const qlib_method_row qlib_method_awq;        /* awq.c */
-extern const qlib_method_row qlib_method_llm_int8;   /* llm_int8.c */
 
-/* Parameter specs the rows share. */
-#define QLIB_WIDTH(bits) ((uint64_t)1 << (bits))
-#define QLIB_SPEC_BITS(widths, def) \
-    { QLIB_PARAM_BITS, QLIB_PK_WIDTH, 0, 0, widths, def, 0, "bits" }
-#define QLIB_SPEC_GROUP(def) \
-    { QLIB_PARAM_GROUP_SIZE, QLIB_PK_GROUP, -1, 1 << 24, 0, def, 0, "group size" }
-#define QLIB_SPEC_SYMMETRIC { QLIB_PARAM_SYMMETRIC, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "symmetric" }
-#define QLIB_SPEC_FIXED(id, value) { id, QLIB_PK_INT, value, value, 0, value, 1, #id }
-#define QLIB_QUANT_WIDTHS (QLIB_WIDTH(2) | QLIB_WIDTH(3) | QLIB_WIDTH(4) | QLIB_WIDTH(8))
+/* Each method's entry points, called through its row. */
+qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
+qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
+qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
+qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
+qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
+                                   const qlib_config *cfg, const qlib_calib *calib,
+                                   qlib_tensor **out);
+/* LLM.int8(): its tensors' rule (8 bits, symmetric, one group a row, a finite
+ * threshold) and its product's plan (outlier columns in fp32). */
+qlib_status qlib_llm_int8_check(const qlib_tensor_desc *d, const char *fn, qlib_status code);
+qlib_status qlib_llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                               size_t ldx, float *y, size_t ldy, qlib_matmul_plan *plan);
 
 /* AWQ's scale search alone (awq.c): the exponent alpha it picks for w with
  * cfg and calib (ties go to the smaller alpha). For tests. */

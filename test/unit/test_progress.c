@@ -179,7 +179,7 @@ static void check_cancel(qlib_method m)
     log_reset(&p, 0);
     ck_assert_int_eq(qlib_quantize(ctx, L.w, L.n, L.k, L.k, cfg, L.cal, &ref), QLIB_OK);
     size_t total = p.calls, ref_bytes, bytes;
-    ck_assert_uint_ge(total, 5);
+    ck_assert_uint_ge(total, m == QLIB_METHOD_RTN ? 2 : 5);
     uint8_t *ref_blob = blob_of(ref, &ref_bytes);
     const size_t points[] = { 1, total / 2, total };
     for (size_t i = 0; i < 3; i++) {
@@ -213,28 +213,7 @@ END_TEST
 START_TEST(test_progress_cancel_awq) { check_cancel(QLIB_METHOD_AWQ); }
 END_TEST
 
-START_TEST(test_progress_cancel_rtn)
-{
-    tu_counting c;
-    qlib_ctx *ctx = tu_counting_ctx(&c, 1);
-    layer L;
-    layer_make(&L, ctx, 8, 64, 3);
-    qlib_config *cfg = config(QLIB_METHOD_RTN, 64);
-    progress_log p;
-    ck_assert_int_eq(qlib_ctx_set_progress(ctx, record, &p), QLIB_OK);
-    for (size_t at = 1; at <= 2; at++) {
-        size_t live = c.allocs - c.frees;
-        qlib_tensor *t = (qlib_tensor *)&t;
-        log_reset(&p, at);
-        ck_assert_int_eq(qlib_quantize(ctx, L.w, L.n, L.k, L.k, cfg, NULL, &t),
-                         QLIB_ERR_CANCELLED);
-        ck_assert_ptr_null(t);
-        ck_assert_uint_le(c.allocs - c.frees, live + 1);
-    }
-    qlib_config_destroy(cfg);
-    layer_free(&L);
-    qlib_ctx_destroy(ctx);
-}
+START_TEST(test_progress_cancel_rtn) { check_cancel(QLIB_METHOD_RTN); }
 END_TEST
 
 Suite *suite_progress(void);
