@@ -298,12 +298,20 @@ qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out)
     if (!out) return qlib_fail(QLIB_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!ctx || !path) return qlib_fail(QLIB_ERR_ARG, "%s: ctx or path is NULL", fn);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking, so that opening a FIFO (or a device) returns at once;
+     * only a regular file is read, in blocking mode again. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return qlib_fail(QLIB_ERR_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return qlib_fail(QLIB_ERR_IO, "%s: %s is not a regular file", fn, path);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        return qlib_fail(QLIB_ERR_IO, "%s: %s: %s", fn, path, strerror(e));
     }
     size_t len = (size_t)st.st_size;
     uint8_t *buf = qlib_mem_alloc(&ctx->alloc, len);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -630,6 +632,57 @@ START_TEST(test_load_failures)
 }
 END_TEST
 
+/* Runs qlib_tensor_load(path) in a child process and returns its status, or
+ * -1 if the child did not finish within `seconds` (it is then killed by
+ * SIGALRM). The bound guards against a load that blocks forever; a load that
+ * returns at all returns in microseconds, so no correct run comes near it. */
+static int load_status_in_child(const char *path, unsigned seconds)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL);      /* not the handler Check installed */
+        alarm(seconds);
+        qlib_ctx *ctx = NULL;
+        qlib_tensor *t = NULL;
+        if (qlib_ctx_create(&ctx) != QLIB_OK || qlib_ctx_set_threads(ctx, 1) != QLIB_OK) _exit(100);
+        qlib_status s = qlib_tensor_load(ctx, path, &t);
+        if (t != NULL && s != QLIB_OK) _exit(101);
+        qlib_tensor_destroy(t);
+        qlib_ctx_destroy(ctx);
+        _exit((int)s);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) return -1;
+    ck_assert_msg(WIFEXITED(status), "the loading child died of signal %d", WTERMSIG(status));
+    return WEXITSTATUS(status);
+}
+
+/* A FIFO nobody writes to: opening it for reading would block until a
+ * writer comes; the load must see that it is not a regular file first. */
+START_TEST(test_load_fifo)
+{
+    char *dir = make_temp_dir(), *fifo = join(dir, "fifo.qlib");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    int s = load_status_in_child(fifo, 20);
+    ck_assert_msg(s != -1, "qlib_tensor_load on a FIFO blocked for 20 s");
+    ck_assert_int_eq(s, QLIB_ERR_IO);
+    /* and in this process, the message names the file */
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = (qlib_tensor *)&t;
+    ck_assert_int_eq(qlib_tensor_load(ctx, fifo, &t), QLIB_ERR_IO);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(qlib_last_error(), "not a regular file"));
+    qlib_ctx_destroy(ctx);
+    ck_assert_int_eq(unlink(fifo), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    free(fifo);
+    free(dir);
+}
+END_TEST
+
 Suite *suite_serialize(void)
 {
     Suite *s = suite_create("serialize");
@@ -644,6 +697,7 @@ Suite *suite_serialize(void)
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_save_failures);
     tcase_add_test(tc, test_load_failures);
+    tcase_add_test(tc, test_load_fifo);
     suite_add_tcase(s, tc);
     return s;
 }
