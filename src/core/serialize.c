@@ -185,6 +185,21 @@ static qlib_status content_check(const qlib_tensor *t, const char *fn)
     return QLIB_OK;
 }
 
+/* The header and section table of the blob at h (len bytes available, at
+ * least the table's): *total is the blob's size, known to fit in len and to
+ * be the canonical size of the shape the header declares. */
+static qlib_status layout_check(const uint8_t *h, size_t len, size_t *total, const char *fn)
+{
+    qlib_tensor_desc d;
+    qlib_section sec[QLIB_SEC_MAX];
+    unsigned n_sec;
+    size_t storage = 0;
+    qlib_status s = header_parse(h, len, &d, total, fn);
+    if (s == QLIB_OK) s = qlib_desc_check(&d, fn, QLIB_ERR_FORMAT);
+    if (s == QLIB_OK) s = table_check(h, &d, *total, sec, &n_sec, &storage, fn);
+    return s;
+}
+
 /* Makes a tensor viewing blob (len >= its size); owned is freed with it. */
 static qlib_status tensor_from_blob(qlib_ctx *ctx, const uint8_t *blob, size_t len, void *owned,
                                     qlib_tensor **out, const char *fn)
@@ -223,6 +238,7 @@ qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len, 
                                     qlib_tensor **out)
 {
     static const char fn[] = "qlib_tensor_deserialize";
+    size_t total = 0;
     if (!out) return qlib_fail(QLIB_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!ctx || !buf) return qlib_fail(QLIB_ERR_ARG, "%s: ctx or buffer is NULL", fn);
@@ -235,13 +251,12 @@ qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len, 
                              fn);
         return tensor_from_blob(ctx, buf, len, NULL, out, fn);
     }
-    if (len < HEADER_FIXED) return bad(fn, "truncated header");
-    size_t total = (size_t)get64((const uint8_t *)buf + 16);
-    if (total > len || total < HEADER_FIXED) total = len;   /* the parser reports the error */
+    qlib_status s = layout_check(buf, len, &total, fn);   /* before allocating the copy */
+    if (s != QLIB_OK) return s;
     uint8_t *copy = qlib_mem_alloc(&ctx->alloc, total);
     if (!copy) return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, total);
     memcpy(copy, buf, total);
-    qlib_status s = tensor_from_blob(ctx, copy, total, copy, out, fn);
+    s = tensor_from_blob(ctx, copy, total, copy, out, fn);
     if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, copy);
     return s;
 }
@@ -292,6 +307,49 @@ qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
     return s;
 }
 
+static qlib_status read_at(int fd, uint8_t *p, size_t n, size_t off, const char *path,
+                           const char *fn)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return qlib_fail(QLIB_ERR_IO, "%s: reading %s: %s", fn, path, strerror(errno));
+        if (r == 0) return qlib_fail(QLIB_ERR_IO, "%s: %s became shorter while read", fn, path);
+        p += r;
+        n -= (size_t)r;
+        off += (size_t)r;
+    }
+    return QLIB_OK;
+}
+
+/* The header and section table are read and checked first; then exactly the
+ * blob they describe, which must be the whole file, is allocated and read. */
+static qlib_status load_fd(qlib_ctx *ctx, int fd, off_t file_size, const char *path,
+                           qlib_tensor **out, const char *fn)
+{
+    uint8_t head[HEADER_FIXED + SECTION_ENTRY * QLIB_SEC_MAX];
+    memset(head, 0, sizeof head);
+    if (file_size < 0 || (uint64_t)file_size > SIZE_MAX)
+        return qlib_fail(QLIB_ERR_FORMAT, "%s: %s is too large for this address space", fn, path);
+    size_t len = (size_t)file_size;
+    size_t hlen = len < sizeof head ? len : sizeof head;
+    qlib_status s = read_at(fd, head, hlen, 0, path, fn);
+    if (s != QLIB_OK) return s;
+    size_t total = 0;
+    s = layout_check(head, len, &total, fn);
+    if (s != QLIB_OK) return s;
+    if (total != len)
+        return qlib_fail(QLIB_ERR_FORMAT, "%s: %s has %zu bytes after the %zu-byte blob", fn, path,
+                         len - total, total);
+    uint8_t *buf = qlib_mem_alloc(&ctx->alloc, total);
+    if (!buf) return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, total);
+    memcpy(buf, head, hlen);
+    s = read_at(fd, buf + hlen, total - hlen, hlen, path, fn);
+    if (s == QLIB_OK) s = tensor_from_blob(ctx, buf, total, buf, out, fn);
+    if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, buf);
+    return s;
+}
+
 qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out)
 {
     static const char fn[] = "qlib_tensor_load";
@@ -313,22 +371,7 @@ qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out)
         close(fd);
         return qlib_fail(QLIB_ERR_IO, "%s: %s: %s", fn, path, strerror(e));
     }
-    size_t len = (size_t)st.st_size;
-    uint8_t *buf = qlib_mem_alloc(&ctx->alloc, len);
-    if (!buf) {
-        close(fd);
-        return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
+    qlib_status s = load_fd(ctx, fd, st.st_size, path, out, fn);
     close(fd);
-    qlib_status s = got == len ? tensor_from_blob(ctx, buf, len, buf, out, fn)
-                               : qlib_fail(QLIB_ERR_IO, "%s: short read of %s", fn, path);
-    if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, buf);
     return s;
 }

@@ -3,6 +3,7 @@
  * docs/FORMAT.md, and rejection of every truncated or corrupted blob. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -632,11 +633,54 @@ START_TEST(test_load_failures)
 }
 END_TEST
 
-/* Runs qlib_tensor_load(path) in a child process and returns its status, or
- * -1 if the child did not finish within `seconds` (it is then killed by
- * SIGALRM). The bound guards against a load that blocks forever; a load that
- * returns at all returns in microseconds, so no correct run comes near it. */
-static int load_status_in_child(const char *path, unsigned seconds)
+/* An allocator that refuses any single request above `limit` bytes and
+ * records the largest request: the memory bound of a load. */
+typedef struct budget { size_t limit, largest; int refused; } budget;
+
+static void *budget_alloc(void *user, size_t size, size_t alignment)
+{
+    budget *b = user;
+    void *p = NULL;
+    if (size > b->largest) b->largest = size;
+    if (size > b->limit) {
+        b->refused = 1;
+        return NULL;
+    }
+    return posix_memalign(&p, alignment, size) == 0 ? p : NULL;
+}
+
+static void budget_free(void *user, void *p)
+{
+    (void)user;
+    free(p);
+}
+
+static qlib_ctx *budget_ctx(budget *b, size_t limit)
+{
+    qlib_allocator a = QLIB_ALLOCATOR_INIT;
+    qlib_ctx *ctx = NULL;
+    memset(b, 0, sizeof *b);
+    b->limit = limit;
+    a.alloc = budget_alloc;
+    a.free = budget_free;
+    a.user = b;
+    if (qlib_ctx_create_with_allocator(&a, &ctx) != QLIB_OK) return NULL;
+    if (qlib_ctx_set_threads(ctx, 1) != QLIB_OK) {
+        qlib_ctx_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+#define CHILD_OVER_BUDGET 99
+
+/* Runs qlib_tensor_load(path) in a child process whose context refuses any
+ * allocation above `limit` bytes, and returns its status; CHILD_OVER_BUDGET
+ * if the load asked for more; -1 if the child did not finish within
+ * `seconds` (it is then killed by SIGALRM). The time bound guards against a
+ * load that blocks or reads for long; a correct load of these files reads a
+ * few hundred bytes, so no correct run comes near it. */
+static int load_status_in_child(const char *path, unsigned seconds, size_t limit)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -644,14 +688,15 @@ static int load_status_in_child(const char *path, unsigned seconds)
     if (pid == 0) {
         signal(SIGALRM, SIG_DFL);      /* not the handler Check installed */
         alarm(seconds);
-        qlib_ctx *ctx = NULL;
+        budget b;
+        qlib_ctx *ctx = budget_ctx(&b, limit);
         qlib_tensor *t = NULL;
-        if (qlib_ctx_create(&ctx) != QLIB_OK || qlib_ctx_set_threads(ctx, 1) != QLIB_OK) _exit(100);
+        if (!ctx) _exit(100);
         qlib_status s = qlib_tensor_load(ctx, path, &t);
         if (t != NULL && s != QLIB_OK) _exit(101);
         qlib_tensor_destroy(t);
         qlib_ctx_destroy(ctx);
-        _exit((int)s);
+        _exit(b.refused ? CHILD_OVER_BUDGET : (int)s);
     }
     int status = 0;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -666,7 +711,7 @@ START_TEST(test_load_fifo)
 {
     char *dir = make_temp_dir(), *fifo = join(dir, "fifo.qlib");
     ck_assert_int_eq(mkfifo(fifo, 0600), 0);
-    int s = load_status_in_child(fifo, 20);
+    int s = load_status_in_child(fifo, 20, (size_t)1 << 20);
     ck_assert_msg(s != -1, "qlib_tensor_load on a FIFO blocked for 20 s");
     ck_assert_int_eq(s, QLIB_ERR_IO);
     /* and in this process, the message names the file */
@@ -679,6 +724,77 @@ START_TEST(test_load_fifo)
     ck_assert_int_eq(unlink(fifo), 0);
     ck_assert_int_eq(rmdir(dir), 0);
     free(fifo);
+    free(dir);
+}
+END_TEST
+
+/* Files far larger than the blob their header describes. A 6 GiB sparse
+ * file costs no disk; a loader that reads or allocates it whole before
+ * looking at the header is caught by the per-request allocation limit (16
+ * MiB, against blobs of a few hundred bytes) and by the time bound. */
+START_TEST(test_load_header_first)
+{
+    const off_t big = (off_t)6 << 30;
+    const size_t limit = (size_t)16 << 20;
+    char *dir = make_temp_dir(), *path = join(dir, "big.qlib");
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = make_tensor(ctx, &kinds[0], 21);
+    size_t size;
+    uint8_t *blob = blob_of(t, &size);
+
+    for (int c = 0; c < 4; c++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ck_assert_int_ge(fd, 0);
+        uint8_t head[512];
+        memset(head, 0, sizeof head);
+        if (c == 0) {                          /* the magic, then nothing */
+            memcpy(head, "QLIBTNSR", 8);
+            ck_assert_int_eq(write(fd, head, 8), 8);
+        } else if (c == 1) {                   /* a real header declaring 6 GiB */
+            memcpy(head, blob, size < sizeof head ? size : sizeof head);
+            uint64_t total = (uint64_t)big;
+            memcpy(head + 16, &total, 8);
+            ck_assert_int_eq(write(fd, head, sizeof head), (ssize_t)sizeof head);
+        } else {                               /* a whole blob, then more bytes */
+            ck_assert_int_eq(write(fd, blob, size), (ssize_t)size);
+        }
+        off_t end = c == 3 ? (off_t)size + 64 : big;
+        ck_assert_msg(ftruncate(fd, end) == 0, "ftruncate to %lld: %s", (long long)end,
+                      strerror(errno));
+        ck_assert_int_eq(close(fd), 0);
+
+        int s = load_status_in_child(path, 20, limit);
+        ck_assert_msg(s != -1, "case %d: qlib_tensor_load ran for 20 s", c);
+        ck_assert_msg(s != CHILD_OVER_BUDGET, "case %d: qlib_tensor_load asked for more than %zu "
+                      "bytes at once", c, limit);
+        ck_assert_msg(s == QLIB_ERR_FORMAT, "case %d: status %d", c, s);
+
+        /* in this process too: the message, and the largest request */
+        budget b;
+        qlib_ctx *bctx = budget_ctx(&b, limit);
+        ck_assert_ptr_nonnull(bctx);
+        b.largest = 0;
+        qlib_tensor *u = (qlib_tensor *)&u;
+        ck_assert_int_eq(qlib_tensor_load(bctx, path, &u), QLIB_ERR_FORMAT);
+        ck_assert_ptr_null(u);
+        ck_assert_ptr_nonnull(strstr(qlib_last_error(), "qlib_tensor_load"));
+        ck_assert_msg(b.largest <= size, "case %d: asked for %zu bytes, the blob has %zu", c,
+                      b.largest, size);
+        qlib_ctx_destroy(bctx);
+    }
+    /* the blob alone, in the same file, loads */
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, blob, size), (ssize_t)size);
+    ck_assert_int_eq(close(fd), 0);
+    ck_assert_int_eq(load_status_in_child(path, 20, limit), QLIB_OK);
+
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    free(blob);
+    qlib_tensor_destroy(t);
+    qlib_ctx_destroy(ctx);
+    free(path);
     free(dir);
 }
 END_TEST
@@ -698,6 +814,7 @@ Suite *suite_serialize(void)
     tcase_add_test(tc, test_save_failures);
     tcase_add_test(tc, test_load_failures);
     tcase_add_test(tc, test_load_fifo);
+    tcase_add_test(tc, test_load_header_first);
     suite_add_tcase(s, tc);
     return s;
 }
