@@ -252,7 +252,10 @@ QLIB_API qlib_status qlib_tensor_serialize(const qlib_tensor *t, void *buf, size
  * buffer. */
 QLIB_API qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len,
                                              unsigned flags, qlib_tensor **out);
-/* Atomic: writes path.tmp.<random> then renames it over path. */
+/* Atomic and durable: writes <path>.tmp.<pid>.<random>, fsyncs it, renames
+ * it over path and fsyncs the directory. On failure the temporary file is
+ * removed (a killed process leaves it; it may be deleted). ERR_IO names the
+ * step that failed. */
 QLIB_API qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path);
 QLIB_API qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out);
 

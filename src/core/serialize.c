@@ -275,19 +275,34 @@ static qlib_status write_all(int fd, const uint8_t *p, size_t n)
     return QLIB_OK;
 }
 
+/* Makes the directory entry of a renamed file durable. A file system that
+ * cannot sync a directory says EINVAL; there is nothing more to do there. */
+static int sync_dir(char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int e = fsync(fd) == 0 || errno == EINVAL ? 0 : errno;
+    close(fd);
+    return e;
+}
+
 qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
 {
     static const char fn[] = "qlib_tensor_save";
     if (!t || !path) return qlib_fail(QLIB_ERR_ARG, "%s: tensor or path is NULL", fn);
     if (!*path) return qlib_fail(QLIB_ERR_ARG, "%s: path is empty", fn);
-    size_t plen = strlen(path);
-    char *tmp = qlib_mem_alloc(&t->alloc, plen + 16);
+    /* <path>.tmp.<pid>.XXXXXX: a user can tell a leftover of a killed save
+     * from other files, and whether its process still runs. */
+    size_t plen = strlen(path), cap = plen + 48;
+    char *tmp = qlib_mem_alloc(&t->alloc, 2 * cap);
     if (!tmp) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.", 5);
-    memset(tmp + plen + 5, 'X', 6);                 /* the mkstemp template */
-    tmp[plen + 11] = '\0';
-    int fd = mkstemp(tmp);
+    char *dir = tmp + cap;
+    snprintf(tmp, cap, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         qlib_mem_free(&t->alloc, tmp);
@@ -302,6 +317,10 @@ qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
     if (s != QLIB_OK) {
         unlink(tmp);
         qlib_fail(s, "%s: writing %s failed: %s", fn, path, strerror(e));
+    } else if ((e = sync_dir(dir)) != 0) {
+        s = qlib_fail(QLIB_ERR_IO, "%s: %s is written, but syncing its directory %s failed "
+                      "(the new file may not survive a power cut): %s", fn, path, dir,
+                      strerror(e));
     }
     qlib_mem_free(&t->alloc, tmp);
     return s;

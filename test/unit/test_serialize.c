@@ -2,6 +2,7 @@
  * QLIB_LOAD_BORROW, atomic save and load, the serialized size of
  * docs/FORMAT.md, and rejection of every truncated or corrupted blob. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -799,6 +800,123 @@ START_TEST(test_load_header_first)
 }
 END_TEST
 
+/* ---- what qlib_tensor_save asks of the file system ----
+ * This executable's fsync and rename stand in front of the C library's
+ * (the library is linked statically into it) and, while `io_log.armed`,
+ * record what they were called with before passing the call on. */
+static struct io_log {
+    int armed, renamed;
+    int file_syncs_before_rename, dir_syncs_after_rename;
+    dev_t dir_dev;
+    ino_t dir_ino;
+    char from[4096], to[4096];
+} io_log;
+
+static void *next_symbol(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p) abort();
+    return p;
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    if (!real) {
+        void *p = next_symbol("fsync");
+        memcpy(&real, &p, sizeof p);
+    }
+    struct stat st;
+    if (io_log.armed && fstat(fd, &st) == 0) {
+        if (S_ISREG(st.st_mode) && !io_log.renamed) io_log.file_syncs_before_rename++;
+        if (S_ISDIR(st.st_mode) && io_log.renamed) {
+            io_log.dir_syncs_after_rename++;
+            io_log.dir_dev = st.st_dev;
+            io_log.dir_ino = st.st_ino;
+        }
+    }
+    return real(fd);
+}
+
+int rename(const char *from, const char *to)
+{
+    static int (*real)(const char *, const char *);
+    if (!real) {
+        void *p = next_symbol("rename");
+        memcpy(&real, &p, sizeof p);
+    }
+    int r = real(from, to);
+    if (io_log.armed) {
+        snprintf(io_log.from, sizeof io_log.from, "%s", from);
+        snprintf(io_log.to, sizeof io_log.to, "%s", to);
+        io_log.renamed = r == 0;
+    }
+    return r;
+}
+
+/* The temporary file is named <path>.tmp.<pid>.<6 characters>, so that a
+ * user can tell whose it is; the data is synced before the rename and the
+ * directory after it, so that the new name survives a power cut. */
+START_TEST(test_save_durable)
+{
+    char *dir = make_temp_dir(), *path = join(dir, "w.qlib"), *sub = join(dir, "sub");
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = make_tensor(ctx, &kinds[2], 31);
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s.tmp.%ld.", path, (long)getpid());
+    int temps;
+
+    memset(&io_log, 0, sizeof io_log);
+    io_log.armed = 1;
+    qlib_status s = qlib_tensor_save(t, path);
+    io_log.armed = 0;
+    ck_assert_int_eq(s, QLIB_OK);
+    ck_assert_str_eq(io_log.to, path);
+    ck_assert_msg(strncmp(io_log.from, prefix, strlen(prefix)) == 0 &&
+                  strlen(io_log.from) == strlen(prefix) + 6,
+                  "temporary file %s is not named %sXXXXXX", io_log.from, prefix);
+    ck_assert_int_ge(io_log.file_syncs_before_rename, 1);
+    ck_assert_msg(io_log.dir_syncs_after_rename >= 1, "the directory was not synced after the rename");
+    struct stat st;
+    ck_assert_int_eq(stat(dir, &st), 0);
+    ck_assert(io_log.dir_dev == st.st_dev && io_log.dir_ino == st.st_ino);
+    ck_assert_int_eq(dir_entries(dir, &temps), 1);          /* success: no temporary left */
+    ck_assert_int_eq(temps, 0);
+
+    /* A relative path syncs the current directory. */
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(dir), 0);
+    memset(&io_log, 0, sizeof io_log);
+    io_log.armed = 1;
+    s = qlib_tensor_save(t, "rel.qlib");
+    io_log.armed = 0;
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_int_eq(s, QLIB_OK);
+    ck_assert_int_ge(io_log.dir_syncs_after_rename, 1);
+    ck_assert(io_log.dir_dev == st.st_dev && io_log.dir_ino == st.st_ino);
+    char *rel = join(dir, "rel.qlib");
+    ck_assert_int_eq(unlink(rel), 0);
+    free(rel);
+
+    /* Failure after the temporary file was written (the target is a
+     * directory): the temporary is removed, the directory holds what it held. */
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    ck_assert_int_eq(qlib_tensor_save(t, sub), QLIB_ERR_IO);
+    ck_assert_int_eq(dir_entries(dir, &temps), 2);
+    ck_assert_int_eq(temps, 0);
+
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    qlib_tensor_destroy(t);
+    qlib_ctx_destroy(ctx);
+    free(path);
+    free(sub);
+    free(dir);
+}
+END_TEST
+
 Suite *suite_serialize(void)
 {
     Suite *s = suite_create("serialize");
@@ -812,6 +930,7 @@ Suite *suite_serialize(void)
     tcase_add_test(tc, test_magic_and_version);
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_save_failures);
+    tcase_add_test(tc, test_save_durable);
     tcase_add_test(tc, test_load_failures);
     tcase_add_test(tc, test_load_fifo);
     tcase_add_test(tc, test_load_header_first);
