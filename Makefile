@@ -80,8 +80,9 @@ FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
-.PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check deps symbols-check header-check python-check replay valgrind
+.PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
+        model-check deps symbols-check header-check python-check replay valgrind \
+        consumer-check
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
@@ -119,10 +120,26 @@ $(SHARED): $(LIB_OBJ) src/qlib.map
 	ln -sf libqlib.so.$(VERSION) $(OUT)/libqlib.so.$(VERSION_MAJOR)
 	ln -sf libqlib.so.$(VERSION_MAJOR) $(OUT)/libqlib.so
 
-$(OUT)/qlib.pc: qlib.pc.in include/qlib.h
+# ---- what an installed copy tells its consumers (pkg-config, CMake) ----
+# The files name the prefix they are installed under: install.vars changes
+# whenever PREFIX, LIBDIR_INSTALL, INCDIR_INSTALL or the link line do, and
+# they are made again from it (`make install PREFIX=X` after a plain `make`).
+# A static consumer needs what the library links: OpenBLAS through its own
+# pkg-config file when it has one (it adds -lgfortran for a -static link).
+PC_REQUIRES_PRIVATE = $(if $(and $(findstring -lopenblas,$(BLAS_LIBS)),$(shell pkg-config --exists openblas 2>/dev/null && echo y)),openblas)
+PC_LIBS_PRIVATE = $(if $(PC_REQUIRES_PRIVATE),,$(BLAS_LIBS))
+INSTALL_VARS = $(PREFIX)|$(LIBDIR_INSTALL)|$(INCDIR_INSTALL)|$(VERSION)|$(PC_REQUIRES_PRIVATE)|$(PC_LIBS_PRIVATE)
+
+$(B)/install.vars: FORCE
+	@mkdir -p $(B)
+	@printf '%s\n' '$(INSTALL_VARS)' | cmp -s - $@ || printf '%s\n' '$(INSTALL_VARS)' > $@
+
+$(OUT)/qlib.pc: qlib.pc.in include/qlib.h $(B)/install.vars
 	@mkdir -p $(OUT)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' qlib.pc.in > $@
+	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@REQUIRES_PRIVATE@|$(PC_REQUIRES_PRIVATE)|' -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' \
+	    -e '/^Requires.private: *$$/d' -e 's|: *|: |' qlib.pc.in > $@
 
 # ---- programs ----
 $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
@@ -242,6 +259,10 @@ install: all
 	ln -sf libqlib.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR)
 	ln -sf libqlib.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so
 	install -m 644 $(OUT)/qlib.pc $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+
+# A fresh install under build/ used as a consumer would (test/install/run.sh).
+consumer-check: all
+	@sh test/install/run.sh $(CONSUMERS)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR_INSTALL)/qlib.h $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a \
