@@ -128,7 +128,7 @@ $(SHARED): $(LIB_OBJ) src/qlib.map
 # pkg-config file when it has one (it adds -lgfortran for a -static link).
 PC_REQUIRES_PRIVATE = $(if $(and $(findstring -lopenblas,$(BLAS_LIBS)),$(shell pkg-config --exists openblas 2>/dev/null && echo y)),openblas)
 PC_LIBS_PRIVATE = $(if $(PC_REQUIRES_PRIVATE),,$(BLAS_LIBS))
-INSTALL_VARS = $(PREFIX)|$(LIBDIR_INSTALL)|$(INCDIR_INSTALL)|$(VERSION)|$(PC_REQUIRES_PRIVATE)|$(PC_LIBS_PRIVATE)
+INSTALL_VARS = $(PREFIX)|$(LIBDIR_INSTALL)|$(INCDIR_INSTALL)|$(VERSION)|$(PC_REQUIRES_PRIVATE)|$(PC_LIBS_PRIVATE)|$(BLAS_LIBS)|$(CC)
 
 $(B)/install.vars: FORCE
 	@mkdir -p $(B)
@@ -140,6 +140,27 @@ $(OUT)/qlib.pc: qlib.pc.in include/qlib.h $(B)/install.vars
 	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' \
 	    -e 's|@REQUIRES_PRIVATE@|$(PC_REQUIRES_PRIVATE)|' -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' \
 	    -e '/^Requires.private: *$$/d' -e 's|: *|: |' qlib.pc.in > $@
+
+# CMake: qlib::qlib (shared, or static with QLIB_USE_STATIC) and
+# qlib::qlib_static, found relative to the config file's own directory
+# (<libdir>/cmake/qlib), so a staged or moved tree works; the include
+# directory too when it is <prefix>/include beside <prefix>/lib.
+CMAKE_OUT = $(OUT)/cmake/qlib
+empty :=
+space := $(empty) $(empty)
+cmake_list = $(subst $(space),;,$(strip $(1)))
+CMAKE_INCLUDEDIR = $(if $(and $(filter $(PREFIX)/lib,$(LIBDIR_INSTALL)),$(filter $(PREFIX)/include,$(INCDIR_INSTALL))),$${_qlib_libdir}/../include,$(INCDIR_INSTALL))
+STATIC_DEPS = $(BLAS_LIBS) -lpthread -lm
+SIZEOF_VOID_P = $(shell printf '__SIZEOF_POINTER__\n' | $(CC) -E -P -x c - 2>/dev/null | tail -n 1)
+
+$(CMAKE_OUT)/%.cmake: cmake/%.cmake.in include/qlib.h $(B)/install.vars
+	@mkdir -p $(CMAKE_OUT)
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(VERSION_MAJOR)|g' \
+	    -e 's|@CMAKE_INCLUDEDIR@|$(CMAKE_INCLUDEDIR)|g' -e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g' \
+	    -e 's|@STATIC_DEPS_DOC@|$(strip $(STATIC_DEPS))|g' \
+	    -e 's|@STATIC_LINK_DIRS@|$(call cmake_list,$(patsubst -L%,%,$(filter -L%,$(STATIC_DEPS))))|g' \
+	    -e 's|@STATIC_LINK_LIBS@|$(call cmake_list,$(patsubst -l%,%,$(filter -l%,$(STATIC_DEPS))))|g' \
+	    -e 's|@STATIC_LINK_OPTIONS@|$(call cmake_list,$(filter-out -L% -l%,$(STATIC_DEPS)))|g' $< > $@
 
 # ---- programs ----
 $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
@@ -251,14 +272,17 @@ check-aarch64: cross-aarch64
 	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
 	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) build/aarch64/test/unit || exit 1; done
 
-install: all
-	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig
+install: all $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake
+	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib
 	install -m 644 include/qlib.h $(DESTDIR)$(INCDIR_INSTALL)/qlib.h
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION)
 	ln -sf libqlib.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR)
 	ln -sf libqlib.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so
 	install -m 644 $(OUT)/qlib.pc $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+	install -m 644 $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/
 
 # A fresh install under build/ used as a consumer would (test/install/run.sh).
 consumer-check: all
@@ -268,7 +292,10 @@ uninstall:
 	rm -f $(DESTDIR)$(INCDIR_INSTALL)/qlib.h $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a \
 	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION) \
 	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR) \
-	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/qlibConfig.cmake \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/qlibConfigVersion.cmake
+	-rmdir $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib 2>/dev/null
 
 clean:
 	rm -rf build lib $(LLAMA_BIN)

@@ -5,8 +5,11 @@
 #
 #   pkgconfig   cc app.c $(pkg-config --cflags --libs qlib), and a -static
 #               link from pkg-config --static
+#   cmake       a five-line CMakeLists.txt with find_package(qlib 0.2),
+#               linking qlib::qlib shared, and static with QLIB_USE_STATIC=ON;
+#               find_package(qlib 1.0) must not find this version
 #
-#   sh test/install/run.sh [pkgconfig ...]     default: all of them
+#   sh test/install/run.sh [pkgconfig cmake ...]     default: all of them
 #
 # Nothing but the installed tree is used: the consumers see the prefix
 # through PKG_CONFIG_PATH and run with LD_LIBRARY_PATH naming its lib/.
@@ -14,7 +17,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 MAKE=${MAKE:-make}
 CC=${CC:-cc}
-consumers=${*:-pkgconfig}
+consumers=${*:-pkgconfig cmake}
 
 mkdir -p build
 prefix=$(mktemp -d "$PWD/build/consumer.XXXXXX")
@@ -26,11 +29,12 @@ $MAKE -s --no-print-directory install PREFIX="$prefix" >/dev/null
 libdir="$prefix/lib"
 test -f "$prefix/include/qlib.h" || fail "qlib.h not installed under $prefix"
 
-# Runs a built consumer from the work directory; it must use the installed
-# shared library (when it is dynamic) and print what quickstart prints.
+# Runs a built consumer from the work directory; unless it links qlib
+# statically (second argument "static"), it must load the installed shared
+# library.
 run() {
     exe=$1
-    if ldd "$exe" >/dev/null 2>&1; then
+    if [ "${2:-}" != static ]; then
         LD_LIBRARY_PATH="$libdir" ldd "$exe" | grep -q "$libdir/libqlib.so" || fail "$exe does not load $libdir/libqlib.so.*"
     fi
     (cd "$work" && LD_LIBRARY_PATH="$libdir" "$exe" > "$exe.out") || fail "$exe failed"
@@ -53,8 +57,52 @@ $(cat "$pc")"
         $CC -std=c99 -Wall -Werror -static examples/quickstart.c -o "$work/quickstart_pc_static" \
             $(pkg-config --static --cflags --libs qlib) || fail "pkg-config --static: link failed"
         ldd "$work/quickstart_pc_static" >/dev/null 2>&1 && fail "the -static consumer is dynamic"
-        run "$work/quickstart_pc_static"
+        run "$work/quickstart_pc_static" static
         echo "consumer pkg-config: shared and -static quickstart built from $pc, ran"
+        ;;
+    cmake)
+        command -v cmake >/dev/null 2>&1 || fail "cmake is not installed (Debian: cmake)"
+        src="$work/cmake"
+        mkdir -p "$src"
+        cp examples/quickstart.c "$src/"
+        cat > "$src/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(quickstart C)
+find_package(qlib 0.2 REQUIRED)
+add_executable(quickstart quickstart.c)
+target_link_libraries(quickstart PRIVATE qlib::qlib)
+CMAKE
+        for kind in shared static; do
+            cmake -S "$src" -B "$src/$kind" -DCMAKE_PREFIX_PATH="$prefix" \
+                -DQLIB_USE_STATIC=$([ $kind = static ] && echo ON || echo OFF) \
+                -DCMAKE_C_COMPILER="$CC" -DCMAKE_C_FLAGS="-Wall -Werror" > "$src/$kind.log" 2>&1 &&
+            cmake --build "$src/$kind" >> "$src/$kind.log" 2>&1 ||
+                fail "cmake $kind build failed: $(tail -n 20 "$src/$kind.log")"
+            exe="$work/quickstart_cmake_$kind"
+            cp "$src/$kind/quickstart" "$exe"
+            if [ $kind = static ]; then
+                LD_LIBRARY_PATH="$libdir" ldd "$exe" | grep -q libqlib && fail "$exe loads libqlib.so"
+                nm "$exe" | grep -q ' T qlib_quantize$' || fail "$exe lacks qlib_quantize"
+            fi
+            run "$exe" $kind
+        done
+        mkdir -p "$src/newer"
+        cat > "$src/newer/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(versions NONE)
+find_package(qlib 1.0 QUIET)
+if(qlib_FOUND)
+  message(FATAL_ERROR "qlib ${qlib_VERSION} accepted for a 1.0 request")
+endif()
+find_package(qlib 0.1 REQUIRED)
+message(STATUS "qlib ${qlib_VERSION} for a 0.1 request")
+CMAKE
+        cmake -S "$src/newer" -B "$src/newer/build" -DCMAKE_PREFIX_PATH="$prefix" \
+            > "$src/newer.log" 2>&1 || fail "find_package versions: $(tail -n 5 "$src/newer.log")"
+        grep -q "qlib $(sed -n 's/^Version: //p' "$libdir/pkgconfig/qlib.pc") for a 0.1 request" \
+            "$src/newer.log" || fail "find_package(qlib 0.1) did not report the version"
+        echo "consumer CMake: find_package(qlib 0.2) from $libdir/cmake/qlib, shared and" \
+             "QLIB_USE_STATIC quickstart built and ran; a 1.0 request refused, 0.1 accepted"
         ;;
     *) fail "unknown consumer $c" ;;
     esac
