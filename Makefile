@@ -82,7 +82,7 @@ DATA ?= ../shared/data
 
 .PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
         model-check deps symbols-check header-check python-check replay valgrind \
-        consumer-check
+        consumer-check deps-check
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
@@ -283,6 +283,10 @@ install: all $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake
 	install -m 644 $(OUT)/qlib.pc $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
 	install -m 644 $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake \
 	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/
+
+# scripts/deps.sh on this box with OpenBLAS hidden (root, mount namespace).
+deps-check:
+	@sh test/deps/hidden_openblas.sh
 
 # A fresh install under build/ used as a consumer would (test/install/run.sh).
 consumer-check: all
