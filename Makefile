@@ -82,7 +82,7 @@ DATA ?= ../shared/data
 
 .PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
         model-check deps symbols-check header-check python-check replay valgrind \
-        consumer-check deps-check
+        consumer-check deps-check isa-flags
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
@@ -91,13 +91,20 @@ $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
 
-$(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
-$(B)/obj/src/kernels/x86_avx2_vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavxvnni
-$(B)/obj/src/kernels/x86_avx2_avx512vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavx512vnni -mavx512vl
-$(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
+# Each kernel unit's ISA flags, stated once (ISA_FLAGS_<unit>). `make -s
+# isa-flags` prints every library unit this compiler builds with its ISA
+# flags (test/fuzz/run.sh compiles the library with clang from that list).
+ISA_FLAGS_x86_avx2 = -mavx2 -mfma -mf16c
+ISA_FLAGS_x86_avx2_vnni = $(ISA_FLAGS_x86_avx2) -mavxvnni
+ISA_FLAGS_x86_avx2_avx512vnni = $(ISA_FLAGS_x86_avx2) -mavx512vnni -mavx512vl
+ISA_FLAGS_arm_neon_dotprod = -march=armv8.2-a+dotprod
+$(B)/obj/src/kernels/%.o: ISA_FLAGS = $(ISA_FLAGS_$(basename $(notdir $@)))
 # units that compile another one again with their own flags
 $(B)/obj/src/kernels/x86_avx2_vnni.o $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: src/kernels/x86_avx2.c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: src/kernels/arm_neon.c
+
+isa-flags:
+	@$(foreach f,$(LIB_SRC),printf '%s %s\n' '$(f)' '$(strip $(ISA_FLAGS_$(basename $(notdir $(f)))))';)
 
 # The installed static library is one relocatable object in which only the
 # public symbols (abi/qlib.symbols) stay global, as in the shared library.
@@ -251,8 +258,9 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	@$(BENCH_BIN) $(BENCH)
 
+# Every libFuzzer target for FUZZ_SECONDS each (default 60), with clang.
 fuzz:
-	@sh test/fuzz/run.sh
+	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) MAKE='$(MAKE)' sh test/fuzz/run.sh
 
 # AArch64: cross-built with Debian's gcc-aarch64-linux-gnu against the arm64
 # OpenBLAS and Check (dpkg --add-architecture arm64; docs/PERFORMANCE.md),
