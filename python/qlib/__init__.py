@@ -20,7 +20,7 @@ from ._enums import Calib, Compute, Load, Method, Param, Status, c_constants as 
 from ._errors import (ArgError, CancelledError, FormatError, NoMemError, NumericError, QlibError, QlibIOError,
                       ShapeError, StateError, UnsupportedError, last_error, status_string)
 from ._alloc import Allocator, CountingAllocator
-from ._context import Context, default_context
+from ._context import Context, c_int_arg as _c_int_arg, default_context
 from ._config import Config, method_defaults
 from ._calib import ActStats, Calibration
 from ._tensor import Tensor, from_bytes, load, quantize
@@ -45,7 +45,7 @@ def version_number():
 
 def method_name(method):
     """qlib_method_name(): "none", "rtn", "gptq", "awq", "llm-int8"; "unknown"."""
-    return _lib.lib().qlib_method_name(int(method)).decode()
+    return _lib.lib().qlib_method_name(_c_int_arg(method, "method")).decode()
 
 
 def library_path():

@@ -43,6 +43,7 @@ class Tensor(_Handle):
     @property
     def shape(self):
         """(N, K): output features, input features."""
+        self._handle()
         return self._shape
 
     @property
