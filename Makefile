@@ -224,7 +224,7 @@ check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
 ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
 	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
-	 else echo "model-check: skipped ($(DATA) not found)"; fi
+	 else echo "model-check: SKIPPED (no model data in $(DATA); make check DATA=<dir>, see README.md)"; fi
 endif
 
 symbols-check: $(SHARED)
