@@ -8,8 +8,13 @@
 #   cmake       a five-line CMakeLists.txt with find_package(qlib 0.2),
 #               linking qlib::qlib shared, and static with QLIB_USE_STATIC=ON;
 #               find_package(qlib 1.0) must not find this version
+#   pip         python3 -m venv --system-site-packages, pip install
+#               --no-build-isolation --no-index . (offline), then from another
+#               directory, with no QLIB_LIBRARY, LD_LIBRARY_PATH or
+#               PYTHONPATH: import qlib (the library inside the package),
+#               quantize, multiply, save and load
 #
-#   sh test/install/run.sh [pkgconfig cmake ...]     default: all of them
+#   sh test/install/run.sh [pkgconfig cmake pip]     default: all of them
 #
 # Nothing but the installed tree is used: the consumers see the prefix
 # through PKG_CONFIG_PATH and run with LD_LIBRARY_PATH naming its lib/.
@@ -17,7 +22,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 MAKE=${MAKE:-make}
 CC=${CC:-cc}
-consumers=${*:-pkgconfig cmake}
+consumers=${*:-pkgconfig cmake pip}
 
 mkdir -p build
 prefix=$(mktemp -d "$PWD/build/consumer.XXXXXX")
@@ -103,6 +108,41 @@ CMAKE
             "$src/newer.log" || fail "find_package(qlib 0.1) did not report the version"
         echo "consumer CMake: find_package(qlib 0.2) from $libdir/cmake/qlib, shared and" \
              "QLIB_USE_STATIC quickstart built and ran; a 1.0 request refused, 0.1 accepted"
+        ;;
+    pip)
+        py=${PYTHON:-/usr/bin/python3}
+        venv="$work/venv"
+        $py -m venv --system-site-packages "$venv" > "$work/venv.log" 2>&1 ||
+            fail "$py -m venv failed (Debian: python3-venv): $(tail -n 5 "$work/venv.log")"
+        "$venv/bin/pip" install --no-build-isolation --no-index . > "$work/pip.log" 2>&1 ||
+            fail "pip install failed (offline; Debian: python3-setuptools python3-wheel" \
+                 "python3-numpy): $(tail -n 20 "$work/pip.log")"
+        mkdir -p "$work/elsewhere"
+        # shellcheck disable=SC2016
+        (cd "$work/elsewhere" && env -u QLIB_LIBRARY -u LD_LIBRARY_PATH -u PYTHONPATH \
+            "$venv/bin/python" - "$venv" > "$work/pip_run.out" 2>&1 <<'PY'
+import os, sys
+import numpy as np
+import qlib
+venv = os.path.realpath(sys.argv[1])
+lib = os.path.realpath(qlib.library_path())
+assert lib.startswith(venv + os.sep) and os.path.dirname(lib) == os.path.dirname(
+    os.path.realpath(qlib.__file__)), (lib, qlib.__file__)
+assert "torch" not in sys.modules
+rng = np.random.default_rng(0)
+w = rng.standard_normal((64, 256)).astype(np.float32) * 0.02
+x = rng.standard_normal((3, 256)).astype(np.float32)
+t = qlib.quantize(w)                       # RTN, no calibration
+assert t.method == qlib.Method.RTN
+t.save("layer.qlib")
+u = qlib.load("layer.qlib")
+np.testing.assert_array_equal(x @ t, x @ u)
+err = np.linalg.norm(x @ t - x @ t.dequantize().T) / np.linalg.norm(x @ t)
+assert err < 0.02, err
+print("qlib", qlib.version(), "from", lib)
+PY
+        ) || fail "the pip-installed package failed: $(cat "$work/pip_run.out")"
+        echo "consumer pip: $(tail -n 1 "$work/pip_run.out"), imported from $work/elsewhere"
         ;;
     *) fail "unknown consumer $c" ;;
     esac
