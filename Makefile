@@ -1,5 +1,6 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
-# cross-aarch64 check-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+# cross-aarch64 check-aarch64 model-check consumer-check deps-check.
+# Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
 SHELL = /bin/sh
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
