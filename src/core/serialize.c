@@ -277,7 +277,7 @@ static qlib_status write_all(int fd, const uint8_t *p, size_t n)
 
 /* Makes the directory entry of a renamed file durable. A file system that
  * cannot sync a directory says EINVAL; there is nothing more to do there. */
-static int sync_dir(char *dir)
+static int sync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return errno;
