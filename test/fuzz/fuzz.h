@@ -416,13 +416,19 @@ static inline void fz_check_product(const qlib_tensor *t, const float *x, size_t
         }
 }
 
-/* The GEMV kernels (M = 1) are bounded, not bit-identical, across ISAs
- * (docs/ALGORITHMS.md, "Matmul arithmetic"): the fp16 GEMV of a NONE tensor
- * at 16 bits, and the quantized GEMV in AUTO mode. */
-static inline int fz_gemv_reassociates(const qlib_tensor *t, size_t m, int auto_mode)
+/* Whether ctx's kernel for this product sums in its own order, as its
+ * kernel table declares (qk_order): then it is bounded, not bit-identical,
+ * against scalar (docs/ALGORITHMS.md, "Matmul arithmetic"). Today those are
+ * the GEMVs (M = 1): the fp16 one of a NONE tensor at 16 bits, and the
+ * quantized one in AUTO mode, on the x86 tables. */
+static inline int fz_gemv_reassociates(const qlib_ctx *ctx, const qlib_tensor *t, size_t m,
+                                       int auto_mode)
 {
-    qlib_method me = qlib_tensor_method(t);
-    return m == 1 && (me == QLIB_METHOD_NONE ? qlib_tensor_bits(t) == 16 : auto_mode);
+    const qlib_kernels *k = ctx->kern;
+    if (qlib_method_lookup(qlib_tensor_method(t))->float_weights)
+        return m == 1 && qlib_tensor_bits(t) == 16 && k->gemv_f16.order == QK_ORDER_OWN;
+    if (!auto_mode) return k->gemm_f32.order == QK_ORDER_OWN;
+    return qk_pick_q8(k, &t->w, m)->order == QK_ORDER_OWN;
 }
 
 /* |y - y'| for two fixed summation orders of one GEMV output, u = 2^-24.
@@ -538,7 +544,7 @@ static inline void fz_check_compute(qlib_ctx *ctx, const qlib_tensor *t, size_t 
         fz_check_same(fz_ref_ctx(scalar), ctx, t, x, m, ldx, w, ldw, y, ldy, FZ_Y_SAME);
     if (!scalar)                          /* nor does the ISA, but for a GEMV's float order */
         fz_check_same(fz_ref_ctx(1), ctx, t, x, m, ldx, w, ldw, y, ldy,
-                      fz_gemv_reassociates(t, m, auto_mode) ? FZ_Y_BOUNDED : FZ_Y_SAME);
+                      fz_gemv_reassociates(ctx, t, m, auto_mode) ? FZ_Y_BOUNDED : FZ_Y_SAME);
     free(w);
     free(x);
     free(y);
