@@ -57,7 +57,7 @@ endif
 ifneq (,$(findstring aarch64,$(MACHINE)))
 KERNEL_SRC += $(wildcard src/kernels/arm_*.c)
 endif
-LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c) $(KERNEL_SRC)
+LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c src/layouts/*.c) $(KERNEL_SRC)
 LIB_OBJ = $(LIB_SRC:%.c=$(B)/obj/%.o)
 
 LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude $(BLAS_CFLAGS)
