@@ -7,7 +7,7 @@
 #include "layouts.h"
 
 #define LO 0x0f0f0f0f0f0f0f0full
-#define TILE 64                  /* output columns per pass: 8 words, 32 bytes of a row */
+#define TILE 128                 /* output columns per pass: 16 words, 64 bytes of a qweight row */
 
 static const unsigned order[8] = { 0, 2, 4, 6, 1, 3, 5, 7 };   /* nibble -> column */
 static const unsigned nibble[8] = { 0, 4, 1, 5, 2, 6, 3, 7 };  /* column -> nibble */
@@ -36,25 +36,48 @@ static qlib_status awq_export_size(const qlib_tensor *t, size_t bytes[LT_PARTS],
     return QLIB_OK;
 }
 
-/* Bytes rho of the 32-byte chunk m of the eight rows of word j hold the
- * codes of input rows 64m + rho (low nibbles) and 64m + 32 + rho (high). */
+/* The 8 x 8 byte matrix x[i] (byte t of word i) transposed in place: byte
+ * i of x[t] becomes byte t of the old x[i]. Blocks of 4, 2, 1 bytes swap. */
+static inline __attribute__((always_inline)) void transpose8(uint64_t x[8])
+{
+    for (int i = 0; i < 4; i++) {
+        uint64_t t = ((x[i] >> 32) ^ x[i + 4]) & 0x00000000ffffffffull;
+        x[i] ^= t << 32, x[i + 4] ^= t;
+    }
+    for (int i = 0; i < 8; i += (i & 1) ? 3 : 1) {
+        uint64_t t = ((x[i] >> 16) ^ x[i + 2]) & 0x0000ffff0000ffffull;
+        x[i] ^= t << 16, x[i + 2] ^= t;
+    }
+    for (int i = 0; i < 8; i += 2) {
+        uint64_t t = ((x[i] >> 8) ^ x[i + 1]) & 0x00ff00ff00ff00ffull;
+        x[i] ^= t << 8, x[i + 1] ^= t;
+    }
+}
+
+/* Byte rho of the 32-byte chunk m of a row holds the codes of input rows
+ * 64m + rho (low nibble) and 64m + 32 + rho (high nibble). Eight bytes of
+ * each of the eight rows of word j, transposed, give eight bytes each
+ * holding the eight columns' codes of two input rows in nibble order. */
 static void qweight_out(const qk_weights *w, uint8_t *qw)
 {
     size_t n = w->n, k = w->k, nw = n / 8;
     for (size_t c0 = 0; c0 < n; c0 += TILE)
-        for (size_t m = 0; m < w->kp / 64; m++)
-            for (size_t j = c0 / 8; j < (c0 + TILE) / 8 && j < nw; j++) {
+        for (size_t j = c0 / 8; j < (c0 + TILE) / 8 && j < nw; j++)
+            for (size_t m = 0; m < w->kp / 64; m++) {
                 const uint8_t *p[8];
                 for (int i = 0; i < 8; i++)
                     p[i] = w->codes + (8 * j + order[i]) * w->row_bytes + 32 * m;
-                for (size_t rho = 0; rho < 32; rho++) {
-                    uint64_t x = 0;
-                    size_t r = 64 * m + rho;
-                    for (int i = 0; i < 8; i++) x |= (uint64_t)p[i][rho] << (8 * i);
-                    if (r < k) lt_put32(qw + (r * nw + j) * 4, lt_nibbles_compress(x & LO));
-                    if (r + 32 < k)
-                        lt_put32(qw + ((r + 32) * nw + j) * 4,
-                                 lt_nibbles_compress((x >> 4) & LO));
+                for (size_t q = 0; q < 32; q += 8) {
+                    uint64_t x[8];
+                    for (int i = 0; i < 8; i++) x[i] = lt_get64(p[i] + q);
+                    transpose8(x);
+                    for (size_t t = 0; t < 8; t++) {
+                        size_t r = 64 * m + q + t;
+                        if (r < k) lt_put32(qw + (r * nw + j) * 4, lt_nibbles_compress(x[t] & LO));
+                        if (r + 32 < k)
+                            lt_put32(qw + ((r + 32) * nw + j) * 4,
+                                     lt_nibbles_compress((x[t] >> 4) & LO));
+                    }
                 }
             }
 }
@@ -121,12 +144,16 @@ static void fill_codes(const fill_job *f, size_t c0, size_t c1)
             uint32_t zw = lt_get32(pad + j * 4);
             for (int i = 0; i < 8; i++)
                 p[i] = qlib_t_codes(f->t) + (8 * j + order[i]) * w->row_bytes + 32 * m;
-            for (size_t rho = 0; rho < 32; rho++) {
-                size_t r = 64 * m + rho;
-                uint32_t lo = r < k ? lt_get32(qw + (r * nw + j) * 4) : zw;
-                uint32_t hi = r + 32 < k ? lt_get32(qw + ((r + 32) * nw + j) * 4) : zw;
-                uint64_t x = lt_nibbles_expand(lo) | lt_nibbles_expand(hi) << 4;
-                for (int i = 0; i < 8; i++) p[i][rho] = (uint8_t)(x >> (8 * i));
+            for (size_t q = 0; q < 32; q += 8) {
+                uint64_t x[8];
+                for (size_t t = 0; t < 8; t++) {
+                    size_t r = 64 * m + q + t;
+                    uint32_t lo = r < k ? lt_get32(qw + (r * nw + j) * 4) : zw;
+                    uint32_t hi = r + 32 < k ? lt_get32(qw + ((r + 32) * nw + j) * 4) : zw;
+                    x[t] = lt_nibbles_expand(lo) | lt_nibbles_expand(hi) << 4;
+                }
+                transpose8(x);
+                for (int i = 0; i < 8; i++) lt_put64(p[i] + q, x[i]);
             }
         }
 }
