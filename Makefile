@@ -152,6 +152,9 @@ $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) -o $@ $< test/fuzz/replay.c \
 	    $(INTERNAL) $(LIBS)
 
+# the layout targets share their driver
+$(filter $(B)/fuzz/replay_fuzz_layout_%,$(REPLAY_BINS)): test/fuzz/fuzz_layout.h
+
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
 LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))
 $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
