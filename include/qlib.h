@@ -296,8 +296,8 @@ typedef enum qlib_layout {
  * multiple of 32, or a permutation; for GPTQ, K * bits or N * bits not a
  * multiple of 32, or a zero point of 0 (stored as zero - 1, it wraps); for
  * AWQ_GEMM, other than 4 bits, N not a multiple of 8, K not a multiple of
- * the group size, or a permutation. ERR_ARG: t or part_bytes NULL. On
- * failure every part_bytes[i] is 0. */
+ * the group size, or a permutation; also an unknown layout value. ERR_ARG:
+ * t or part_bytes NULL. On failure every part_bytes[i] is 0. */
 QLIB_API qlib_status qlib_tensor_export_size(const qlib_tensor *t, qlib_layout layout,
                                              size_t part_bytes[4]);
 /* Writes t in layout into the caller's buffers: part i gets exactly the
@@ -326,15 +326,15 @@ QLIB_API qlib_status qlib_tensor_export(const qlib_tensor *t, qlib_layout layout
  * The tensor's quant_error is 0 (unknown). part_bytes[i] must be exactly the
  * part's size; parts of unused indices are ignored.
  * ERR_ARG: ctx, parts, part_bytes or out NULL, a used part NULL, n or k 0,
- * sizes overflow, bits not the layout's, group_size < -1, k * bits or
- * n * bits (GPTQ) or n (AWQ, GGML: k) not a multiple of what the packing
- * needs, AWQ k not a multiple of group_size. ERR_UNSUPPORTED: unknown
+ * sizes that overflow, bits not the layout's, group_size < -1, a shape the
+ * packing cannot fill (GGML: k % 32; GPTQ: k * bits or n * bits % 32; AWQ:
+ * n % 8, or k not a multiple of group_size). ERR_UNSUPPORTED: unknown
  * layout, n or k above INT32_MAX, a group_size that is not a multiple of 32,
  * a GPTQ zero point of 2^bits (stored 2^bits - 1) or a g_idx whose groups
  * qlib cannot hold (each group needs group_size columns, the last the
  * rest). ERR_FORMAT: a part of the wrong size, an fp16 scale that is Inf or
  * NaN, a g_idx value out of range, GGML blocks of one group with different
- * d. ERR_NOMEM. On failure *out is NULL. */
+ * d. ERR_NOMEM. On failure *out is NULL; nothing of the parts is kept. */
 QLIB_API qlib_status qlib_tensor_import(qlib_ctx *ctx, qlib_layout layout, size_t n, size_t k,
                                         int bits, int group_size, const void *const parts[4],
                                         const size_t part_bytes[4], qlib_tensor **out);

@@ -70,6 +70,8 @@ esac
 isa_flags() {
     case "$1" in
         src/kernels/x86_avx2.c) echo "-mavx2 -mfma -mf16c" ;;
+        src/kernels/x86_avx2_vnni.c) echo "-mavx2 -mfma -mf16c -mavxvnni" ;;
+        src/kernels/x86_avx2_avx512vnni.c) echo "-mavx2 -mfma -mf16c -mavx512vnni -mavx512vl" ;;
         src/kernels/arm_neon_dotprod.c) echo "-march=armv8.2-a+dotprod" ;;
     esac
 }
