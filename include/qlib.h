@@ -224,8 +224,8 @@ QLIB_API double      qlib_tensor_bits_per_weight(const qlib_tensor *t);  /* stor
 /* tr(dW H dW^T)/tr(W H W^T) when quantized with a Hessian, else
  * ||dW||^2/||W||^2 (0 for NONE at 32 bits). */
 QLIB_API double      qlib_tensor_quant_error(const qlib_tensor *t);
-/* AWQ: the K floats x is multiplied by (1/s); NULL for other methods. Owned
- * by the tensor. */
+/* AWQ: the K floats x is multiplied by (1/s); NULL for other methods and for
+ * AWQ tensors without them (folded or imported, 0.2). Owned by the tensor. */
 QLIB_API const float *qlib_tensor_input_scales(const qlib_tensor *t);
 /* GPTQ act-order: perm[j] is the original input column stored at position j;
  * NULL when there is no permutation. Owned by the tensor. */
