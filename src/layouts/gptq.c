@@ -250,7 +250,8 @@ static qlib_status gptq_import_size(const lt_import *a, size_t bytes[LT_PARTS])
 }
 
 /* What the checks learn and the fill needs: the stored zero points (one
- * byte each), the permutation (NULL when g_idx is in order). */
+ * byte each), and the order g_idx gives the columns (has_perm: not the
+ * identity). */
 typedef struct gptq_in {
     const lt_import *a;
     uint8_t *zeros;              /* groups x n: zero - 1 as stored */
