@@ -58,7 +58,7 @@ endif
 ifneq (,$(findstring aarch64,$(MACHINE)))
 KERNEL_SRC += $(wildcard src/kernels/arm_*.c)
 endif
-LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c) $(KERNEL_SRC)
+LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c src/layouts/*.c) $(KERNEL_SRC)
 LIB_OBJ = $(LIB_SRC:%.c=$(B)/obj/%.o)
 
 LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude $(BLAS_CFLAGS)
@@ -197,6 +197,9 @@ $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) -o $@ $< test/fuzz/replay.c \
 	    $(INTERNAL) $(LIBS)
+
+# the layout targets share their driver
+$(filter $(B)/fuzz/replay_fuzz_layout_%,$(REPLAY_BINS)): test/fuzz/fuzz_layout.h
 
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
 LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))

@@ -226,8 +226,8 @@ QLIB_API double      qlib_tensor_bits_per_weight(const qlib_tensor *t);  /* stor
 /* tr(dW H dW^T)/tr(W H W^T) when quantized with a Hessian, else
  * ||dW||^2/||W||^2 (0 for NONE at 32 bits). */
 QLIB_API double      qlib_tensor_quant_error(const qlib_tensor *t);
-/* AWQ: the K floats x is multiplied by (1/s); NULL for other methods. Owned
- * by the tensor. */
+/* AWQ: the K floats x is multiplied by (1/s); NULL for other methods and for
+ * AWQ tensors without them (folded or imported, 0.2). Owned by the tensor. */
 QLIB_API const float *qlib_tensor_input_scales(const qlib_tensor *t);
 /* GPTQ act-order: perm[j] is the original input column stored at position j;
  * NULL when there is no permutation. Owned by the tensor. */
@@ -261,6 +261,103 @@ QLIB_API qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, siz
  * step that failed. */
 QLIB_API qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path);
 QLIB_API qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out);
+
+/* ------------------------------------------------- standard layouts (0.2) */
+/* A tensor in the layouts other programs read: parts of raw little-endian
+ * data, each part one array of a checkpoint (docs/FORMATS.md states every
+ * byte). W is N x K like an nn.Linear weight; fp16 is IEEE binary16.
+ *  - GGML_Q4_0: part 0, N rows of K/32 blocks of 18 bytes (fp16 d, 16 bytes
+ *    of nibbles): weight i of a block is ((qs[i] & 15) - 8) * d, weight
+ *    i + 16 is ((qs[i] >> 4) - 8) * d.
+ *  - GGML_Q8_0: part 0, N rows of K/32 blocks of 34 bytes (fp16 d, 32 int8
+ *    qs): weight i is qs[i] * d.
+ *  - GPTQ (AutoGPTQ / GPTQModel format "gptq", v1): part 0 qweight int32
+ *    [K*bits/32][N] (the codes of input rows along each column, lowest bits
+ *    first; 3 bits as one bit stream), part 1 qzeros int32 [G][N*bits/32]
+ *    (zero point - 1, packed the same way along N), part 2 scales fp16
+ *    [G][N], part 3 g_idx int32 [K] (the group of each input column).
+ *    W[c][r] = scales[g][c] * (q(r, c) - (qzeros(g, c) + 1)), g = g_idx[r].
+ *  - AWQ_GEMM (AutoAWQ "gemm"): part 0 qweight int32 [K][N/8], part 1
+ *    qzeros int32 [G][N/8], part 2 scales fp16 [G][N]; word j of a row holds
+ *    output columns 8j + {0, 2, 4, 6, 1, 3, 5, 7} in nibbles 0..7.
+ *    W[c][r] = (q - z) * s, group r / group_size.
+ * G is the number of groups along K: ceil(K / group_size), or 1 when the
+ * checkpoint has one group per output column (group_size -1 or 0). */
+typedef enum qlib_layout {
+    QLIB_LAYOUT_GGML_Q4_0 = 1,  /* ggml block_q4_0 */
+    QLIB_LAYOUT_GGML_Q8_0 = 2,  /* ggml block_q8_0 */
+    QLIB_LAYOUT_GPTQ = 3,       /* AutoGPTQ / GPTQModel checkpoint format "gptq" (v1) */
+    QLIB_LAYOUT_AWQ_GEMM = 4    /* AutoAWQ "gemm" checkpoint format */
+} qlib_layout;
+#define QLIB_LAYOUT_MAX_PARTS 4
+
+/* Bytes of each part of t in layout (parts the layout does not use: 0).
+ * Writing is exact: importing the parts again gives a tensor with t's
+ * qlib_dequantize bit for bit (and t's qlib_matmul, except for the order of
+ * columns within a group of an act-order tensor: docs/FORMATS.md).
+ * ERR_UNSUPPORTED, with the reason in qlib_last_error(), when the layout
+ * cannot hold t exactly: a float tensor; an LLM.int8() tensor with outlier
+ * decomposition; input scales (qlib_tensor_fold_input_scales first); for
+ * GGML, another bit width than 4 (Q4_0) or 8 (Q8_0), zero points, K not a
+ * multiple of 32, or a permutation; for GPTQ, K * bits or N * bits not a
+ * multiple of 32, or a zero point of 0 (stored as zero - 1, it wraps); for
+ * AWQ_GEMM, other than 4 bits, N not a multiple of 8, K not a multiple of
+ * the group size, or a permutation; also an unknown layout value. ERR_ARG:
+ * t or part_bytes NULL. On failure every part_bytes[i] is 0. */
+QLIB_API qlib_status qlib_tensor_export_size(const qlib_tensor *t, qlib_layout layout,
+                                             size_t part_bytes[4]);
+/* Writes t in layout into the caller's buffers: part i gets exactly the
+ * size qlib_tensor_export_size gives (part_bytes[i] is its capacity, at
+ * least that; bytes past it are left alone). The parts of unused indices are
+ * ignored (NULL is fine). ERR_UNSUPPORTED as qlib_tensor_export_size;
+ * ERR_ARG: t, parts or part_bytes NULL, a used part NULL, smaller than
+ * needed, or overlapping another; ERR_NOMEM: scratch for an act-order
+ * tensor (from t's allocator). Nothing is kept. */
+QLIB_API qlib_status qlib_tensor_export(const qlib_tensor *t, qlib_layout layout,
+                                        void *const parts[4], const size_t part_bytes[4]);
+/* A new tensor (owned by the caller: qlib_tensor_destroy) from parts in
+ * layout, copied (parts are not kept). n x k is the weight's shape; bits and
+ * group_size as the layout's metadata says (group_size -1 or 0 where the
+ * checkpoint has one group per output column). qlib_dequantize of the
+ * result equals the layout's dequantization above computed in fp32, bit for
+ * bit, and exporting it gives the same bytes back.
+ *  - GGML: bits 4 (Q4_0) or 8 (Q8_0); group_size 32, or a multiple of 32, 0
+ *    or -1 when every block of such a group carries the same d (to restore
+ *    a tensor written from those groups). Method RTN, symmetric.
+ *  - GPTQ: bits 2, 3, 4 or 8; method GPTQ, symmetric when every zero point
+ *    is 2^(bits-1); a g_idx that is not grouped in order becomes the
+ *    act-order permutation (each group's columns in increasing order).
+ *  - AWQ_GEMM: bits 4; method AWQ without input scales, symmetric when every
+ *    zero point is 8.
+ * The tensor's quant_error is 0 (unknown). part_bytes[i] must be exactly the
+ * part's size; parts of unused indices are ignored.
+ * ERR_ARG: ctx, parts, part_bytes or out NULL, a used part NULL, n or k 0,
+ * sizes that overflow, bits not the layout's, group_size < -1, a shape the
+ * packing cannot fill (GGML: k % 32; GPTQ: k * bits or n * bits % 32; AWQ:
+ * n % 8, or k not a multiple of group_size). ERR_UNSUPPORTED: unknown
+ * layout, n or k above INT32_MAX, a group_size that is not a multiple of 32,
+ * a GPTQ zero point of 2^bits (stored 2^bits - 1) or a g_idx whose groups
+ * qlib cannot hold (each group needs group_size columns, the last the
+ * rest). ERR_FORMAT: a part of the wrong size, an fp16 scale that is Inf or
+ * NaN, a g_idx value out of range, GGML blocks of one group with different
+ * d. ERR_NOMEM. On failure *out is NULL; nothing of the parts is kept. */
+QLIB_API qlib_status qlib_tensor_import(qlib_ctx *ctx, qlib_layout layout, size_t n, size_t k,
+                                        int bits, int group_size, const void *const parts[4],
+                                        const size_t part_bytes[4], qlib_tensor **out);
+/* Folding AWQ's input scales into the previous operation (0.2): *out is a
+ * new tensor (the caller's; qlib_tensor_destroy) without input scales, whose
+ * codes, scales, zero points and quant_error are t's, and s (k floats,
+ * written by the call) holds s[c] = 1 / input_scales(t)[c]: the caller now
+ * divides input column c by s[c] (folds 1/s into an RMSNorm weight or the
+ * rows of the previous linear layer). qlib_matmul(*out, x') equals
+ * qlib_matmul(t, x) bit for bit when x'[c] = x[c] * input_scales(t)[c] in
+ * fp32; with x'[c] = x[c] / s[c] it agrees up to that rounding. *out can be
+ * exported where its bits and groups allow. ERR_ARG: a NULL argument;
+ * ERR_STATE: t has no input scales; ERR_NUMERIC: an input scale whose
+ * reciprocal overflows fp32; ERR_NOMEM. On failure *out is NULL and s is
+ * untouched. */
+QLIB_API qlib_status qlib_tensor_fold_input_scales(qlib_ctx *ctx, const qlib_tensor *t, float *s,
+                                                   qlib_tensor **out);
 
 #ifdef __cplusplus
 }

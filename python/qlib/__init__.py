@@ -17,7 +17,8 @@ qlib.CALIB_HESSIAN, qlib.LOAD_BORROW, ...).
 
 from . import _lib
 from ._lib import LibraryNotFoundError
-from ._enums import Calib, Compute, Load, Method, Param, Status, c_constants as _c_constants
+from ._enums import (Calib, Compute, LAYOUT_MAX_PARTS, Layout, Load, Method, Param, Status,
+                     c_constants as _c_constants)
 from ._errors import (ArgError, CancelledError, FormatError, NoMemError, NumericError, QlibError, QlibIOError,
                       ShapeError, StateError, UnsupportedError, last_error, status_string)
 from ._alloc import Allocator, CountingAllocator
@@ -25,6 +26,7 @@ from ._context import Context, c_int_arg as _c_int_arg, default_context
 from ._config import Config, method_defaults
 from ._calib import ActStats, Calibration
 from ._tensor import Tensor, from_bytes, load, quantize
+from ._layouts import import_tensor
 
 __version__ = _lib.HEADER_VERSION_STRING
 
@@ -56,7 +58,8 @@ def library_path():
 
 __all__ = [
     "ActStats", "Allocator", "ArgError", "CancelledError", "Calib", "Calibration", "Compute", "Config", "Context",
-    "CountingAllocator", "FormatError", "HEADER_VERSION", "LibraryNotFoundError", "Load",
+    "CountingAllocator", "FormatError", "HEADER_VERSION", "LAYOUT_MAX_PARTS", "Layout",
+    "LibraryNotFoundError", "Load", "import_tensor",
     "Method", "NoMemError", "NumericError", "Param", "QlibError", "QlibIOError", "ShapeError",
     "StateError", "Status", "Tensor", "UnsupportedError", "default_context", "from_bytes",
     "last_error", "library_path", "load", "method_defaults", "quantize", "status_string",

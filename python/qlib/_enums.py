@@ -60,6 +60,19 @@ class Calib(enum.IntFlag):
     ALL = 7
 
 
+class Layout(enum.IntEnum):
+    """qlib_layout (QLIB_LAYOUT_*): the external layouts of qlib_tensor_export
+    and qlib_tensor_import (docs/FORMATS.md)."""
+    GGML_Q4_0 = 1
+    GGML_Q8_0 = 2
+    GPTQ = 3
+    AWQ_GEMM = 4
+
+
+# QLIB_LAYOUT_MAX_PARTS: parts of a layout, at most.
+LAYOUT_MAX_PARTS = 4
+
+
 class Load(enum.IntFlag):
     """qlib_tensor_deserialize flags (QLIB_LOAD_*)."""
     BORROW = 1
@@ -71,7 +84,7 @@ def c_constants():
     for name, member in Status.__members__.items():
         out[name] = member
     for cls, prefix in ((Method, "METHOD_"), (Param, "PARAM_"), (Compute, "COMPUTE_"),
-                        (Calib, "CALIB_"), (Load, "LOAD_")):
+                        (Calib, "CALIB_"), (Load, "LOAD_"), (Layout, "LAYOUT_")):
         for name, member in cls.__members__.items():
             out[prefix + name] = member
     return out

@@ -68,6 +68,7 @@ status_t = c_int      # qlib_status
 method_t = c_int      # qlib_method
 param_t = c_int       # qlib_param
 compute_t = c_int     # qlib_compute
+layout_t = c_int      # qlib_layout
 
 alloc_fn = CFUNCTYPE(c_void_p, c_void_p, c_size_t, c_size_t)
 free_fn = CFUNCTYPE(None, c_void_p, c_void_p)
@@ -151,6 +152,12 @@ PROTOTYPES = {
     "qlib_tensor_deserialize": (status_t, [ctx_p, c_void_p, c_size_t, c_uint, POINTER(tensor_p)]),
     "qlib_tensor_save": (status_t, [tensor_p, c_char_p]),
     "qlib_tensor_load": (status_t, [ctx_p, c_char_p, POINTER(tensor_p)]),
+    # standard layouts
+    "qlib_tensor_export_size": (status_t, [tensor_p, layout_t, POINTER(c_size_t)]),
+    "qlib_tensor_export": (status_t, [tensor_p, layout_t, POINTER(c_void_p), POINTER(c_size_t)]),
+    "qlib_tensor_import": (status_t, [ctx_p, layout_t, c_size_t, c_size_t, c_int, c_int,
+                                      POINTER(c_void_p), POINTER(c_size_t), POINTER(tensor_p)]),
+    "qlib_tensor_fold_input_scales": (status_t, [ctx_p, tensor_p, float_p, POINTER(tensor_p)]),
 }
 
 

@@ -28,7 +28,8 @@ class Tensor(_Handle):
     __hash__ = object.__hash__
 
     def __init__(self, *args, **kwargs):
-        raise TypeError("qlib.Tensor is made by qlib.quantize, qlib.load or qlib.from_bytes")
+        raise TypeError("qlib.Tensor is made by qlib.quantize, qlib.load, qlib.from_bytes or "
+                        "qlib.import_tensor")
 
     @classmethod
     def _wrap(cls, ptr, *keepalive):
@@ -150,6 +151,30 @@ class Tensor(_Handle):
         finally:
             ctx._leave()
         return res
+
+    # ------------------------------------------------------ external layouts
+    def export_size(self, layout):
+        """Bytes of each part of this tensor in layout (a :class:`Layout` or a
+        name: "gptq", "awq", "q4_0", "q8_0"); UnsupportedError, with the
+        reason, when the layout cannot hold it exactly."""
+        from . import _layouts
+        return _layouts.export_size(self, layout)
+
+    def export(self, layout):
+        """The tensor in layout as the arrays a checkpoint stores (see
+        docs/FORMATS.md): GGML ``[blocks]``; GPTQ ``[qweight, qzeros,
+        scales, g_idx]``; AWQ ``[qweight, qzeros, scales]``. Exact:
+        :func:`qlib.import_tensor` of them has this tensor's dequantize."""
+        from . import _layouts
+        return _layouts.export(self, layout)
+
+    def fold_input_scales(self, ctx=None):
+        """(folded, s): a copy without the AWQ input scales, and the float32
+        (K,) array s by which the caller now divides x (fold 1/s into the
+        RMSNorm or previous layer). ``folded.matmul(x * t.input_scales)``
+        equals ``t.matmul(x)`` bit for bit. StateError without input scales."""
+        from . import _layouts
+        return _layouts.fold_input_scales(self, ctx)
 
     # --------------------------------------------------------- serialization
     def serialize_into(self, buffer):

@@ -615,6 +615,137 @@ static void act_order_table(qlib_ctx *ctx)
     free(y);
 }
 
+/* ---- the external layouts (docs/FORMATS.md) ---- */
+
+typedef struct layout_run {
+    qlib_ctx *ctx;
+    const qlib_tensor *t;
+    qlib_layout l;
+    void *p[QLIB_LAYOUT_MAX_PARTS];
+    size_t b[QLIB_LAYOUT_MAX_PARTS];
+} layout_run;
+
+static void run_export(void *arg)
+{
+    layout_run *r = arg;
+    qlib_status s = qlib_tensor_export(r->t, r->l, r->p, r->b);
+    if (s != QLIB_OK) die("qlib_tensor_export", s);
+}
+
+typedef struct blob_run {
+    qlib_ctx *ctx;
+    const void *blob;
+    size_t len;
+} blob_run;
+
+static void run_load(void *arg)
+{
+    blob_run *b = arg;
+    qlib_tensor *u;
+    qlib_status s = qlib_tensor_deserialize(b->ctx, b->blob, b->len, 0, &u);
+    if (s != QLIB_OK) die("qlib_tensor_deserialize", s);
+    qlib_tensor_destroy(u);
+}
+
+static void run_import(void *arg)
+{
+    layout_run *r = arg;
+    qlib_tensor *u;
+    const void *p[QLIB_LAYOUT_MAX_PARTS] = { r->p[0], r->p[1], r->p[2], r->p[3] };
+    qlib_status s = qlib_tensor_import(r->ctx, r->l, qlib_tensor_rows(r->t), qlib_tensor_cols(r->t),
+                                       qlib_tensor_bits(r->t), qlib_tensor_group_size(r->t), p,
+                                       r->b, &u);
+    if (s != QLIB_OK) die("qlib_tensor_import", s);
+    qlib_tensor_destroy(u);
+}
+
+/* t with a random grouping of its columns (g_idx shuffled), imported: an
+ * act-order tensor. */
+static qlib_tensor *act_order_copy(qlib_ctx *ctx, const qlib_tensor *t)
+{
+    layout_run r = { ctx, t, QLIB_LAYOUT_GPTQ, { NULL }, { 0 } };
+    qlib_status s = qlib_tensor_export_size(t, QLIB_LAYOUT_GPTQ, r.b);
+    if (s != QLIB_OK) die("qlib_tensor_export_size", s);
+    for (int i = 0; i < 4; i++)
+        if (!(r.p[i] = malloc(r.b[i]))) exit(1);
+    run_export(&r);
+    size_t k = qlib_tensor_cols(t);
+    int32_t *g = r.p[3];
+    for (size_t j = k; j-- > 1;) {
+        size_t o = (size_t)(uniform01() * (double)(j + 1));
+        int32_t v = g[j];
+        g[j] = g[o < j ? o : j];
+        g[o < j ? o : j] = v;
+    }
+    qlib_tensor *u;
+    const void *p[4] = { r.p[0], r.p[1], r.p[2], r.p[3] };
+    s = qlib_tensor_import(ctx, QLIB_LAYOUT_GPTQ, qlib_tensor_rows(t), k, qlib_tensor_bits(t),
+                           qlib_tensor_group_size(t), p, r.b, &u);
+    if (s != QLIB_OK) die("qlib_tensor_import", s);
+    for (int i = 0; i < 4; i++) free(r.p[i]);
+    return u;
+}
+
+/* Export and import of a 4096 x 11008 tensor (N x K, a down projection) in
+ * every layout: GB/s of the layout's bytes, written or read. Export runs on
+ * the calling thread (it takes no context); import with a 1- and a 2-thread
+ * context, including making the tensor (allocation, first touch, checksum),
+ * which loading the tensor's own blob (deserialize, a copy) also pays: its
+ * time is the last column. */
+static void layouts_table(qlib_ctx *ctx1, qlib_ctx *ctx2)
+{
+    size_t n = 4096, k = 11008;
+    float *w = make_weights(n, k);
+    printf("\n## External layouts: export and import of a %zux%zu tensor (N x K)\n\n", n, k);
+    printf("GB/s counts the layout's bytes (all parts). Export: 1 thread, thread CPU time; "
+           "import: 1 thread (CPU time) and 2 threads (wall-clock), making the tensor included.\n\n");
+    printf("| layout | tensor | layout MB | export ms | GB/s | import 1t ms | GB/s | import 2t ms "
+           "| GB/s | load blob 1t ms |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    struct { qlib_layout l; const char *name, *kind; int bits, group, sym, act; } rows[] = {
+        { QLIB_LAYOUT_GGML_Q4_0, "GGML Q4_0", "INT4 g32 sym", 4, 32, 1, 0 },
+        { QLIB_LAYOUT_GGML_Q8_0, "GGML Q8_0", "INT8 g32 sym", 8, 32, 1, 0 },
+        { QLIB_LAYOUT_GPTQ, "GPTQ", "INT4 g128", 4, 128, 0, 0 },
+        { QLIB_LAYOUT_GPTQ, "GPTQ", "INT4 g128 act-order", 4, 128, 0, 1 },
+        { QLIB_LAYOUT_GPTQ, "GPTQ", "INT8 g128", 8, 128, 0, 0 },
+        { QLIB_LAYOUT_GPTQ, "GPTQ", "INT3 g128 sym", 3, 128, 1, 0 },
+        { QLIB_LAYOUT_AWQ_GEMM, "AWQ GEMM", "INT4 g128", 4, 128, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        qlib_tensor *t = quantize_rtn(ctx1, w, n, k, rows[i].bits, rows[i].group, rows[i].sym);
+        if (rows[i].act) {
+            qlib_tensor *u = act_order_copy(ctx1, t);
+            qlib_tensor_destroy(t);
+            t = u;
+        }
+        layout_run r = { ctx1, t, rows[i].l, { NULL }, { 0 } };
+        qlib_status s = qlib_tensor_export_size(t, rows[i].l, r.b);
+        if (s != QLIB_OK) die("qlib_tensor_export_size", s);
+        double bytes = 0.0;
+        for (int p = 0; p < 4; p++) {
+            bytes += (double)r.b[p];
+            if (r.b[p] && !(r.p[p] = malloc(r.b[p]))) exit(1);
+        }
+        double te = median_time(run_export, &r, 9), ti1 = median_time(run_import, &r, 9);
+        blob_run b = { ctx1, NULL, 0 };
+        if (qlib_tensor_serialized_size(t, &b.len) != QLIB_OK || !(b.blob = malloc(b.len)) ||
+            qlib_tensor_serialize(t, (void *)b.blob, b.len, NULL) != QLIB_OK)
+            exit(1);
+        double tl = median_time(run_load, &b, 9);
+        free((void *)b.blob);
+        bench_clock = CLOCK_MONOTONIC;
+        r.ctx = ctx2;
+        double ti2 = median_time(run_import, &r, 9);
+        bench_clock = CLOCK_THREAD_CPUTIME_ID;
+        printf("| %s | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+               rows[i].name, rows[i].kind, bytes / 1e6, te * 1e3, bytes / te / 1e9, ti1 * 1e3,
+               bytes / ti1 / 1e9, ti2 * 1e3, bytes / ti2 / 1e9, tl * 1e3);
+        fflush(stdout);
+        for (int p = 0; p < 4; p++) free(r.p[p]);
+        qlib_tensor_destroy(t);
+    }
+    free(w);
+}
+
 /* ---- the vector units' peaks, and how near the GEMMs come ---- */
 
 static void ceiling_table(qlib_ctx *ctx)
@@ -673,7 +804,7 @@ static void ceiling_table(qlib_ctx *ctx)
 }
 
 /* With arguments, only the sections named (shapes cold ceiling f32 threads
- * llm_int8 act_order quantize); without, all of them. */
+ * llm_int8 act_order quantize layouts); without, all of them. */
 static int wanted(int argc, char **argv, const char *name)
 {
     if (argc < 2) return 1;
@@ -706,6 +837,7 @@ int main(int argc, char **argv)
     if (wanted(argc, argv, "llm_int8")) llm_int8_table(ctx1);
     if (wanted(argc, argv, "act_order")) act_order_table(ctx1);
     if (wanted(argc, argv, "quantize")) quantize_table(ctx1, ctx2);
+    if (wanted(argc, argv, "layouts")) layouts_table(ctx1, ctx2);
     qlib_ctx_destroy(ctx1);
     qlib_ctx_destroy(ctx2);
     return 0;

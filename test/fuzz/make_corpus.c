@@ -2,7 +2,8 @@
  * seeds`): valid tensors of every method, bit width and group kind, a few
  * corrupt ones, config and calibration scripts, and small llama2 checkpoints,
  * quantized models and tokenizers. GPTQ, AWQ and LLM.int8() blobs are laid out
- * here from RTN codes, so their seeds do not depend on those quantizers. */
+ * here from RTN codes, so their seeds do not depend on those quantizers; the
+ * external layouts' parts are exports of RTN tensors. */
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -468,6 +469,154 @@ static void tokenizer_seeds(void)
     out_file("fuzz_llama_tokenizer", "bad-max-len", bad, sizeof bad, NULL, 0);
 }
 
+/* ---- external layouts: a 16-byte head [ctl, n u16, k u16, bits, group
+ * i16, the sizes of parts 0..3 u16] and the parts (fuzz_layout.h) ---- */
+enum { LT_RAW = 0, LT_SHAPED = 1, LT_VALID = 2 };
+
+typedef struct lt_parts {
+    uint8_t *p[4];
+    size_t b[4];
+} lt_parts;
+
+static void lt_seed(const char *target, const char *name, uint8_t ctl, size_t n, size_t k,
+                    int bits, int gs, const lt_parts *ps)
+{
+    uint8_t head[16] = { ctl, (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)k, (uint8_t)(k >> 8),
+                         (uint8_t)bits, (uint8_t)gs, (uint8_t)((unsigned)gs >> 8) };
+    size_t total = 0;
+    for (int i = 0; i < 4; i++) {
+        FZ_CHECK(ps->b[i] <= 0xffff);
+        head[8 + 2 * i] = (uint8_t)ps->b[i];
+        head[9 + 2 * i] = (uint8_t)(ps->b[i] >> 8);
+        total += ps->b[i];
+    }
+    uint8_t *body = fz_malloc(total ? total : 1), *q = body;
+    for (int i = 0; i < 4; i++) {
+        if (ps->b[i]) memcpy(q, ps->p[i], ps->b[i]);
+        q += ps->b[i];
+    }
+    out_file(target, name, head, sizeof head, body, total);
+    free(body);
+}
+
+static lt_parts lt_export(const qlib_tensor *t, qlib_layout l)
+{
+    lt_parts ps;
+    FZ_CHECK(qlib_tensor_export_size(t, l, ps.b) == QLIB_OK);
+    for (int i = 0; i < 4; i++) ps.p[i] = fz_malloc(ps.b[i] ? ps.b[i] : 1);
+    FZ_CHECK(qlib_tensor_export(t, l, (void *const *)ps.p, ps.b) == QLIB_OK);
+    return ps;
+}
+
+static void lt_free(lt_parts *ps)
+{
+    for (int i = 0; i < 4; i++) free(ps->p[i]);
+}
+
+/* Seeds of every layout from qlib's own tensors (raw: the parts as they
+ * are), then corrupt ones, then head-shaped ones from plain bytes. */
+static void layout_seeds(void)
+{
+    static const struct { const char *target; qlib_layout l; int bits, group, sym; size_t n, k;
+                          const char *name; } kinds[] = {
+        { "fuzz_layout_q4_0", QLIB_LAYOUT_GGML_Q4_0, 4, 32, 1, 16, 128, "g32" },
+        { "fuzz_layout_q4_0", QLIB_LAYOUT_GGML_Q4_0, 4, 64, 1, 8, 96, "g64-partial" },
+        { "fuzz_layout_q4_0", QLIB_LAYOUT_GGML_Q4_0, 4, -1, 1, 4, 64, "per-tensor" },
+        { "fuzz_layout_q8_0", QLIB_LAYOUT_GGML_Q8_0, 8, 32, 1, 8, 96, "g32" },
+        { "fuzz_layout_q8_0", QLIB_LAYOUT_GGML_Q8_0, 8, 0, 1, 5, 64, "per-row" },
+        { "fuzz_layout_gptq", QLIB_LAYOUT_GPTQ, 4, 32, 1, 16, 104, "b4-g32-partial" },
+        { "fuzz_layout_gptq", QLIB_LAYOUT_GPTQ, 3, 64, 1, 32, 160, "b3-g64" },
+        { "fuzz_layout_gptq", QLIB_LAYOUT_GPTQ, 2, 128, 1, 16, 96, "b2-g128" },
+        { "fuzz_layout_gptq", QLIB_LAYOUT_GPTQ, 8, 0, 1, 4, 100, "b8-per-row" },
+        { "fuzz_layout_awq", QLIB_LAYOUT_AWQ_GEMM, 4, 32, 0, 16, 128, "g32" },
+        { "fuzz_layout_awq", QLIB_LAYOUT_AWQ_GEMM, 4, -1, 1, 8, 96, "per-row-sym" },
+    };
+    char name[64];
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        qlib_tensor *t = quantize(QLIB_METHOD_RTN, kinds[i].bits, kinds[i].group, kinds[i].sym,
+                                  kinds[i].n, kinds[i].k);
+        lt_parts ps = lt_export(t, kinds[i].l);
+        int gs = kinds[i].group;
+        uint8_t ctl = (uint8_t)(LT_RAW | (i & 1) << 2 | (i & 2) << 2 | (i & 4) << 4);
+        lt_seed(kinds[i].target, kinds[i].name, ctl, kinds[i].n, kinds[i].k, kinds[i].bits, gs,
+                &ps);
+        if (kinds[i].l == QLIB_LAYOUT_GPTQ && gs > 0) {
+            /* act-order: the columns grouped in another order */
+            size_t k = kinds[i].k;
+            for (size_t j = 0; j < k; j++) {
+                size_t o = (j * 7 + 3) % k;
+                uint32_t a = fz_get32(ps.p[3] + 4 * j), b = fz_get32(ps.p[3] + 4 * o);
+                fz_put32(ps.p[3] + 4 * j, b);
+                fz_put32(ps.p[3] + 4 * o, a);
+            }
+            snprintf(name, sizeof name, "%s-act-order", kinds[i].name);
+            lt_seed(kinds[i].target, name, 1 << 3, kinds[i].n, k, kinds[i].bits, gs, &ps);
+        }
+        lt_free(&ps);
+        qlib_tensor_destroy(t);
+    }
+    /* corrupt parts */
+    qlib_tensor *t = quantize(QLIB_METHOD_RTN, 4, 32, 0, 16, 64);
+    lt_parts g = lt_export(t, QLIB_LAYOUT_GPTQ), a = lt_export(t, QLIB_LAYOUT_AWQ_GEMM);
+    qlib_tensor_destroy(t);
+    g.p[2][5] = 0x7e;                                      /* scales: NaN */
+    lt_seed("fuzz_layout_gptq", "nan-scale", LT_RAW, 16, 64, 4, 32, &g);
+    g.p[2][5] = 0x3c;
+    uint32_t z = fz_get32(g.p[1]);
+    fz_put32(g.p[1], z | 0xf0u);                           /* stored zero 15: zero 16 */
+    lt_seed("fuzz_layout_gptq", "zero-16", LT_RAW, 16, 64, 4, 32, &g);
+    fz_put32(g.p[1], z);
+    fz_put32(g.p[3] + 8, 5);                               /* g_idx out of range */
+    lt_seed("fuzz_layout_gptq", "g-idx-range", LT_RAW, 16, 64, 4, 32, &g);
+    fz_put32(g.p[3] + 8, 1);                               /* 33 + 31 columns */
+    lt_seed("fuzz_layout_gptq", "g-idx-groups", LT_RAW, 16, 64, 4, 32, &g);
+    fz_put32(g.p[3] + 8, 0);
+    lt_seed("fuzz_layout_gptq", "group-48", LT_RAW, 16, 64, 4, 48, &g);
+    lt_seed("fuzz_layout_gptq", "bits-5", LT_RAW, 16, 64, 5, 32, &g);
+    lt_seed("fuzz_layout_gptq", "fail-alloc-1", 1 << 4, 16, 64, 4, 32, &g);
+    lt_seed("fuzz_layout_gptq", "fail-alloc-2", 2 << 4 | 1 << 2, 16, 64, 4, 32, &g);
+    g.b[3] -= 4;
+    lt_seed("fuzz_layout_gptq", "short-g-idx", LT_RAW, 16, 64, 4, 32, &g);
+    g.b[3] += 4;
+    lt_seed("fuzz_layout_awq", "n-12", LT_RAW, 12, 64, 4, 32, &a);
+    lt_seed("fuzz_layout_awq", "k-96-g64", LT_RAW, 16, 96, 4, 64, &a);
+    lt_seed("fuzz_layout_awq", "fail-alloc-1", 1 << 4, 16, 64, 4, 32, &a);
+    a.p[2][7] = 0xfc;                                      /* scales: -Inf */
+    lt_seed("fuzz_layout_awq", "inf-scale", LT_RAW, 16, 64, 4, 32, &a);
+    lt_free(&g);
+    lt_free(&a);
+    t = quantize(QLIB_METHOD_RTN, 4, 32, 1, 3, 96);
+    lt_parts q = lt_export(t, QLIB_LAYOUT_GGML_Q4_0);
+    qlib_tensor_destroy(t);
+    lt_seed("fuzz_layout_q4_0", "g64-mixed-d", LT_RAW, 3, 96, 4, 64, &q);
+    lt_seed("fuzz_layout_q4_0", "bits-8", LT_RAW, 3, 96, 8, 32, &q);
+    lt_seed("fuzz_layout_q4_0", "fail-alloc-1", 1 << 4, 3, 96, 4, 32, &q);
+    q.p[0][18 * 4 + 1] = 0x7c;                             /* a d of +Inf */
+    lt_seed("fuzz_layout_q4_0", "inf-d", LT_RAW, 3, 96, 4, 32, &q);
+    q.b[0] -= 18;
+    lt_seed("fuzz_layout_q4_0", "short", LT_RAW, 3, 96, 4, 32, &q);
+    lt_free(&q);
+    /* shaped from plain bytes: every head choice, contents as given or repaired */
+    static const char *const targets[] = { "fuzz_layout_q4_0", "fuzz_layout_q8_0",
+                                           "fuzz_layout_gptq", "fuzz_layout_awq" };
+    uint8_t body[700];
+    lt_parts none = { { NULL, NULL, NULL, NULL }, { 0, 0, 0, 0 } };
+    for (size_t ti = 0; ti < 4; ti++)
+        for (unsigned i = 0; i < 8; i++) {
+            uint8_t head[16];
+            for (size_t j = 0; j < sizeof body; j++) body[j] = (uint8_t)(j * 37 + i * 11 + ti);
+            for (size_t j = 0; j < 16; j++) head[j] = (uint8_t)(j * 13 + i * 29 + ti * 7);
+            head[0] = (uint8_t)((i < 5 ? LT_VALID : LT_SHAPED) | (i & 3) << 2 | (i == 7) << 6);
+            none.p[0] = body;
+            none.b[0] = sizeof body;
+            snprintf(name, sizeof name, "shaped-%u", i);
+            /* the head's bytes 1..7 as they are: lt_seed writes n, k, bits, group */
+            lt_seed(targets[ti], name, head[0], (size_t)(head[1] | head[2] << 8),
+                    (size_t)(head[3] | head[4] << 8), (int8_t)head[5],
+                    (int16_t)(head[6] | head[7] << 8), &none);
+        }
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) root = argv[1];
@@ -479,6 +628,7 @@ int main(int argc, char **argv)
     calib_seeds();
     checkpoint_seeds();
     tokenizer_seeds();
+    layout_seeds();
     qlib_ctx_destroy(ctx);
     return 0;
 }

@@ -63,6 +63,7 @@ def test_no_stale_constants():
 @pytest.mark.parametrize("cls,prefix", [
     (qlib.Status, "QLIB_"), (qlib.Method, "QLIB_METHOD_"), (qlib.Param, "QLIB_PARAM_"),
     (qlib.Compute, "QLIB_COMPUTE_"), (qlib.Calib, "QLIB_CALIB_"), (qlib.Load, "QLIB_LOAD_"),
+    (qlib.Layout, "QLIB_LAYOUT_"),
 ])
 def test_enum_classes_match(cls, prefix):
     consts = header_enum_constants()
@@ -103,10 +104,10 @@ C_TYPES = {
     "int": ctypes.c_int, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t,
     "float": ctypes.c_float, "double": ctypes.c_double,
     "qlib_status": ctypes.c_int, "qlib_method": ctypes.c_int, "qlib_param": ctypes.c_int,
-    "qlib_compute": ctypes.c_int,
+    "qlib_compute": ctypes.c_int, "qlib_layout": ctypes.c_int,
     "char*": ctypes.c_char_p, "void*": ctypes.c_void_p,
     "float*": _lib.float_p, "int32_t*": _lib.int32_p, "int*": _P(ctypes.c_int),
-    "size_t*": _P(ctypes.c_size_t),
+    "size_t*": _P(ctypes.c_size_t), "void**": _P(ctypes.c_void_p),
     "qlib_ctx*": _lib.ctx_p, "qlib_ctx**": _P(_lib.ctx_p),
     "qlib_config*": _lib.config_p, "qlib_config**": _P(_lib.config_p),
     "qlib_calib*": _lib.calib_p, "qlib_calib**": _P(_lib.calib_p),
@@ -131,9 +132,11 @@ def header_functions():
         params = params.strip()
         if params and params != "void":
             for p in params.split(","):
-                m = re.match(r"^(.*?[\s\*])(\w+)$", p.strip())
+                # an array parameter (size_t part_bytes[4]) is a pointer
+                p, arrays = re.subn(r"\s*\[\s*\w*\s*\]\s*$", "", p.strip())
+                m = re.match(r"^(.*?[\s\*])(\w+)$", p)
                 assert m, "cannot parse parameter %r of %s" % (p, name)
-                args.append(normalize(m.group(1)))
+                args.append(normalize(m.group(1)) + "*" * arrays)
         out[name] = (normalize(ret), args)
     return out
 
