@@ -69,7 +69,9 @@ class _Signals:
     """The wrapped signal handlers: main-thread state only."""
 
     depth = 0                       # main-thread calls under way (nested through progress)
-    saved = {}                      # signum -> the handler the wrapper stands in for
+    active = set()                  # the signals wrapped now
+    saved = {}                      # signum -> the handler the wrapper stands in for (kept:
+                                    # a wrapper re-installed later still finds it)
     pending = None                  # what a wrapped handler raised, not yet taken
     in_progress = False             # the caller's progress function is running
 
@@ -108,6 +110,7 @@ def _wrap_signals():
                 h = _signal.getsignal(signum)
                 if callable(h) and h is not _wrapped_handler:
                     _Signals.saved[signum] = h
+                    _Signals.active.add(signum)
                     _signal.signal(signum, _wrapped_handler)
         except (ValueError, OSError):   # not the main interpreter
             _restore_signals()
@@ -119,10 +122,10 @@ def _wrap_signals():
 
 
 def _restore_signals():
-    for signum in list(_Signals.saved):
+    for signum in list(_Signals.active):
         if _signal.getsignal(signum) is _wrapped_handler:
             _signal.signal(signum, _Signals.saved[signum])
-        del _Signals.saved[signum]
+        _Signals.active.discard(signum)
 
 
 def _unwrap_signals(state):

@@ -50,7 +50,7 @@ def restored():
     yield
     for s, h in before.items():
         assert signal.getsignal(s) is h, "handler of %s not restored" % s
-    assert not _progress._calls and not _progress._Signals.saved
+    assert not _progress._calls and not _progress._Signals.active
     assert _progress._Signals.depth == 0 and _progress._Signals.pending is None
 
 
@@ -397,3 +397,18 @@ def test_late_signal_frees_the_tensor(data):
             qlib.quantize(w, "rtn", ctx=ctx, progress=progress)
         gc.collect()
         assert a.live == live, a
+
+
+def test_handler_captured_during_the_call(data, sigint):
+    """A handler read with getsignal during the call (the wrapper) and
+    installed again after it still runs the original handler."""
+    w, calib = data
+    captured = []
+    qlib.quantize(w, "rtn", progress=lambda s, f: captured.append(signal.getsignal(signal.SIGINT)))
+    assert captured[0] is not signal.default_int_handler        # wrapped during the call
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, captured[0])
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+        for _ in range(1000):
+            pass
