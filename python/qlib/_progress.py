@@ -155,7 +155,7 @@ def _on_progress(user, stage, fraction):
     try:
         if call.deferring:
             _Signals.in_progress = True
-        call.progress(stage.decode("ascii", "replace"), fraction)
+        call.progress(stage.decode("ascii", "replace") if stage else "", fraction)
     except BaseException as e:
         call.exc = e
     finally:
