@@ -7,6 +7,7 @@ A ctypes binding of libqlib (include/qlib.h); see docs/PYTHON.md.
     calib.add(activations)                        # (tokens, 4096) float32
     t = qlib.quantize(w)                          # RTN INT4, groups of 128
     t = qlib.quantize(w, "gptq", bits=4, group_size=128, calib=calib)
+    t = qlib.quantize(w, "gptq", calib=calib, progress=lambda stage, f: print(stage, f))
     y = x @ t                                     # x · Ŵᵀ, like nn.Linear
     t.save("layer.qt");  t2 = qlib.load("layer.qt")
 

@@ -68,7 +68,8 @@ def rows_view(a):
     if ok and m > 1:
         ok = s0 > 0 and s0 % _ITEM == 0 and s0 // _ITEM >= k
     if not ok:
-        a = np.ascontiguousarray(a)
+        # a new array: ascontiguousarray would return misaligned contiguous data as it is
+        a = np.array(a, dtype=_F4, order="C")
         s0 = a.strides[0]
     ld = s0 // _ITEM if m > 1 else k
     return a, max(ld, k)

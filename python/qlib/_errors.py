@@ -59,7 +59,17 @@ class FormatError(QlibError, ValueError):
 
 
 class CancelledError(QlibError):
-    """QLIB_ERR_CANCELLED: the progress callback asked to stop; nothing was made."""
+    """QLIB_ERR_CANCELLED: the progress callback asked to stop; nothing was made.
+
+    A ``progress`` function may raise one to stop a quantize on purpose:
+    ``raise qlib.CancelledError("stopped by the user")`` (the message alone;
+    status and function are filled in).
+    """
+
+    def __init__(self, *args):
+        if not args or isinstance(args[0], str):
+            args = (Status.ERR_CANCELLED, args[0] if args else "cancelled") + tuple(args[1:2])
+        super().__init__(*args)
 
 
 ERROR_CLASSES = {

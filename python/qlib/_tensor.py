@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from . import _arrays, _lib
+from . import _arrays, _lib, _progress
 from ._calib import Calibration
 from ._config import OPTIONS, Config, as_method
 from ._context import _Handle, resolve
@@ -238,9 +238,9 @@ def _set_options(cfg, method, options):
                             % (name, method.name.lower(), e.message)) from e
 
 
-def quantize(w, method="rtn", *, calib=None, ctx=None, bits=None, group_size=None,
-             symmetric=None, act_order=None, static_groups=None, damp=None, block_size=None,
-             grid=None, clip=None, max_shrink=None, outlier_threshold=None):
+def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
+             group_size=None, symmetric=None, act_order=None, static_groups=None, damp=None,
+             block_size=None, grid=None, clip=None, max_shrink=None, outlier_threshold=None):
     """Quantizes w (N x K, like an nn.Linear weight: a numpy array, a torch
     tensor or anything numpy.asarray takes) and returns a Tensor.
 
@@ -250,8 +250,18 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, bits=None, group_size=Non
     :func:`qlib.method_defaults`); an option the method does not have raises
     TypeError. calib: a :class:`Calibration` of the layer's inputs, required
     by GPTQ (CALIB_HESSIAN) and AWQ (CALIB_ACT_STATS | CALIB_SAMPLES).
+
+    progress: None or ``progress(stage, fraction)``, called on this thread
+    between units of work with a stage name ("hessian", "gptq", "awq-scale",
+    "awq-clip", "rtn", "pack", "done", ...) and the fraction done, in [0, 1],
+    non-decreasing, ending with ("done", 1.0). Its return value is ignored; an
+    exception it raises stops the quantization (nothing is made) and
+    propagates from quantize. Ctrl-C (and any exception a signal handler
+    raises) stops a quantize on the main thread the same way, at the library's
+    next report, with or without progress.
     """
     m = as_method(method)
+    _progress.check_progress(progress)
     if calib is not None:
         if not isinstance(calib, Calibration):
             raise TypeError("calib must be a qlib.Calibration or None, got %s"
@@ -269,14 +279,10 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, bits=None, group_size=Non
     with Config(m) as cfg:
         _set_options(cfg, m, options)
         out = _lib.tensor_p()
-        c = ctx._enter()
-        try:
-            st = _lib.lib().qlib_quantize(c, _arrays.fptr(w2), n, k, ldw, cfg._handle(),
-                                          calib_p, ctypes.byref(out))
-            ctx._raise_if(st, "qlib_quantize")
-        finally:
-            ctx._leave()
-    return Tensor._wrap(out, ctx._keepalive())
+        return _progress.run(
+            ctx, "qlib_quantize",
+            (_arrays.fptr(w2), n, k, ldw, cfg._handle(), calib_p, ctypes.byref(out)),
+            progress, lambda: Tensor._wrap(out, ctx._keepalive()))
 
 
 def from_bytes(buffer, borrow=False, ctx=None):

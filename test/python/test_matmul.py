@@ -81,6 +81,8 @@ def test_non_contiguous_inputs(t, rng):
     mis[...] = x
     assert not mis.flags.aligned or mis.ctypes.data % 4
     np.testing.assert_array_equal(t.matmul(mis), ref)
+    passed, ld = qlib._arrays.rows_view(mis)
+    assert passed.ctypes.data % 4 == 0 and passed.flags.aligned and ld == K
 
 
 def test_float16_input(t, rng):
