@@ -204,6 +204,7 @@ python-check: $(SHARED)
 
 model-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) bash test/model/run.sh
+	@QLIB_DATA=$(DATA) bash test/model/cli.sh
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -6,13 +6,17 @@
 
 #include "llama.h"
 
-int session_open(const llama_opts *o, llama_session *s)
+int session_open(const llama_opts *o, int need_tokenizer, llama_session *s)
 {
     memset(s, 0, sizeof(*s));
+    if (need_tokenizer && !o->tokenizer) {
+        llama_err("%s needs --tokenizer FILE", o->command);
+        return -2;
+    }
     if (setup_ctx(o, &s->ctx) != 0)
         return -1;
     if (model_load(s->ctx, o->model, &s->m) != 0
-        || tokenizer_load(o->tokenizer, s->m.cfg.vocab_size, &s->tok) != 0
+        || (o->tokenizer && tokenizer_load(o->tokenizer, s->m.cfg.vocab_size, &s->tok) != 0)
         || run_init(&s->r, &s->m, s->ctx) != 0) {
         session_close(s);
         return -1;
@@ -27,18 +31,6 @@ void session_close(llama_session *s)
     model_free(&s->m);
     qlib_ctx_destroy(s->ctx);
     memset(s, 0, sizeof(*s));
-}
-
-const char *method_name(qlib_method m)
-{
-    switch (m) {
-    case QLIB_METHOD_NONE: return "none";
-    case QLIB_METHOD_RTN: return "rtn";
-    case QLIB_METHOD_GPTQ: return "gptq";
-    case QLIB_METHOD_AWQ: return "awq";
-    case QLIB_METHOD_LLM_INT8: return "llm-int8";
-    default: return "unknown";
-    }
 }
 
 /* Storage bits per weight over all projections. */
@@ -66,7 +58,7 @@ void describe_model(const llama_session *s, FILE *f)
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
             c->seq_len, s->m.quantized ? "quantized file" : "llama2.c checkpoint");
     fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier fp32 (%s)\n",
-            method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
+            qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
             model_bits_per_weight(&s->m, NULL),
             c->shared_classifier ? "the token embedding" : "separate");
     fprintf(f, "qlib %s, isa %s, threads %d, compute %s\n", qlib_version_string(),
@@ -130,8 +122,8 @@ int cmd_ppl(const llama_opts *o)
         llama_err("ppl needs --text FILE");
         return RC_USAGE;
     }
-    if (session_open(o, &s) != 0)
-        return RC_FAIL;
+    if ((rc = session_open(o, 1, &s)) != 0)
+        return rc == -2 ? RC_USAGE : RC_FAIL;
     describe_model(&s, stdout);
     rc = report_ppl(&s, o);
     session_close(&s);
@@ -142,7 +134,7 @@ int cmd_info(const llama_opts *o)
 {
     llama_session s;
     int l, p;
-    if (session_open(o, &s) != 0)
+    if (session_open(o, 0, &s) != 0)
         return RC_FAIL;
     describe_model(&s, stdout);
     printf("%-5s %-4s %11s %-8s %4s %5s %10s\n", "layer", "proj", "shape", "method", "bits",
@@ -153,7 +145,7 @@ int cmd_info(const llama_opts *o)
             char shape[32];
             snprintf(shape, sizeof(shape), "%zux%zu", qlib_tensor_rows(t), qlib_tensor_cols(t));
             printf("%-5d %-4s %11s %-8s %4d %5d %10.3f\n", l, proj_names[p], shape,
-                   method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
+                   qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
                    qlib_tensor_group_size(t), qlib_tensor_bits_per_weight(t));
         }
     }

@@ -174,8 +174,8 @@ int cmd_generate(const llama_opts *o)
 {
     llama_session s;
     int rc;
-    if (session_open(o, &s) != 0)
-        return RC_FAIL;
+    if ((rc = session_open(o, 1, &s)) != 0)
+        return rc == -2 ? RC_USAGE : RC_FAIL;
     rc = run_generate(&s, o);
     session_close(&s);
     return rc == 0 ? RC_OK : RC_FAIL;

@@ -35,6 +35,19 @@ int  map_file(const char *path, mapped_file *out);    /* read-only mmap */
 void unmap_file(mapped_file *f);
 int  read_text_file(const char *path, char **out, size_t *len);  /* NUL-terminated */
 
+/* An output file or directory, written to PATH.qlib-llama-tmp.<pid> and
+ * renamed over PATH by out_commit (outfile.c). */
+typedef struct out_file {
+    char path[4096], tmp[4096], dir[4096];
+    FILE *f;                /* files: the open temporary file */
+    int fd, is_dir, open;
+} out_file;
+int  out_open(out_file *o, const char *path);
+int  out_open_dir(out_file *o, const char *path);
+int  out_dir_file(const out_file *o, const char *name, char *buf, size_t cap);
+int  out_commit(out_file *o);
+void out_abort(out_file *o);
+
 int      host_is_little_endian(void);
 uint32_t get_u32le(const unsigned char *p);
 uint64_t get_u64le(const unsigned char *p);
@@ -75,7 +88,7 @@ int  model_load(qlib_ctx *ctx, const char *path, llama_model *m);  /* detects th
 int  checkpoint_load(qlib_ctx *ctx, const char *path, llama_model *m);
 int  qmodel_load(qlib_ctx *ctx, const char *path, llama_model *m);
 int  qmodel_is_quantized_file(const mapped_file *f);
-int  qmodel_save(const llama_model *m, const char *path, size_t *file_bytes);
+int  qmodel_save(const llama_model *m, out_file *out, size_t *file_bytes);
 void model_free(llama_model *m);
 
 /* ----------------------------------------------------------- tokenizer */
@@ -170,10 +183,9 @@ typedef struct llama_session {
     llama_run r;
 } llama_session;
 
-int  session_open(const llama_opts *o, llama_session *s);
+int  session_open(const llama_opts *o, int need_tokenizer, llama_session *s);
 void session_close(llama_session *s);
 void describe_model(const llama_session *s, FILE *f);
-const char *method_name(qlib_method m);
 double model_bits_per_weight(const llama_model *m, size_t *storage_bytes);
 int cmd_ppl(const llama_opts *o);
 int cmd_generate(const llama_opts *o);

@@ -44,7 +44,8 @@ static const opt_spec OPTS[] = {
 
 static void usage(FILE *f)
 {
-    fputs("usage: qlib-llama COMMAND --model FILE --tokenizer FILE [options]\n"
+    fputs("usage: qlib-llama COMMAND --model FILE [--tokenizer FILE] [options]\n"
+          "       qlib-llama --help | --version\n"
           "commands:\n"
           "  ppl       --text FILE                mean NLL and perplexity, one story per sequence\n"
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
@@ -189,8 +190,8 @@ static int parse_args(int argc, char **argv, llama_opts *o)
     for (i = 2; i < argc; i++)
         if (parse_option(argc, argv, &i, cmd, o) != 0)
             return -1;
-    if (!o->model || !o->tokenizer) {
-        llama_err("%s needs --model and --tokenizer", o->command);
+    if (!o->model) {
+        llama_err("%s needs --model", o->command);
         return -1;
     }
     return 0;
@@ -219,6 +220,10 @@ int main(int argc, char **argv)
     llama_opts o;
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
+        return RC_OK;
+    }
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("qlib-llama %s (qlib %s)\n", QLIB_VERSION_STRING, qlib_version_string());
         return RC_OK;
     }
     if (parse_args(argc, argv, &o) != 0) {

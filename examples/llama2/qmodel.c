@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "llama.h"
 
@@ -154,31 +153,12 @@ static int write_model(FILE *f, const llama_model *m)
     return 0;
 }
 
-/* Writes path.tmp.<pid>, then renames it over path. */
-int qmodel_save(const llama_model *m, const char *path, size_t *file_bytes)
+/* Writes the model into out's temporary file; the caller commits it. */
+int qmodel_save(const llama_model *m, out_file *out, size_t *file_bytes)
 {
-    char tmp[4096];
-    FILE *f;
     long end;
-    int rc;
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
-        llama_err("%s: path too long", path);
-        return -1;
-    }
-    f = fopen(tmp, "wb");
-    if (!f) {
-        llama_err("%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    rc = write_model(f, m);
-    end = rc == 0 ? ftell(f) : -1;
-    if (fclose(f) != 0 || end < 0)
-        rc = -1;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -1;
-    if (rc != 0) {
-        llama_err("%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
+    if (write_model(out->f, m) != 0 || fflush(out->f) != 0 || (end = ftell(out->f)) < 0) {
+        llama_err("%s: write failed: %s", out->tmp, strerror(errno));
         return -1;
     }
     *file_bytes = (size_t)end;

@@ -46,11 +46,30 @@ static int status_outcome(qlib_status st, const char *what)
     return st == QLIB_ERR_ARG ? RC_USAGE : RC_FAIL;
 }
 
-static int set_param(qlib_config *c, qlib_param p, int v, const char *flag)
+/* Every parameter the tool sets is one qlib knows, so QLIB_ERR_UNSUPPORTED
+ * from qlib_config_set_int means the method does not take it: a command-line
+ * mistake, named by its option. */
+static int set_param(qlib_config *c, qlib_param p, int v, const char *flag, const char *value)
 {
-    char what[64];
-    snprintf(what, sizeof(what), "quantize option %s", flag);
-    return status_outcome(qlib_config_set_int(c, p, v), what);
+    qlib_status st = qlib_config_set_int(c, p, v);
+    const char *method = qlib_method_name(qlib_config_method(c));
+    if (st == QLIB_ERR_UNSUPPORTED) {
+        llama_err("%s is not an option of --method %s", flag, method);
+        return RC_USAGE;
+    }
+    if (st == QLIB_ERR_ARG) {
+        llama_err("%s %s is not valid for --method %s (%s)", flag, value, method,
+                  qlib_last_error());
+        return RC_USAGE;
+    }
+    return status_outcome(st, flag);
+}
+
+static int set_int_opt(qlib_config *c, qlib_param p, int v, const char *flag)
+{
+    char value[32];
+    snprintf(value, sizeof(value), "%d", v);
+    return set_param(c, p, v, flag, value);
 }
 
 static int make_config(const llama_opts *o, qlib_config **cfg)
@@ -58,13 +77,17 @@ static int make_config(const llama_opts *o, qlib_config **cfg)
     int rc = status_outcome(qlib_config_create((qlib_method)o->method, cfg), "config");
     int bits = o->bits == OPT_UNSET && o->method == QLIB_METHOD_NONE ? 32 : o->bits;
     if (rc == RC_OK && bits != OPT_UNSET)
-        rc = set_param(*cfg, QLIB_PARAM_BITS, bits, "--bits");
+        rc = set_int_opt(*cfg, QLIB_PARAM_BITS, bits, "--bits");
     if (rc == RC_OK && o->group != OPT_UNSET)
-        rc = set_param(*cfg, QLIB_PARAM_GROUP_SIZE, o->group, "--group");
+        rc = set_int_opt(*cfg, QLIB_PARAM_GROUP_SIZE, o->group, "--group");
     if (rc == RC_OK && o->sym)
-        rc = set_param(*cfg, QLIB_PARAM_SYMMETRIC, 1, "--sym");
+        rc = set_param(*cfg, QLIB_PARAM_SYMMETRIC, 1, "--sym", "");
     if (rc == RC_OK && o->act_order)
-        rc = set_param(*cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1, "--act-order");
+        rc = set_param(*cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1, "--act-order", "");
+    if (rc != RC_OK) {
+        qlib_config_destroy(*cfg);
+        *cfg = NULL;
+    }
     return rc;
 }
 
@@ -79,7 +102,7 @@ static int check_quant_opts(const llama_opts *o)
         return -1;
     }
     if ((o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ) && !o->calib) {
-        llama_err("--method %s needs --calib FILE", method_name((qlib_method)o->method));
+        llama_err("--method %s needs --calib FILE", qlib_method_name((qlib_method)o->method));
         return -1;
     }
     return 0;
@@ -250,14 +273,14 @@ static int compare_models(qlib_ctx *ctx, const llama_model *a, const llama_model
     return 0;
 }
 
-static int verify_round_trip(quant_job *j)
+static int verify_round_trip(quant_job *j, const char *path)
 {
     llama_model back;
     const llama_config *c = &j->s.m.cfg;
     size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim;
     float *buf;
     int rc;
-    if (model_load(j->s.ctx, j->o->out, &back) != 0)
+    if (model_load(j->s.ctx, path, &back) != 0)
         return -1;
     buf = xcalloc(2 * h * d + 3 * CHECK_ROWS * (h > d ? h : d), sizeof(float), "round trip");
     rc = buf ? compare_models(j->s.ctx, &j->s.m, &back, buf) : -1;
@@ -275,22 +298,21 @@ static void print_summary(const quant_job *j, size_t file_bytes, double seconds)
     size_t proj_bytes;
     double bpw = model_bits_per_weight(&j->s.m, &proj_bytes);
     printf("wrote %s: %s, %d bits, group %d, %.3f bits/weight, projections %.1f KiB, file %.1f KiB,"
-           " %.2f s\n", j->o->out, method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
+           " %.2f s\n", j->o->out, qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
            qlib_tensor_group_size(t), bpw, (double)proj_bytes / 1024.0, (double)file_bytes / 1024.0, seconds);
     printf("round trip: reloaded with QLIB_LOAD_BORROW, every tensor identical\n");
     printf("summary: method=%s bits=%d group=%d bits_per_weight=%.4f proj_bytes=%zu "
-           "file_bytes=%zu seconds=%.3f\n", method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
+           "file_bytes=%zu seconds=%.3f\n", qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
            qlib_tensor_group_size(t), bpw, proj_bytes, file_bytes, seconds);
 }
 
-static int run_quantize(quant_job *j)
+static int run_quantize(quant_job *j, out_file *out)
 {
     double t0 = now_seconds(), seconds;
     size_t file_bytes = 0;
     int rc;
     if (j->s.m.quantized) {
-        llama_err("%s: quantize reads a float llama2.c checkpoint, not a quantized file",
-                  j->o->model);
+        llama_err("%s: quantize reads a float model, not a quantized file", j->o->model);
         return RC_FAIL;
     }
     if (j->calibrated && prepare_calibration(j) != 0)
@@ -298,7 +320,8 @@ static int run_quantize(quant_job *j)
     if ((rc = quantize_layers(j)) != RC_OK)
         return rc;
     seconds = now_seconds() - t0;
-    if (qmodel_save(&j->s.m, j->o->out, &file_bytes) != 0 || verify_round_trip(j) != 0)
+    if (qmodel_save(&j->s.m, out, &file_bytes) != 0 || verify_round_trip(j, out->tmp) != 0
+        || out_commit(out) != 0)
         return RC_FAIL;
     print_summary(j, file_bytes, seconds);
     return RC_OK;
@@ -307,6 +330,7 @@ static int run_quantize(quant_job *j)
 int cmd_quantize(const llama_opts *o)
 {
     quant_job j;
+    out_file out;
     int rc;
     if (check_quant_opts(o) != 0)
         return RC_USAGE;
@@ -315,11 +339,19 @@ int cmd_quantize(const llama_opts *o)
     j.calibrated = o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ;
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
-    if (session_open(o, &j.s) != 0) {
+    /* the output is created first: a bad -o fails before any work */
+    if (out_open(&out, o->out) != 0) {
         qlib_config_destroy(j.cfg);
         return RC_FAIL;
     }
-    rc = run_quantize(&j);
+    if ((rc = session_open(o, j.calibrated, &j.s)) != 0) {
+        out_abort(&out);
+        qlib_config_destroy(j.cfg);
+        return rc == -2 ? RC_USAGE : RC_FAIL;
+    }
+    rc = run_quantize(&j, &out);
+    if (rc != RC_OK)
+        out_abort(&out);
     free(j.hidden);
     token_seqs_free(&j.seqs);
     session_close(&j.s);
