@@ -22,6 +22,8 @@ PYTHON ?= /usr/bin/python3
 
 BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+JSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JSON_LIBS = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -pthread)
 
@@ -144,8 +146,8 @@ $(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
 	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
-	    $(STATIC) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) $(JSON_CFLAGS) -o $@ $(LLAMA_SRC) \
+	    $(STATIC) $(JSON_LIBS) $(LIBS)
 
 $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
@@ -153,12 +155,13 @@ $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.
 	    $(INTERNAL) $(LIBS)
 
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
-LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))
+LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c source.c gguf.c \
+    safetensors.c hf.c dtype.c),$(LLAMA_SRC))
 $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
         $(INTERNAL) test/fuzz/fuzz.h examples/llama2/llama.h
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) -o $@ $< \
-	    test/fuzz/replay.c $(LLAMA_READERS) $(INTERNAL) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) $(JSON_CFLAGS) -o $@ $< \
+	    test/fuzz/replay.c $(LLAMA_READERS) $(INTERNAL) $(JSON_LIBS) $(LIBS)
 
 # ---- the two commands of the README ----
 deps:

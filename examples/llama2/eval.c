@@ -6,20 +6,33 @@
 
 #include "llama.h"
 
+int session_tokenizer(const llama_opts *o, const model_source *src, int vocab_size, int need,
+                      llama_tokenizer *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (o->tokenizer)
+        return tokenizer_load(o->tokenizer, vocab_size, t);
+    if (src->kind == SRC_GGUF && gguf_find(&src->gguf, "tokenizer.ggml.tokens"))
+        return tokenizer_from_gguf(src->path, &src->gguf, vocab_size, t);
+    if (!need)
+        return 0;
+    llama_err("%s needs --tokenizer FILE (a llama2.c tokenizer.bin or a GGUF file with a "
+              "vocabulary): %s has none", o->command, o->model);
+    return -2;
+}
+
 int session_open(const llama_opts *o, int need_tokenizer, llama_session *s)
 {
+    int rc = -1;
     memset(s, 0, sizeof(*s));
-    if (need_tokenizer && !o->tokenizer) {
-        llama_err("%s needs --tokenizer FILE", o->command);
-        return -2;
-    }
     if (setup_ctx(o, &s->ctx) != 0)
         return -1;
     if (model_load(s->ctx, o->model, &s->m) != 0
-        || (o->tokenizer && tokenizer_load(o->tokenizer, s->m.cfg.vocab_size, &s->tok) != 0)
-        || run_init(&s->r, &s->m, s->ctx) != 0) {
+        || (rc = session_tokenizer(o, &s->m.src, s->m.cfg.vocab_size, need_tokenizer, &s->tok)) != 0
+        || (rc = run_init(&s->r, &s->m, s->ctx, 0)) != 0) {
+        rc = rc == -2 ? -2 : -1;
         session_close(s);
-        return -1;
+        return rc;
     }
     return 0;
 }
@@ -56,7 +69,7 @@ void describe_model(const llama_session *s, FILE *f)
     const qlib_tensor *t = *model_proj(&s->m, 0, P_WQ);
     fprintf(f, "model: dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d, seq_len %d, %s\n",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-            c->seq_len, s->m.quantized ? "quantized file" : "llama2.c checkpoint");
+            c->seq_len, s->m.quantized ? "quantized file" : source_kind_name(s->m.src.kind));
     fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier fp32 (%s)\n",
             qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
             model_bits_per_weight(&s->m, NULL),

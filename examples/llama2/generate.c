@@ -130,7 +130,7 @@ static int generate(llama_session *s, sampler *sp, const int *prompt, int n, int
         return -1;
     for (*made = 0;; ++*made) {
         int next = sample(sp, s->r.s.logits, v);
-        if (next == TOKEN_BOS || next == TOKEN_EOS)
+        if (next == s->tok.bos || next == s->tok.eos)
             break;
         print_piece(&s->tok, token, next);
         token = next;
