@@ -83,7 +83,7 @@ REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
 .PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check deps symbols-check header-check python-check replay valgrind
+        model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
@@ -183,6 +183,7 @@ ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
 	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
 	 else echo "model-check: skipped ($(DATA) not found)"; fi
+	@if [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory interop-check; fi
 endif
 
 symbols-check: $(SHARED)
@@ -208,6 +209,15 @@ python-check: $(SHARED)
 model-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) bash test/model/run.sh
 	@QLIB_DATA=$(DATA) bash test/model/cli.sh
+	@QLIB_DATA=$(DATA) bash test/model/formats.sh
+
+# GGUF files written by qlib-llama, run by llama.cpp (npm node-llama-cpp, under build/interop)
+interop-check: $(LLAMA_BIN)
+	@QLIB_DATA=$(DATA) bash test/interop/run.sh
+
+# quantize of a synthetic 0.9 GB Llama under a memory bound (slow: not part of check)
+memory-check: $(LLAMA_BIN)
+	@bash test/model/memory.sh
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \

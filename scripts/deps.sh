@@ -7,6 +7,7 @@ have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} $(pkg-config --cflags 
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 have_header cblas.h || need="$need libopenblas-dev"
 have_header check.h || need="$need check"
+have_header jansson.h || need="$need libjansson-dev"
 command -v ${CC:-cc} >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 if ! /usr/bin/python3 -c 'import numpy, pytest' >/dev/null 2>&1; then
@@ -21,7 +22,8 @@ if command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >&2
 else
     echo "qlib needs: a C compiler, make, pkg-config, OpenBLAS (CBLAS + LAPACK headers and" >&2
-    echo "library), Check (unit tests), and Python 3 with numpy and pytest (binding tests)." >&2
+    echo "library), Check (unit tests), jansson (the model tool's JSON), and Python 3 with" >&2
+    echo "numpy and pytest (binding tests)." >&2
     echo "Missing here:$need (Debian package names). Install them and run make again." >&2
     exit 1
 fi

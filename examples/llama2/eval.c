@@ -109,6 +109,10 @@ static int report_ppl(llama_session *s, const llama_opts *o)
     size_t i, predicted;
     if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, &seqs) != 0)
         return -1;
+    if (o->tokens_out && write_token_lines(o->tokens_out, seqs.tokens, seqs.start, seqs.count) != 0) {
+        token_seqs_free(&seqs);
+        return -1;
+    }
     t0 = now_seconds();
     for (i = 0; i < seqs.count; i++) {
         if (sequence_nll(s, seqs.tokens + seqs.start[i], (int)(seqs.start[i + 1] - seqs.start[i]),
@@ -150,14 +154,15 @@ int cmd_info(const llama_opts *o)
     if (session_open(o, 0, &s) != 0)
         return RC_FAIL;
     describe_model(&s, stdout);
-    printf("%-5s %-4s %11s %-8s %4s %5s %10s\n", "layer", "proj", "shape", "method", "bits",
-           "group", "bits/w");
+    printf("%-5s %-4s %11s %-6s %-8s %4s %5s %10s\n", "layer", "proj", "shape", "stored", "method",
+           "bits", "group", "bits/w");
     for (l = 0; l < s.m.cfg.n_layers; l++) {
         for (p = 0; p < N_PROJ; p++) {
             const qlib_tensor *t = *model_proj(&s.m, l, p);
             char shape[32];
             snprintf(shape, sizeof(shape), "%zux%zu", qlib_tensor_rows(t), qlib_tensor_cols(t));
-            printf("%-5d %-4s %11s %-8s %4d %5d %10.3f\n", l, proj_names[p], shape,
+            printf("%-5d %-4s %11s %-6s %-8s %4d %5d %10.3f\n", l, proj_names[p], shape,
+                   s.m.quantized ? "qlib" : dtype_name(source_proj(&s.m.src, l, p)->dtype),
                    qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
                    qlib_tensor_group_size(t), qlib_tensor_bits_per_weight(t));
         }

@@ -355,6 +355,7 @@ typedef struct llama_opts {
     int calib_tokens;       /* the calibration budget */
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
+    const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
     float temperature, topp;
     int steps;
     unsigned long long seed;
@@ -397,5 +398,7 @@ typedef struct token_seqs {
 int  encode_stories(const char *path, const llama_tokenizer *t, int seq_len,
                     int ascii_only, size_t max_tokens, token_seqs *out);
 void token_seqs_free(token_seqs *s);
+/* one sequence a line, ids separated by spaces (the --calib-tokens format) */
+int  write_token_lines(const char *path, const int *tokens, const size_t *start, size_t count);
 
 #endif

@@ -27,6 +27,7 @@ static const opt_spec OPTS[] = {
     { "--compute", NULL, C_ALL, K_COMPUTE, OFF(compute), 0, 0 },
     { "--text", NULL, C_PPL, K_STR, OFF(text), 0, 0 },
     { "--prompt", NULL, C_GEN, K_STR, OFF(prompt), 0, 0 },
+    { "--tokens-out", NULL, C_PPL | C_GEN, K_STR, OFF(tokens_out), 0, 0 },
     { "--temperature", "-t", C_GEN, K_FLOAT, OFF(temperature), 0, 100 },
     { "--top-p", "-p", C_GEN, K_FLOAT, OFF(topp), 0, 1 },
     { "--steps", "-n", C_GEN, K_INT, OFF(steps), 0, INT_MAX },
