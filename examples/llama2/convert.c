@@ -252,7 +252,7 @@ static int alloc_buffers(const model_source *s, float **buf, unsigned char **byt
 }
 
 static int write_gguf(const model_source *s, const llama_tokenizer *tok, int own_vocab, int dtype,
-                      out_file *out, size_t *file_bytes)
+                      output_file *out, size_t *file_bytes)
 {
     gguf_writer *w = gguf_writer_create(out->f, out->tmp);
     size_t cap = 3 + (size_t)s->cfg.n_layers * (N_PROJ + 2), n, i;
@@ -341,7 +341,7 @@ static int copy_file(const char *from, const char *to)
 }
 
 /* The tokenizer files of an HF input, as they are. */
-static int copy_tokenizer_files(const model_source *s, const out_file *out, int *copied)
+static int copy_tokenizer_files(const model_source *s, const output_file *out, int *copied)
 {
     static const char *const names[] = { "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                                          "special_tokens_map.json", "generation_config.json" };
@@ -360,7 +360,7 @@ static int copy_tokenizer_files(const model_source *s, const out_file *out, int 
     return 0;
 }
 
-static int write_hf(const model_source *s, const llama_tokenizer *tok, int dtype, out_file *out,
+static int write_hf(const model_source *s, const llama_tokenizer *tok, int dtype, output_file *out,
                     size_t *file_bytes, int *copied)
 {
     char path[4400];
@@ -436,7 +436,7 @@ int cmd_convert(const llama_opts *o)
 {
     model_source src;
     llama_tokenizer tok;
-    out_file out;
+    output_file out;
     size_t bytes = 0;
     int dtype, hf, rc, copied = 0;
     double t0 = now_seconds();

@@ -37,16 +37,16 @@ int  read_text_file(const char *path, char **out, size_t *len);  /* NUL-terminat
 
 /* An output file or directory, written to PATH.qlib-llama-tmp.<pid> and
  * renamed over PATH by out_commit (outfile.c). */
-typedef struct out_file {
+typedef struct output_file {
     char path[4096], tmp[4096], dir[4096];
     FILE *f;                /* files: the open temporary file */
     int fd, is_dir, open;
-} out_file;
-int  out_open(out_file *o, const char *path);
-int  out_open_dir(out_file *o, const char *path);
-int  out_dir_file(const out_file *o, const char *name, char *buf, size_t cap);
-int  out_commit(out_file *o);
-void out_abort(out_file *o);
+} output_file;
+int  out_open(output_file *o, const char *path);
+int  out_open_dir(output_file *o, const char *path);
+int  out_dir_file(const output_file *o, const char *name, char *buf, size_t cap);
+int  out_commit(output_file *o);
+void out_abort(output_file *o);
 
 int      host_is_little_endian(void);
 uint32_t get_u32le(const unsigned char *p);

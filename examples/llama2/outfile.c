@@ -115,7 +115,7 @@ static int sync_dir(const char *dir)
     return rc;
 }
 
-static int prepare(out_file *o, const char *path, int is_dir)
+static int prepare(output_file *o, const char *path, int is_dir)
 {
     const char *base;
     memset(o, 0, sizeof(*o));
@@ -132,7 +132,7 @@ static int prepare(out_file *o, const char *path, int is_dir)
     return 0;
 }
 
-int out_open(out_file *o, const char *path)
+int out_open(output_file *o, const char *path)
 {
     struct stat st;
     if (prepare(o, path, 0) != 0)
@@ -158,7 +158,7 @@ int out_open(out_file *o, const char *path)
     return 0;
 }
 
-int out_open_dir(out_file *o, const char *path)
+int out_open_dir(output_file *o, const char *path)
 {
     struct stat st;
     if (prepare(o, path, 1) != 0)
@@ -176,7 +176,7 @@ int out_open_dir(out_file *o, const char *path)
 }
 
 /* The path of a file inside an output directory. */
-int out_dir_file(const out_file *o, const char *name, char *buf, size_t cap)
+int out_dir_file(const output_file *o, const char *name, char *buf, size_t cap)
 {
     if ((size_t)snprintf(buf, cap, "%s/%s", o->tmp, name) >= cap) {
         llama_err("%s/%s: path too long", o->path, name);
@@ -185,7 +185,7 @@ int out_dir_file(const out_file *o, const char *name, char *buf, size_t cap)
     return 0;
 }
 
-int out_commit(out_file *o)
+int out_commit(output_file *o)
 {
     char old[4200];
     int moved = 0;
@@ -232,7 +232,7 @@ int out_commit(out_file *o)
     return 0;
 }
 
-void out_abort(out_file *o)
+void out_abort(output_file *o)
 {
     if (o->f)
         fclose(o->f);

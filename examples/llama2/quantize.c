@@ -475,7 +475,7 @@ static int open_job(quant_job *j)
     return run_init(&j->r, m, j->ctx, RUN_NO_LOGITS | RUN_ONE_LAYER) == 0 ? RC_OK : RC_FAIL;
 }
 
-static int run_quantize(quant_job *j, out_file *out)
+static int run_quantize(quant_job *j, output_file *out)
 {
     double t0 = now_seconds(), seconds;
     size_t file_bytes = 0;
@@ -517,7 +517,7 @@ static void free_job(quant_job *j)
 int cmd_quantize(const llama_opts *o)
 {
     quant_job j;
-    out_file out;
+    output_file out;
     int rc;
     if ((rc = check_quant_opts(o)) != 0)
         return rc == -3 ? RC_UNAVAILABLE : RC_USAGE;
