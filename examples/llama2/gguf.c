@@ -158,8 +158,8 @@ static int parse_kvs(cursor *c, gguf_file *g)
         gguf_kv *kv = &g->kv[i];
         if (read_str(c, &kv->key, &kv->key_len, "key") || read_u32(c, &kv->type, "value type"))
             return -1;
-        if (kv->key_len == 0) {
-            llama_err("%s: GGUF key %zu is empty", c->path, i);
+        if (kv->key_len == 0 || memchr(kv->key, '\0', kv->key_len)) {
+            llama_err("%s: GGUF key %zu is empty or holds a NUL byte", c->path, i);
             return -1;
         }
         kv->raw = c->p;
@@ -201,8 +201,9 @@ static int parse_tensor_info(cursor *c, gguf_tensor_info *t)
     uint32_t d;
     if (read_str(c, &t->name, &t->name_len, "tensor name"))
         return -1;
-    if (t->name_len == 0 || t->name_len > MAX_NAME) {
-        llama_err("%s: GGUF tensor name of %zu bytes", c->path, t->name_len);
+    if (t->name_len == 0 || t->name_len > MAX_NAME || memchr(t->name, '\0', t->name_len)) {
+        llama_err("%s: GGUF tensor name of %zu bytes, empty, too long or holding a NUL byte",
+                  c->path, t->name_len);
         return -1;
     }
     if (read_u32(c, &t->n_dims, "tensor dimensions"))

@@ -259,8 +259,10 @@ static int source_tensors(qlib_ctx *ctx, llama_model *m)
             const src_tensor *t = source_proj(&m->src, l, p);
             const float *w = src_direct_f32(t);
             if (!w) {
-                if (!buf && !(buf = xcalloc(big, sizeof(float), "weights")))
+                if (!buf && !(buf = xcalloc(big, sizeof(float), "weights"))) {
+                    rc = -1;
                     break;
+                }
                 src_read_rows(t, 0, t->rows, buf);
                 w = buf;
             }
@@ -273,8 +275,6 @@ static int source_tensors(qlib_ctx *ctx, llama_model *m)
             }
         }
     }
-    if (l < m->cfg.n_layers)
-        rc = -1;
     free(buf);
     qlib_config_destroy(cfg[0]);
     qlib_config_destroy(cfg[1]);

@@ -466,7 +466,8 @@ static int open_job(quant_job *j)
     m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
     j->digest = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(uint64_t), "digests");
     big = (size_t)(m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim);
-    j->check = xcalloc(2 * CHECK_ROWS * big + big * big, sizeof(float), "round trip");
+    j->check = xcalloc(2 * CHECK_ROWS * big + (size_t)m->cfg.hidden_dim * (size_t)m->cfg.dim,
+                       sizeof(float), "round trip");
     if (!m->proj || !j->digest || !j->check || model_norms_from_source(m) != 0)
         return RC_FAIL;
     if (j->calibrated && !o->calib_ids

@@ -7,6 +7,9 @@
 #include "fuzz.h"
 #include "llama.h"
 
+/* Messages are silenced while the readers run; a failed check speaks up. */
+#define CHECK(c) do { if (!(c)) { fz_quiet(0); FZ_CHECK(c); } } while (0)
+
 static char path[4096];
 
 static void remove_file(void) { unlink(path); }
@@ -27,26 +30,26 @@ static void walk_keys(const gguf_file *g)
         double d;
         const char *s;
         size_t len;
-        FZ_CHECK(kv->key_len > 0 && kv->raw >= g->file.data
+        CHECK(kv->key_len > 0 && kv->raw >= g->file.data
                  && kv->raw + kv->raw_bytes <= g->file.data + g->file.size);
         if (kv->key_len >= sizeof key) continue;
         memcpy(key, kv->key, kv->key_len);
         key[kv->key_len] = '\0';
-        FZ_CHECK(gguf_find(g, key) == kv);
+        CHECK(gguf_find(g, key) == kv);
         gguf_get_int(path, g, key, 0, LLONG_MIN, LLONG_MAX, &v);
         gguf_get_float(path, g, key, 0, &d);
         if (gguf_get_str(path, g, key, 0, &s, &len) == 0)
-            FZ_CHECK(s + len <= (const char *)g->file.data + g->file.size);
+            CHECK(s + len <= (const char *)g->file.data + g->file.size);
         if (kv->type == GV_ARR && kv->elem_type == GV_STR)
             for (uint64_t j = 0; j < kv->count && j < 4096; j++) {
                 gguf_arr_str(kv, j, &s, &len);
-                FZ_CHECK(s >= (const char *)g->file.data && s + len <= (const char *)g->file.data + g->file.size);
+                CHECK(s >= (const char *)g->file.data && s + len <= (const char *)g->file.data + g->file.size);
             }
     }
     for (size_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor_info *t = &g->tensors[i];
         if (t->data)
-            FZ_CHECK(t->data >= g->file.data + g->data_offset && t->bytes <= g->file.size
+            CHECK(t->data >= g->file.data + g->data_offset && t->bytes <= g->file.size
                      && t->data + t->bytes <= g->file.data + g->file.size);
     }
 }
@@ -63,14 +66,14 @@ static void use_model(void)
 {
     model_source s;
     if (source_open(path, &s) != 0) return;
-    FZ_CHECK(config_validate(&s.cfg, path) == 0);
+    CHECK(config_validate(&s.cfg, path) == 0);
     read_tensor(&s.emb);
     read_tensor(&s.norm_final);
     for (int l = 0; l < s.cfg.n_layers; l++) {
         read_tensor(&s.norm_att[l]);
         for (int p = 0; p < N_PROJ; p++) {
             const src_tensor *t = source_proj(&s, l, p);
-            FZ_CHECK(t->rows == proj_rows(&s.cfg, p) && t->cols == proj_cols(&s.cfg, p));
+            CHECK(t->rows == proj_rows(&s.cfg, p) && t->cols == proj_cols(&s.cfg, p));
             read_tensor(t);
         }
     }
@@ -81,8 +84,8 @@ static void use_model(void)
         char byte_buf[2];
         int n = tokenizer_encode(&tok, text, 1, ids);
         for (int i = 0; i < n; i++) {
-            FZ_CHECK(ids[i] >= 0 && ids[i] < tok.vocab_size);
-            FZ_CHECK(tokenizer_decode(&tok, i ? ids[i - 1] : tok.bos, ids[i], byte_buf) != NULL);
+            CHECK(ids[i] >= 0 && ids[i] < tok.vocab_size);
+            CHECK(tokenizer_decode(&tok, i ? ids[i - 1] : tok.bos, ids[i], byte_buf) != NULL);
         }
         tokenizer_free(&tok);
     }
