@@ -406,7 +406,12 @@ int gguf_get_int(const char *path, const gguf_file *g, const char *key, int opti
     case GV_U32: x = get_u32le(p); break;
     case GV_I32: x = (int32_t)get_u32le(p); break;
     case GV_U64:
-        x = get_u64le(p) > (uint64_t)hi ? hi + (hi < LLONG_MAX) : (long long)get_u64le(p);
+        if (get_u64le(p) > (uint64_t)LLONG_MAX) {
+            llama_err("%s: GGUF key %s = %llu is out of range", path, key,
+                      (unsigned long long)get_u64le(p));
+            return -1;
+        }
+        x = (long long)get_u64le(p);
         break;
     case GV_I64: x = (long long)get_u64le(p); break;
     default:

@@ -40,7 +40,7 @@ expect() {
     "${VG[@]}" "$BIN" "$@" > "$WORK/out" 2> "$WORK/err"
     rc=$?
     if [ "$rc" -eq "$want" ] && grep -qE -- "$pat" "$WORK/err"; then
-        pass "$* -> $rc: $(grep -E -- "$pat" "$WORK/err" | head -n 1 | cut -c 1-80)"
+        pass "$1 exits $rc: $(grep -E -- "$pat" "$WORK/err" | head -n 1 | sed 's/^qlib-llama: //' | cut -c 1-90)"
     else
         fail "$* -> exit $rc (want $want), stderr: $(head -n 3 "$WORK/err")"
     fi
