@@ -1,5 +1,6 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
-# cross-aarch64 check-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+# cross-aarch64 check-aarch64 model-check interop-check memory-check consumer-check deps-check.
+# Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
 SHELL = /bin/sh
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
@@ -82,8 +83,9 @@ FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
-.PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind
+.PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
+        model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind \
+        consumer-check deps-check isa-flags
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
 
@@ -92,13 +94,20 @@ $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) $(ALL_CFLAGS) $(ISA_FLAGS) -c $< -o $@
 
-$(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
-$(B)/obj/src/kernels/x86_avx2_vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavxvnni
-$(B)/obj/src/kernels/x86_avx2_avx512vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavx512vnni -mavx512vl
-$(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
+# Each kernel unit's ISA flags, stated once (ISA_FLAGS_<unit>). `make -s
+# isa-flags` prints every library unit this compiler builds with its ISA
+# flags (test/fuzz/run.sh compiles the library with clang from that list).
+ISA_FLAGS_x86_avx2 = -mavx2 -mfma -mf16c
+ISA_FLAGS_x86_avx2_vnni = $(ISA_FLAGS_x86_avx2) -mavxvnni
+ISA_FLAGS_x86_avx2_avx512vnni = $(ISA_FLAGS_x86_avx2) -mavx512vnni -mavx512vl
+ISA_FLAGS_arm_neon_dotprod = -march=armv8.2-a+dotprod
+$(B)/obj/src/kernels/%.o: ISA_FLAGS = $(ISA_FLAGS_$(basename $(notdir $@)))
 # units that compile another one again with their own flags
 $(B)/obj/src/kernels/x86_avx2_vnni.o $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: src/kernels/x86_avx2.c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: src/kernels/arm_neon.c
+
+isa-flags:
+	@$(foreach f,$(LIB_SRC),printf '%s %s\n' '$(f)' '$(strip $(ISA_FLAGS_$(basename $(notdir $(f)))))';)
 
 # The installed static library is one relocatable object in which only the
 # public symbols (abi/qlib.symbols) stay global, as in the shared library.
@@ -121,10 +130,47 @@ $(SHARED): $(LIB_OBJ) src/qlib.map
 	ln -sf libqlib.so.$(VERSION) $(OUT)/libqlib.so.$(VERSION_MAJOR)
 	ln -sf libqlib.so.$(VERSION_MAJOR) $(OUT)/libqlib.so
 
-$(OUT)/qlib.pc: qlib.pc.in include/qlib.h
+# ---- what an installed copy tells its consumers (pkg-config, CMake) ----
+# The files name the prefix they are installed under: install.vars changes
+# whenever PREFIX, LIBDIR_INSTALL, INCDIR_INSTALL or the link line do, and
+# they are made again from it (`make install PREFIX=X` after a plain `make`).
+# A static consumer needs what the library links: OpenBLAS through its own
+# pkg-config file when it has one (it adds -lgfortran for a -static link).
+PC_REQUIRES_PRIVATE = $(if $(and $(findstring -lopenblas,$(BLAS_LIBS)),$(shell pkg-config --exists openblas 2>/dev/null && echo y)),openblas)
+PC_LIBS_PRIVATE = $(if $(PC_REQUIRES_PRIVATE),,$(BLAS_LIBS))
+INSTALL_VARS = $(PREFIX)|$(LIBDIR_INSTALL)|$(INCDIR_INSTALL)|$(VERSION)|$(PC_REQUIRES_PRIVATE)|$(PC_LIBS_PRIVATE)|$(BLAS_LIBS)|$(CC)
+
+$(B)/install.vars: FORCE
+	@mkdir -p $(B)
+	@printf '%s\n' '$(INSTALL_VARS)' | cmp -s - $@ || printf '%s\n' '$(INSTALL_VARS)' > $@
+
+$(OUT)/qlib.pc: qlib.pc.in include/qlib.h $(B)/install.vars
 	@mkdir -p $(OUT)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' qlib.pc.in > $@
+	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@REQUIRES_PRIVATE@|$(PC_REQUIRES_PRIVATE)|' -e 's|@LIBS_PRIVATE@|$(PC_LIBS_PRIVATE)|' \
+	    -e '/^Requires.private: *$$/d' -e 's|: *|: |' qlib.pc.in > $@
+
+# CMake: qlib::qlib (shared, or static with QLIB_USE_STATIC) and
+# qlib::qlib_static, found relative to the config file's own directory
+# (<libdir>/cmake/qlib), so a staged or moved tree works; the include
+# directory too when it is <prefix>/include beside <prefix>/lib.
+CMAKE_OUT = $(OUT)/cmake/qlib
+empty :=
+space := $(empty) $(empty)
+cmake_list = $(subst $(space),;,$(strip $(1)))
+CMAKE_INCLUDEDIR = $(if $(and $(filter $(PREFIX)/lib,$(LIBDIR_INSTALL)),$(filter $(PREFIX)/include,$(INCDIR_INSTALL))),$${_qlib_libdir}/../include,$(INCDIR_INSTALL))
+STATIC_DEPS = $(BLAS_LIBS) -lpthread -lm
+SIZEOF_VOID_P = $(shell printf '__SIZEOF_POINTER__\n' | $(CC) -E -P -x c - 2>/dev/null | tail -n 1)
+
+$(CMAKE_OUT)/%.cmake: cmake/%.cmake.in include/qlib.h $(B)/install.vars
+	@mkdir -p $(CMAKE_OUT)
+	sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(VERSION_MAJOR)|g' \
+	    -e 's|@CMAKE_INCLUDEDIR@|$(CMAKE_INCLUDEDIR)|g' -e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g' \
+	    -e 's|@STATIC_DEPS_DOC@|$(strip $(STATIC_DEPS))|g' \
+	    -e 's|@STATIC_LINK_DIRS@|$(call cmake_list,$(patsubst -L%,%,$(filter -L%,$(STATIC_DEPS))))|g' \
+	    -e 's|@STATIC_LINK_LIBS@|$(call cmake_list,$(patsubst -l%,%,$(filter -l%,$(STATIC_DEPS))))|g' \
+	    -e 's|@STATIC_LINK_OPTIONS@|$(call cmake_list,$(filter-out -L% -l%,$(STATIC_DEPS)))|g' $< > $@
 
 # ---- programs ----
 $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
@@ -182,7 +228,7 @@ check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
 ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
 	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
-	 else echo "model-check: skipped ($(DATA) not found)"; fi
+	 else echo "model-check: SKIPPED (no model data in $(DATA); make check DATA=<dir>, see README.md)"; fi
 	@if [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory interop-check; fi
 endif
 
@@ -227,8 +273,9 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	@$(BENCH_BIN) $(BENCH)
 
+# Every libFuzzer target for FUZZ_SECONDS each (default 60), with clang.
 fuzz:
-	@sh test/fuzz/run.sh
+	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) MAKE='$(MAKE)' sh test/fuzz/run.sh
 
 # AArch64: cross-built with Debian's gcc-aarch64-linux-gnu against the arm64
 # OpenBLAS and Check (dpkg --add-architecture arm64; docs/PERFORMANCE.md),
@@ -248,20 +295,34 @@ check-aarch64: cross-aarch64
 	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
 	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) build/aarch64/test/unit || exit 1; done
 
-install: all
-	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig
+install: all $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake
+	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib
 	install -m 644 include/qlib.h $(DESTDIR)$(INCDIR_INSTALL)/qlib.h
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION)
 	ln -sf libqlib.so.$(VERSION) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR)
 	ln -sf libqlib.so.$(VERSION_MAJOR) $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so
 	install -m 644 $(OUT)/qlib.pc $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+	install -m 644 $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/
+
+# scripts/deps.sh on this box with OpenBLAS hidden (root, mount namespace).
+deps-check:
+	@sh test/deps/hidden_openblas.sh
+
+# A fresh install under build/ used as a consumer would (test/install/run.sh).
+consumer-check: all
+	@sh test/install/run.sh $(CONSUMERS)
 
 uninstall:
 	rm -f $(DESTDIR)$(INCDIR_INSTALL)/qlib.h $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.a \
 	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION) \
 	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so.$(VERSION_MAJOR) \
-	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
+	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/qlibConfig.cmake \
+	    $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib/qlibConfigVersion.cmake
+	-rmdir $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib 2>/dev/null
 
 clean:
 	rm -rf build lib $(LLAMA_BIN)

@@ -179,11 +179,13 @@ enum {
 /* What GPTQ / AWQ learn from one layer's input activations (k features).
  * The calib keeps a reference to ctx (its allocator and threads): ctx must
  * outlive it. ERR_ARG: k == 0, what == 0 or has unknown bits, SAMPLES with
- * max_samples == 0. */
+ * max_samples == 0, a Hessian or sample reservoir whose size overflows.
+ * ERR_UNSUPPORTED: k > INT_MAX (beyond what BLAS takes). ERR_NOMEM. */
 QLIB_API qlib_status qlib_calib_create(qlib_ctx *ctx, size_t k, unsigned what,
                                        size_t max_samples, qlib_calib **out);
-/* Streams n_tokens rows of x (row stride ldx >= k). ERR_NUMERIC: NaN/Inf in
- * x (nothing of this batch is kept). */
+/* Streams n_tokens rows of x (row stride ldx >= k). ERR_SHAPE: ldx < k.
+ * ERR_ARG: NULL, n_tokens == 0, ldx > INT_MAX or an overflowing span.
+ * ERR_NUMERIC: NaN/Inf in x (nothing of this batch is kept). */
 QLIB_API qlib_status qlib_calib_add(qlib_calib *c, const float *x, size_t n_tokens, size_t ldx);
 QLIB_API size_t      qlib_calib_tokens(const qlib_calib *c);   /* 0 for NULL */
 QLIB_API size_t      qlib_calib_k(const qlib_calib *c);        /* 0 for NULL */
@@ -233,8 +235,9 @@ QLIB_API const int32_t *qlib_tensor_permutation(const qlib_tensor *t);
 /* LLM.int8(): the outlier threshold; 0 for other methods. */
 QLIB_API float       qlib_tensor_outlier_threshold(const qlib_tensor *t);
 
-/* y[m x n] = x[m x k] * W^T, row-major. ldx >= K, ldy >= N. y must not
- * overlap x. ERR_NUMERIC: NaN/Inf in x (y is then left unspecified). */
+/* y[m x n] = x[m x k] * W^T, row-major. ERR_SHAPE: ldx < K or ldy < N.
+ * ERR_ARG: NULL, m == 0, y overlapping x, overflowing sizes. ERR_NUMERIC:
+ * NaN/Inf in x (y is then left unspecified). */
 QLIB_API qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *w, const float *x, size_t m,
                                  size_t ldx, float *y, size_t ldy);
 
@@ -252,7 +255,10 @@ QLIB_API qlib_status qlib_tensor_serialize(const qlib_tensor *t, void *buf, size
  * buffer. */
 QLIB_API qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len,
                                              unsigned flags, qlib_tensor **out);
-/* Atomic: writes path.tmp.<random> then renames it over path. */
+/* Atomic and durable: writes <path>.tmp.<pid>.<random>, fsyncs it, renames
+ * it over path and fsyncs the directory. On failure the temporary file is
+ * removed (a killed process leaves it; it may be deleted). ERR_IO names the
+ * step that failed. */
 QLIB_API qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path);
 QLIB_API qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out);
 

@@ -5,6 +5,7 @@ A ctypes binding of libqlib (include/qlib.h); see docs/PYTHON.md.
     import numpy as np, qlib
     calib = qlib.Calibration(k=4096)
     calib.add(activations)                        # (tokens, 4096) float32
+    t = qlib.quantize(w)                          # RTN INT4, groups of 128
     t = qlib.quantize(w, "gptq", bits=4, group_size=128, calib=calib)
     y = x @ t                                     # x · Ŵᵀ, like nn.Linear
     t.save("layer.qt");  t2 = qlib.load("layer.qt")
@@ -20,7 +21,7 @@ from ._enums import Calib, Compute, Load, Method, Param, Status, c_constants as 
 from ._errors import (ArgError, CancelledError, FormatError, NoMemError, NumericError, QlibError, QlibIOError,
                       ShapeError, StateError, UnsupportedError, last_error, status_string)
 from ._alloc import Allocator, CountingAllocator
-from ._context import Context, default_context
+from ._context import Context, c_int_arg as _c_int_arg, default_context
 from ._config import Config, method_defaults
 from ._calib import ActStats, Calibration
 from ._tensor import Tensor, from_bytes, load, quantize
@@ -45,7 +46,7 @@ def version_number():
 
 def method_name(method):
     """qlib_method_name(): "none", "rtn", "gptq", "awq", "llm-int8"; "unknown"."""
-    return _lib.lib().qlib_method_name(int(method)).decode()
+    return _lib.lib().qlib_method_name(_c_int_arg(method, "method")).decode()
 
 
 def library_path():

@@ -2,6 +2,7 @@
 
 import ctypes
 import ctypes.util
+import operator
 import threading
 
 from . import _lib
@@ -120,9 +121,14 @@ class AllocatorHook:
         self.error = None
         hook = self
 
+        limit = 2 ** (8 * ctypes.sizeof(ctypes.c_void_p))
+
         def c_alloc(user, size, alignment):
             try:
                 p = allocator.alloc(size, alignment)
+                if p and not 0 < operator.index(p) < limit:
+                    raise ValueError("%s.alloc returned %#x, which is not an address"
+                                     % (type(allocator).__name__, p))
             except BaseException as e:     # a C caller cannot receive it
                 hook.error = e
                 return None

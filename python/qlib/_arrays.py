@@ -9,6 +9,27 @@ _F4 = np.dtype(np.float32)
 _ITEM = _F4.itemsize
 
 
+def is_torch_tensor(a):
+    """Whether a is a torch.Tensor (or a subclass such as nn.Parameter),
+    decided without importing torch."""
+    return (type(a).__module__.split(".")[0] == "torch" and callable(getattr(a, "detach", None))
+            and callable(getattr(a, "numpy", None)))
+
+
+def torch_to_numpy(a):
+    """A torch tensor's values as a numpy array, through torch's own methods
+    (torch is never imported here): detached from autograd, copied to the CPU
+    when it lives elsewhere, bfloat16 and float16 widened to float32 (numpy has
+    no bfloat16). A CPU float32 tensor is viewed, not copied."""
+    t = a.detach()
+    device = getattr(t, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        t = t.cpu()
+    if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+        t = t.float()
+    return t.numpy()
+
+
 def as_float32(a, name):
     """a as a float32 ndarray (native byte order).
 
@@ -16,7 +37,10 @@ def as_float32(a, name):
     (float16, float64, longdouble) are rounded to the nearest float32; a
     finite value beyond the float32 range raises ValueError rather than
     becoming inf. Integers, booleans, complex and objects raise TypeError.
+    torch tensors are taken through torch_to_numpy first.
     """
+    if is_torch_tensor(a):
+        a = torch_to_numpy(a)
     if not isinstance(a, np.ndarray):
         a = np.asarray(a)
     dt = a.dtype

@@ -6,7 +6,7 @@ import ctypes
 import numpy as np
 
 from . import _arrays, _lib
-from ._context import _Handle, _int_arg, resolve
+from ._context import _Handle, c_int_arg, resolve
 from ._enums import Calib
 from ._errors import check
 
@@ -27,13 +27,9 @@ class Calibration(_Handle):
 
     def __init__(self, k, what=Calib.ALL, max_samples=512, ctx=None):
         ctx = resolve(ctx)
-        k = _int_arg(k, "k")
-        what = _int_arg(what, "what")
-        max_samples = _int_arg(max_samples, "max_samples")
-        if k < 0 or what < 0 or max_samples < 0:
-            raise ValueError("k, what and max_samples must not be negative")
-        if what >= 2 ** 32:
-            raise ValueError("what=%#x has unknown bits" % what)
+        k = c_int_arg(k, "k", "size_t")
+        what = c_int_arg(what, "what", "unsigned")
+        max_samples = c_int_arg(max_samples, "max_samples", "size_t")
         out = _lib.calib_p()
         p = ctx._enter()
         try:
@@ -51,19 +47,23 @@ class Calibration(_Handle):
 
     @property
     def context(self):
+        self._handle()
         return self._ctx
 
     @property
     def k(self):
         """Input features per token."""
+        self._handle()
         return self._k
 
     @property
     def what(self):
+        self._handle()
         return self._what
 
     @property
     def max_samples(self):
+        self._handle()
         return self._max_samples
 
     @property

@@ -173,10 +173,7 @@ class Context(_Handle):
 
     @threads.setter
     def threads(self, n):
-        n = _int_arg(n, "threads")
-        if n < -(2 ** 31) or n >= 2 ** 31:
-            raise ValueError("threads=%d is out of range" % n)
-        self._call("qlib_ctx_set_threads", n)
+        self._call("qlib_ctx_set_threads", c_int_arg(n, "threads"))
 
     @property
     def compute(self):
@@ -191,11 +188,12 @@ class Context(_Handle):
             except KeyError:
                 raise ValueError("compute must be one of %s, got %r"
                                  % ([m.name.lower() for m in Compute], mode)) from None
-        self._call("qlib_ctx_set_compute", _int_arg(mode, "compute"))
+        self._call("qlib_ctx_set_compute", c_int_arg(mode, "compute"))
 
     @property
     def allocator(self):
         """The Python allocator given at creation, or None (malloc/free)."""
+        self._handle()
         return self._alloc_hook.allocator if self._alloc_hook else None
 
     def set_parallel(self, run):
@@ -256,6 +254,27 @@ class Context(_Handle):
         return "<qlib.Context isa=%s threads=%d compute=%s%s>" % (
             self.isa, self.threads, self.compute.name.lower(),
             " allocator=%s" % type(self.allocator).__name__ if self._alloc_hook else "")
+
+
+_C_TYPES = {"int": ctypes.c_int, "unsigned": ctypes.c_uint, "size_t": ctypes.c_size_t}
+
+
+def c_range(ctype):
+    """[lo, hi) of the C integer type named ctype ("int", "unsigned", "size_t")."""
+    bits = 8 * ctypes.sizeof(_C_TYPES[ctype])
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1)) if ctype == "int" else (0, 2 ** bits)
+
+
+def c_int_arg(v, name, ctype="int"):
+    """v as a Python int that the C type ctype holds exactly. ctypes would
+    keep only the low bits of a larger one (k=2**64 + 64 would become 64),
+    so an out-of-range value raises ValueError naming the argument."""
+    v = _int_arg(v, name)
+    lo, hi = c_range(ctype)
+    if not lo <= v < hi:
+        raise ValueError("%s=%d is out of range: a C %s holds %d to %d"
+                         % (name, v, ctype, lo, hi - 1))
+    return v
 
 
 def _int_arg(v, name):

@@ -95,7 +95,8 @@ def check(status, function=None):
 
 def status_string(status):
     """qlib_status_string(): a static English name for a status."""
-    return _lib.lib().qlib_status_string(int(status)).decode("utf-8", "replace")
+    from ._context import c_int_arg
+    return _lib.lib().qlib_status_string(c_int_arg(status, "status")).decode("utf-8", "replace")
 
 
 def last_error():

@@ -4,9 +4,11 @@ The shared library is looked up, on first use, in this order:
 
 1. the path in the environment variable ``QLIB_LIBRARY`` (an error if it
    cannot be loaded: no silent fall-back to another copy);
-2. the build tree this package sits in: ``<repo>/lib/libqlib.so.0`` for
+2. next to this file: ``qlib/libqlib.so.0``, where ``pip install .`` puts it;
+3. the build tree this package sits in: ``<repo>/lib/libqlib.so.0`` for
    ``<repo>/python/qlib``;
-3. the system: ``ctypes.util.find_library("qlib")``.
+4. the system: ``ctypes.util.find_library("qlib")`` (the ldconfig cache and
+   ``LD_LIBRARY_PATH``).
 
 Every function of the header is declared here with its ``argtypes`` and
 ``restype``; nothing else in the package calls ``ctypes.CDLL`` directly.
@@ -162,10 +164,8 @@ def _candidates():
     names = ["libqlib.so.%d" % HEADER_VERSION_MAJOR]
     if sys.platform == "darwin":
         names = ["libqlib.%d.dylib" % HEADER_VERSION_MAJOR, "libqlib.dylib"]
-    out = [(os.path.join(repo_lib, n), False) for n in names]
-    found = ctypes.util.find_library("qlib")
-    if found:
-        out.append((found, False))
+    out = [(os.path.join(d, n), False) for d in (here, repo_lib) for n in names]
+    out.append((ctypes.util.find_library("qlib"), False))     # None: nothing found
     return out
 
 
@@ -190,6 +190,9 @@ def _declare(cdll, path):
 def _load():
     tried = []
     for path, must in _candidates():
+        if path is None:
+            tried.append("find_library('qlib') (nothing in the ldconfig cache or LD_LIBRARY_PATH)")
+            continue
         if not must and os.sep in path and not os.path.exists(path):
             tried.append("%s (absent)" % path)
             continue
@@ -204,8 +207,10 @@ def _load():
         _declare(cdll, path)
         return cdll, path
     raise LibraryNotFoundError(
-        "libqlib not found; build it with `make` in the repository, install it, or set "
-        "QLIB_LIBRARY to its path. Tried: " + "; ".join(tried or ["find_library('qlib')"]))
+        "libqlib.so.%d not found. Either install the package with the library inside it "
+        "(`pip install .` in the source tree), or set QLIB_LIBRARY to the library's path, or "
+        "install it (`make install`; then run `ldconfig` if the prefix is a system one) or add "
+        "its directory to LD_LIBRARY_PATH. Tried: %s" % (HEADER_VERSION_MAJOR, "; ".join(tried)))
 
 
 _cdll = None

@@ -43,6 +43,7 @@ class Tensor(_Handle):
     @property
     def shape(self):
         """(N, K): output features, input features."""
+        self._handle()
         return self._shape
 
     @property
@@ -212,12 +213,14 @@ def _set_options(cfg, method, options):
                             % (name, method.name.lower(), e.message)) from e
 
 
-def quantize(w, method="gptq", *, calib=None, ctx=None, bits=None, group_size=None,
+def quantize(w, method="rtn", *, calib=None, ctx=None, bits=None, group_size=None,
              symmetric=None, act_order=None, static_groups=None, damp=None, block_size=None,
              grid=None, clip=None, max_shrink=None, outlier_threshold=None):
-    """Quantizes w (N x K, like an nn.Linear weight) and returns a Tensor.
+    """Quantizes w (N x K, like an nn.Linear weight: a numpy array, a torch
+    tensor or anything numpy.asarray takes) and returns a Tensor.
 
-    method: "gptq", "awq", "rtn", "llm_int8" or "none" (or a :class:`Method`).
+    method: "rtn" (the default: it needs no calibration), "gptq", "awq",
+    "llm_int8" or "none" (or a :class:`Method`).
     An option left at None keeps the library's default for the method (see
     :func:`qlib.method_defaults`); an option the method does not have raises
     TypeError. calib: a :class:`Calibration` of the layer's inputs, required

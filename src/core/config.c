@@ -1,40 +1,50 @@
-/* Method configurations: options set one at a time, keyed by pinned enums. */
+/* Method configurations: options set one at a time, keyed by pinned enums.
+ * Which options a method takes, their kinds, ranges and defaults are its
+ * registry row's parameter specs (method.h); nothing here names a method. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "core.h"
 
-static const char *method_name(qlib_method m)
+typedef union param_value {
+    int i;
+    float f;
+} param_value;
+
+struct qlib_config {
+    const qlib_method_row *row;
+    param_value v[QLIB_CONFIG_MAX_PARAMS];   /* v[i]: the value of row->params[i] */
+};
+
+static int is_float(const qlib_param_spec *p) { return p->kind == QLIB_PK_FLOAT; }
+
+const qlib_param_spec *qlib_method_param(const qlib_method_row *row, qlib_param p)
 {
-    switch (m) {
-    case QLIB_METHOD_NONE: return "NONE";
-    case QLIB_METHOD_RTN: return "RTN";
-    case QLIB_METHOD_GPTQ: return "GPTQ";
-    case QLIB_METHOD_AWQ: return "AWQ";
-    case QLIB_METHOD_LLM_INT8: return "LLM_INT8";
-    }
-    return "?";
+    for (unsigned i = 0; i < row->n_params; i++)
+        if (row->params[i].id == p) return &row->params[i];
+    return NULL;
+}
+
+static size_t param_index(const qlib_config *c, const qlib_param_spec *p)
+{
+    return (size_t)(p - c->row->params);
 }
 
 qlib_status qlib_config_create(qlib_method method, qlib_config **out)
 {
     if (!out) return qlib_fail(QLIB_ERR_ARG, "qlib_config_create: out is NULL");
     *out = NULL;
-    if ((unsigned)method > QLIB_METHOD_LLM_INT8)
-        return qlib_fail(QLIB_ERR_ARG, "qlib_config_create: unknown method %d", (int)method);
+    const qlib_method_row *row = qlib_method_lookup(method);
+    if (!row) return qlib_fail(QLIB_ERR_ARG, "qlib_config_create: unknown method %d", (int)method);
     /* A config exists before any context, so it uses the default allocator. */
     qlib_config *c = qlib_mem_calloc(&qlib_default_allocator, sizeof *c);
     if (!c) return qlib_fail(QLIB_ERR_NOMEM, "qlib_config_create: out of memory");
-    c->method = method;
-    c->bits = method == QLIB_METHOD_NONE ? 32 : method == QLIB_METHOD_LLM_INT8 ? 8 : 4;
-    c->group_size = method == QLIB_METHOD_LLM_INT8 || method == QLIB_METHOD_NONE ? 0 : 128;
-    c->symmetric = method == QLIB_METHOD_LLM_INT8;
-    c->gptq_damp = 0.01f;
-    c->gptq_block_size = 128;
-    c->awq_grid = 20;
-    c->awq_clip = 1;
-    c->awq_max_shrink = 0.5f;
-    c->outlier_threshold = 6.0f;
+    c->row = row;
+    for (unsigned i = 0; i < row->n_params; i++) {
+        const qlib_param_spec *p = &row->params[i];
+        if (is_float(p)) c->v[i].f = (float)p->def;
+        else c->v[i].i = (int)p->def;
+    }
     *out = c;
     return QLIB_OK;
 }
@@ -44,170 +54,127 @@ void qlib_config_destroy(qlib_config *c)
     qlib_mem_free(&qlib_default_allocator, c);
 }
 
-qlib_method qlib_config_method(const qlib_config *c) { return c ? c->method : QLIB_METHOD_NONE; }
+qlib_method qlib_config_method(const qlib_config *c) { return c ? c->row->id : QLIB_METHOD_NONE; }
+const qlib_method_row *qlib_cfg_row(const qlib_config *c) { return c->row; }
 
-const char *qlib_method_name(qlib_method m)
+int qlib_cfg_int(const qlib_config *c, qlib_param p)
 {
-    switch (m) {
-    case QLIB_METHOD_NONE: return "none";
-    case QLIB_METHOD_RTN: return "rtn";
-    case QLIB_METHOD_GPTQ: return "gptq";
-    case QLIB_METHOD_AWQ: return "awq";
-    case QLIB_METHOD_LLM_INT8: return "llm-int8";
-    }
-    return "unknown";
+    const qlib_param_spec *s = qlib_method_param(c->row, p);
+    return s && !is_float(s) ? c->v[param_index(c, s)].i : 0;
 }
 
-/* Which parameters each method takes, and whether they are int or float. */
-static int param_is_float(qlib_param p)
+float qlib_cfg_float(const qlib_config *c, qlib_param p)
 {
-    return p == QLIB_PARAM_GPTQ_DAMP || p == QLIB_PARAM_AWQ_MAX_SHRINK ||
-           p == QLIB_PARAM_OUTLIER_THRESHOLD;
+    const qlib_param_spec *s = qlib_method_param(c->row, p);
+    return s && is_float(s) ? c->v[param_index(c, s)].f : 0.0f;
 }
 
+/* Whether any method has parameter p. */
 static int param_known(qlib_param p)
 {
-    switch (p) {
-    case QLIB_PARAM_BITS: case QLIB_PARAM_GROUP_SIZE: case QLIB_PARAM_SYMMETRIC:
-    case QLIB_PARAM_GPTQ_DAMP: case QLIB_PARAM_GPTQ_BLOCK_SIZE: case QLIB_PARAM_GPTQ_ACT_ORDER:
-    case QLIB_PARAM_GPTQ_STATIC_GROUPS: case QLIB_PARAM_AWQ_GRID: case QLIB_PARAM_AWQ_CLIP:
-    case QLIB_PARAM_AWQ_MAX_SHRINK: case QLIB_PARAM_OUTLIER_THRESHOLD:
-        return 1;
+    for (int m = 0;; m++) {
+        const qlib_method_row *row = qlib_method_lookup((qlib_method)m);
+        if (!row) return 0;
+        const qlib_param_spec *s = qlib_method_param(row, p);
+        if (s && !s->fixed) return 1;
     }
-    return 0;
 }
 
-static int param_of_method(qlib_method m, qlib_param p)
-{
-    if (p == QLIB_PARAM_BITS) return 1;
-    switch (m) {
-    case QLIB_METHOD_NONE: return 0;
-    case QLIB_METHOD_RTN: return p == QLIB_PARAM_GROUP_SIZE || p == QLIB_PARAM_SYMMETRIC;
-    case QLIB_METHOD_GPTQ:
-        return p == QLIB_PARAM_GROUP_SIZE || p == QLIB_PARAM_SYMMETRIC ||
-               (p >= QLIB_PARAM_GPTQ_DAMP && p <= QLIB_PARAM_GPTQ_STATIC_GROUPS);
-    case QLIB_METHOD_AWQ:
-        return p == QLIB_PARAM_GROUP_SIZE || p == QLIB_PARAM_SYMMETRIC ||
-               (p >= QLIB_PARAM_AWQ_GRID && p <= QLIB_PARAM_AWQ_MAX_SHRINK);
-    case QLIB_METHOD_LLM_INT8: return p == QLIB_PARAM_OUTLIER_THRESHOLD;
-    }
-    return 0;
-}
-
-static qlib_status param_check(const qlib_config *c, qlib_param p, int want_float,
-                               const char *fn)
+/* The spec of p in c's method, after the checks every accessor makes. */
+static qlib_status param_lookup(const qlib_config *c, qlib_param p, int want_float,
+                                const char *fn, const qlib_param_spec **out)
 {
     if (!c) return qlib_fail(QLIB_ERR_ARG, "%s: config is NULL", fn);
     if (!param_known(p))
         return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: unknown parameter %d", fn, (int)p);
-    if (!param_of_method(c->method, p))
+    const qlib_param_spec *s = qlib_method_param(c->row, p);
+    if (!s || s->fixed)
         return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: parameter %d is not an option of method %s",
-                         fn, (int)p, method_name(c->method));
-    if (param_is_float(p) != want_float)
+                         fn, (int)p, c->row->label);
+    if (is_float(s) != want_float)
         return qlib_fail(QLIB_ERR_ARG, "%s: parameter %d is %s-valued", fn, (int)p,
                          want_float ? "int" : "float");
+    *out = s;
     return QLIB_OK;
 }
 
-static int bits_valid(qlib_method m, int v)
+static qlib_status int_check(const qlib_config *c, const qlib_param_spec *s, int v,
+                             const char *fn)
 {
-    switch (m) {
-    case QLIB_METHOD_NONE: return v == 16 || v == 32;
-    case QLIB_METHOD_LLM_INT8: return v == 8;
-    default: return v == 2 || v == 3 || v == 4 || v == 8;
+    switch (s->kind) {
+    case QLIB_PK_SWITCH:
+        if (v != 0 && v != 1)
+            return qlib_fail(QLIB_ERR_ARG, "%s: parameter %d takes 0 or 1, not %d", fn,
+                             (int)s->id, v);
+        return QLIB_OK;
+    case QLIB_PK_WIDTH:
+        if (v < 0 || v > 63 || !((s->widths >> v) & 1u))
+            return qlib_fail(QLIB_ERR_ARG, "%s: %d bits is not valid for method %s", fn, v,
+                             c->row->label);
+        return QLIB_OK;
+    case QLIB_PK_GROUP:
+        if (v < -1 || (v > 0 && v % 32 != 0) || v > s->hi)
+            return qlib_fail(QLIB_ERR_ARG,
+                             "%s: group size %d (need -1, 0 or a positive multiple of 32)", fn, v);
+        return QLIB_OK;
+    default:
+        if (v < s->lo || v > s->hi)
+            return qlib_fail(QLIB_ERR_ARG, "%s: %s %d (need %d..%d)", fn, s->what, v, (int)s->lo,
+                             (int)s->hi);
+        return QLIB_OK;
     }
 }
 
 qlib_status qlib_config_set_int(qlib_config *c, qlib_param p, int v)
 {
     static const char fn[] = "qlib_config_set_int";
-    qlib_status s = param_check(c, p, 0, fn);
-    if (s != QLIB_OK) return s;
-    switch (p) {
-    case QLIB_PARAM_BITS:
-        if (!bits_valid(c->method, v))
-            return qlib_fail(QLIB_ERR_ARG, "%s: %d bits is not valid for method %s", fn, v,
-                             method_name(c->method));
-        c->bits = v;
-        break;
-    case QLIB_PARAM_GROUP_SIZE:
-        if (v < -1 || (v > 0 && v % 32 != 0) || v > (1 << 24))
-            return qlib_fail(QLIB_ERR_ARG,
-                             "%s: group size %d (need -1, 0 or a positive multiple of 32)", fn, v);
-        c->group_size = v;
-        break;
-    case QLIB_PARAM_GPTQ_BLOCK_SIZE:
-        if (v < 1 || v > 4096)
-            return qlib_fail(QLIB_ERR_ARG, "%s: GPTQ block size %d (need 1..4096)", fn, v);
-        c->gptq_block_size = v;
-        break;
-    case QLIB_PARAM_AWQ_GRID:
-        if (v < 1 || v > 1000)
-            return qlib_fail(QLIB_ERR_ARG, "%s: AWQ grid %d (need 1..1000)", fn, v);
-        c->awq_grid = v;
-        break;
-    default:                                         /* the 0/1 switches */
-        if (v != 0 && v != 1)
-            return qlib_fail(QLIB_ERR_ARG, "%s: parameter %d takes 0 or 1, not %d", fn, (int)p, v);
-        if (p == QLIB_PARAM_SYMMETRIC) c->symmetric = v;
-        else if (p == QLIB_PARAM_GPTQ_ACT_ORDER) c->gptq_act_order = v;
-        else if (p == QLIB_PARAM_GPTQ_STATIC_GROUPS) c->gptq_static_groups = v;
-        else c->awq_clip = v;
-        break;
-    }
-    return QLIB_OK;
+    const qlib_param_spec *s;
+    qlib_status st = param_lookup(c, p, 0, fn, &s);
+    if (st == QLIB_OK) st = int_check(c, s, v, fn);
+    if (st == QLIB_OK) c->v[param_index(c, s)].i = v;
+    return st;
 }
 
 qlib_status qlib_config_set_float(qlib_config *c, qlib_param p, float v)
 {
     static const char fn[] = "qlib_config_set_float";
-    qlib_status s = param_check(c, p, 1, fn);
-    if (s != QLIB_OK) return s;
+    const qlib_param_spec *s;
+    qlib_status st = param_lookup(c, p, 1, fn, &s);
+    if (st != QLIB_OK) return st;
     if (!isfinite(v)) return qlib_fail(QLIB_ERR_ARG, "%s: value is not finite", fn);
-    switch (p) {
-    case QLIB_PARAM_GPTQ_DAMP:
-        if (v < 0.0f || v > 1.0f)
-            return qlib_fail(QLIB_ERR_ARG, "%s: GPTQ damp %g (need 0..1)", fn, (double)v);
-        c->gptq_damp = v;
-        break;
-    case QLIB_PARAM_AWQ_MAX_SHRINK:
-        if (v < 0.0f || v > 0.95f)
-            return qlib_fail(QLIB_ERR_ARG, "%s: AWQ max shrink %g (need 0..0.95)", fn, (double)v);
-        c->awq_max_shrink = v;
-        break;
-    default:
-        c->outlier_threshold = v;
-        break;
-    }
+    if (v < s->lo || v > s->hi)
+        return qlib_fail(QLIB_ERR_ARG, "%s: %s %g (need %g..%g)", fn, s->what, (double)v,
+                         s->lo, s->hi);
+    c->v[param_index(c, s)].f = v;
+    return QLIB_OK;
+}
+
+/* The value of p into *v (an int or a float, as want_float says). */
+static qlib_status param_get(const qlib_config *c, qlib_param p, int want_float, void *v,
+                             const char *fn)
+{
+    const qlib_param_spec *s;
+    qlib_status st = param_lookup(c, p, want_float, fn, &s);
+    if (st != QLIB_OK) return st;
+    if (!v) return qlib_fail(QLIB_ERR_ARG, "%s: value is NULL", fn);
+    const param_value *pv = &c->v[param_index(c, s)];
+    if (want_float) *(float *)v = pv->f;
+    else *(int *)v = pv->i;
     return QLIB_OK;
 }
 
 qlib_status qlib_config_get_int(const qlib_config *c, qlib_param p, int *v)
 {
-    static const char fn[] = "qlib_config_get_int";
-    qlib_status s = param_check(c, p, 0, fn);
-    if (s != QLIB_OK) return s;
-    if (!v) return qlib_fail(QLIB_ERR_ARG, "%s: value is NULL", fn);
-    switch (p) {
-    case QLIB_PARAM_BITS: *v = c->bits; break;
-    case QLIB_PARAM_GROUP_SIZE: *v = c->group_size; break;
-    case QLIB_PARAM_SYMMETRIC: *v = c->symmetric; break;
-    case QLIB_PARAM_GPTQ_BLOCK_SIZE: *v = c->gptq_block_size; break;
-    case QLIB_PARAM_GPTQ_ACT_ORDER: *v = c->gptq_act_order; break;
-    case QLIB_PARAM_GPTQ_STATIC_GROUPS: *v = c->gptq_static_groups; break;
-    case QLIB_PARAM_AWQ_GRID: *v = c->awq_grid; break;
-    default: *v = c->awq_clip; break;
-    }
-    return QLIB_OK;
+    return param_get(c, p, 0, v, "qlib_config_get_int");
 }
 
 qlib_status qlib_config_get_float(const qlib_config *c, qlib_param p, float *v)
 {
-    static const char fn[] = "qlib_config_get_float";
-    qlib_status s = param_check(c, p, 1, fn);
-    if (s != QLIB_OK) return s;
-    if (!v) return qlib_fail(QLIB_ERR_ARG, "%s: value is NULL", fn);
-    *v = p == QLIB_PARAM_GPTQ_DAMP ? c->gptq_damp
-       : p == QLIB_PARAM_AWQ_MAX_SHRINK ? c->awq_max_shrink : c->outlier_threshold;
-    return QLIB_OK;
+    return param_get(c, p, 1, v, "qlib_config_get_float");
+}
+
+const char *qlib_method_name(qlib_method m)
+{
+    const qlib_method_row *row = qlib_method_lookup(m);
+    return row ? row->name : "unknown";
 }

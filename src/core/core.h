@@ -8,6 +8,7 @@
 
 #include "qlib.h"
 #include "../kernels/kernels.h"
+#include "method.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "qlib supports little-endian targets only"
@@ -38,12 +39,9 @@ QLIB_HIDDEN void  qlib_mem_free(const qlib_allocator *a, void *p);        /* NUL
 /* ---- fp16 ---- */
 QLIB_HIDDEN uint16_t qlib_f32_to_f16(float f);         /* round to nearest even */
 QLIB_HIDDEN uint16_t qlib_f32_to_f16_up(float f);      /* smallest fp16 >= f, for f >= 0 */
-QLIB_HIDDEN float    qlib_f16_to_f32(uint16_t h);
+static inline float qlib_f16_to_f32(uint16_t h) { return qk_f16_to_f32(h); }
 
-/* ---- cpu features ---- */
-enum { QLIB_CPU_AVX2 = 1u, QLIB_CPU_FMA = 2u, QLIB_CPU_F16C = 4u,
-       QLIB_CPU_NEON = 8u, QLIB_CPU_DOTPROD = 16u,
-       QLIB_CPU_AVX_VNNI = 32u, QLIB_CPU_AVX512_VNNI = 64u };
+/* ---- cpu features: QK_CPU_* (kernels.h) ---- */
 QLIB_HIDDEN unsigned qlib_cpu_features(void);
 QLIB_HIDDEN int      qlib_cpu_count(void);
 
@@ -61,11 +59,12 @@ struct qlib_ctx {
     qlib_parallel parallel;      /* run == NULL: built-in */
     const qlib_kernels *kern;
     qlib_compute compute;
-    void  *scratch[2];           /* 0: the matmul driver; 1: schemes that call it */
+    void  *scratch[2];           /* 0: the matmul driver; 1: methods that call it */
     size_t scratch_size[2];
     qlib_progress_fn progress;   /* NULL: none */
     void *progress_user;
     double progress_last;        /* the last fraction reported in this call */
+    double progress_lo, progress_hi;   /* the share of the call the current part covers */
     int cancelled;               /* the callback asked to stop during this call */
 };
 /* Runs task(arg, i) for i in [0, n) on the context's threads. */
@@ -77,22 +76,19 @@ QLIB_HIDDEN void *qlib_ctx_scratch(qlib_ctx *ctx, size_t size, const char *fn);
 /* A second, independent scratch area for code that calls the matmul driver. */
 QLIB_HIDDEN void *qlib_ctx_scratch_aux(qlib_ctx *ctx, size_t size, const char *fn);
 /* Progress of the call under way (qlib_ctx_set_progress). qlib_progress_begin
- * starts a call's report at 0; qlib_progress reports fraction (clamped to be
- * non-decreasing and in [0, 1]) on the calling thread and returns nonzero when
- * the call must stop (the callback asked to, now or earlier in this call);
- * qlib_progress_cancelled sets and returns the CANCELLED status and message. */
+ * starts a call's report at 0; qlib_progress reports fraction of the current
+ * part, which qlib_progress_part maps to [lo, hi] of the whole call (all of
+ * it by default), clamped to be non-decreasing and in [0, 1], on the calling
+ * thread, and returns nonzero when the call must stop (the callback asked
+ * to, now or earlier in this call); qlib_progress_cancelled sets and returns
+ * the CANCELLED status and message. */
 QLIB_HIDDEN void qlib_progress_begin(qlib_ctx *ctx);
+QLIB_HIDDEN void qlib_progress_part(qlib_ctx *ctx, double lo, double hi);
 QLIB_HIDDEN int  qlib_progress(qlib_ctx *ctx, const char *stage, double fraction);
 QLIB_HIDDEN qlib_status qlib_progress_cancelled(const char *fn, const char *stage);
 
-/* ---- config ---- */
-struct qlib_config {
-    qlib_method method;
-    int bits, group_size, symmetric;
-    float gptq_damp; int gptq_block_size, gptq_act_order, gptq_static_groups;
-    int awq_grid, awq_clip; float awq_max_shrink;
-    float outlier_threshold;
-};
+/* ---- config: an opaque set of a method's parameter values (config.c;
+ * method.h's qlib_cfg_int / qlib_cfg_float read them) ---- */
 
 /* ---- calibration ---- */
 struct qlib_calib {
@@ -122,7 +118,7 @@ typedef struct qlib_tensor_desc {
     int symmetric;
     size_t n, k;
     int has_perm, has_input_scales;
-    float outlier_threshold;
+    float param;       /* the method's header parameter (its row's header_param), else 0 */
 } qlib_tensor_desc;
 
 struct qlib_tensor {
@@ -168,6 +164,8 @@ typedef struct qlib_section { uint32_t id; size_t offset, size; } qlib_section;
 QLIB_HIDDEN size_t qlib_tensor_layout(const qlib_tensor_desc *d, qlib_section sec[QLIB_SEC_MAX],
                                       unsigned *n_sec, size_t *storage);
 QLIB_HIDDEN void qlib_tensor_bind(qlib_tensor *t, const qlib_section *sec, unsigned n_sec);
+/* Bytes of a blob's header with n_sec section entries (before alignment). */
+QLIB_HIDDEN size_t qlib_header_bytes(unsigned n_sec);
 QLIB_HIDDEN void qlib_header_write(qlib_tensor *t, const qlib_section *sec, unsigned n_sec);
 QLIB_HIDDEN void qlib_header_finish(qlib_tensor *t);
 
@@ -176,7 +174,7 @@ QLIB_HIDDEN void qlib_header_finish(qlib_tensor *t);
 QLIB_HIDDEN void qlib_pack_row(int bits, const uint8_t *codes, size_t kp, uint8_t *dst);
 QLIB_HIDDEN void qlib_zero_put(uint8_t *stream, size_t index, int bits, unsigned value);
 
-/* ---- matmul helpers shared with schemes ---- */
+/* ---- matmul helpers shared with the methods ---- */
 QLIB_HIDDEN int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t ld);
 /* The quantized-weight path of qlib_matmul after its checks; input columns
  * with drop[c] != 0 are treated as zero (drop may be NULL). */

@@ -18,16 +18,16 @@ static unsigned cpu_detect(void)
     if ((lo & 6u) != 6u) return 0;                 /* XMM and YMM state saved by the OS */
     if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    if ((b >> 5) & 1) f |= QLIB_CPU_AVX2;
-    if (fma) f |= QLIB_CPU_FMA;
-    if (f16c) f |= QLIB_CPU_F16C;
+    if ((b >> 5) & 1) f |= QK_CPU_AVX2;
+    if (fma) f |= QK_CPU_FMA;
+    if (f16c) f |= QK_CPU_F16C;
     unsigned subleaves = a;
     /* AVX512F, AVX512VL, AVX512-VNNI, and opmask and ZMM state saved */
     if ((b >> 16) & 1 && (b >> 31) & 1 && (c >> 11) & 1 && (lo & 0xe0u) == 0xe0u)
-        f |= QLIB_CPU_AVX512_VNNI;
+        f |= QK_CPU_AVX512_VNNI;
     if (subleaves >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
-        if ((a >> 4) & 1) f |= QLIB_CPU_AVX_VNNI;
+        if ((a >> 4) & 1) f |= QK_CPU_AVX_VNNI;
     }
     return f;
 }
@@ -43,12 +43,12 @@ static unsigned cpu_detect(void)
 {
     unsigned long hw = getauxval(AT_HWCAP);
     unsigned f = 0;
-    if (hw & HWCAP_ASIMD) f |= QLIB_CPU_NEON;
-    if (hw & HWCAP_ASIMDDP) f |= QLIB_CPU_DOTPROD;
+    if (hw & HWCAP_ASIMD) f |= QK_CPU_NEON;
+    if (hw & HWCAP_ASIMDDP) f |= QK_CPU_DOTPROD;
     return f;
 }
 #elif defined(__aarch64__)
-static unsigned cpu_detect(void) { return QLIB_CPU_NEON; }   /* NEON is mandatory on AArch64 */
+static unsigned cpu_detect(void) { return QK_CPU_NEON; }   /* NEON is mandatory on AArch64 */
 #else
 static unsigned cpu_detect(void) { return 0; }
 #endif

@@ -149,12 +149,20 @@ void qlib_progress_begin(qlib_ctx *ctx)
 {
     ctx->progress_last = 0.0;
     ctx->cancelled = 0;
+    qlib_progress_part(ctx, 0.0, 1.0);
+}
+
+void qlib_progress_part(qlib_ctx *ctx, double lo, double hi)
+{
+    ctx->progress_lo = lo;
+    ctx->progress_hi = hi;
 }
 
 int qlib_progress(qlib_ctx *ctx, const char *stage, double fraction)
 {
     if (ctx->cancelled) return 1;
     if (!ctx->progress) return 0;
+    fraction = ctx->progress_lo + (ctx->progress_hi - ctx->progress_lo) * fraction;
     if (!(fraction >= ctx->progress_last)) fraction = ctx->progress_last;   /* NaN too */
     if (fraction > 1.0) fraction = 1.0;
     ctx->progress_last = fraction;

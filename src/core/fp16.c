@@ -1,28 +1,8 @@
-/* IEEE binary16 conversions, portable (the kernels use F16C / NEON where
- * they have it; results are identical). */
+/* IEEE binary16 conversions from fp32, portable (fp16 to fp32 is the
+ * kernels' qk_f16_to_f32). */
 #include <math.h>
 
 #include "core.h"
-
-float qlib_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else if (exp != 0) {
-        bits = sign | ((exp + 112u) << 23) | (man << 13);
-    } else if (man == 0) {
-        bits = sign;
-    } else {                                   /* subnormal: normalise */
-        int e = -1;
-        do { man <<= 1; e++; } while (!(man & 0x400u));
-        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
 
 uint16_t qlib_f32_to_f16(float f)
 {

@@ -4,7 +4,6 @@
 
 #include "core.h"
 #include "../linalg/linalg.h"
-#include "../schemes/schemes.h"
 
 #define COL_CHUNK 64                 /* output columns per task: fixed, any thread count */
 #define INLINE_WORK (1u << 18)       /* below this many multiply-adds, stay on this thread */
@@ -23,11 +22,12 @@ int qlib_all_finite(const float *x, size_t rows, size_t cols, size_t ld)
 typedef struct mm_job {
     const qk_weights *w;
     const qlib_kernels *kern;
+    const qk_q8_ukernel *uk;                /* AUTO: the microkernel */
     qk_xmap map;
     const float *x;
     size_t ldx, m, n_tasks;                 /* n_tasks: of the row preparation */
     int8_t *q;
-    int16_t *q16;                           /* when qk_wants_q16 */
+    int16_t *q16;                           /* when the microkernel wants_q16 */
     float *d, *xf;
     int32_t *sum;
     float *y;
@@ -55,9 +55,9 @@ static void gemm_range(const mm_job *j, size_t n0, size_t n1)
 {
     if (j->q) {
         qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum, j->q16 };
-        j->kern->gemm_q8(j->w, &a, n0, n1, j->y, j->ldy);
+        j->uk->run(j->w, &a, n0, n1, j->y, j->ldy);
     } else {
-        j->kern->gemm_f32(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
+        j->kern->gemm_f32.run(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
     }
 }
 
@@ -122,7 +122,11 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     const qk_weights *w = &t->w;
     size_t kp = w->kp, nbk = kp / QK_BLOCK, bytes, rows_bytes;
     int quant = ctx->compute == QLIB_COMPUTE_AUTO;
-    int wide = quant && qk_wants_q16(ctx->kern, w, m);
+    const qk_q8_ukernel *uk = quant ? qk_pick_q8(ctx->kern, w, m) : NULL;
+    if (quant && !uk)
+        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: the %s kernels have no %d-bit kernel", fn,
+                         ctx->kern->isa, w->bits);
+    int wide = uk && uk->wants_q16;
     size_t per_row = quant ? kp * (wide ? 3 : 1) + nbk * 8 : kp * 4;
     if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 320)
         return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);
@@ -133,6 +137,7 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     memset(&j, 0, sizeof j);
     j.w = w;
     j.kern = ctx->kern;
+    j.uk = uk;
     j.map = (qk_xmap){ t->d.k, kp, t->perm, t->input_scales, drop };
     j.x = x;
     j.ldx = ldx;
@@ -170,13 +175,43 @@ typedef struct f16_job {
 static void f16_cols(void *arg, size_t n0, size_t n1)
 {
     const f16_job *j = arg;
-    j->kern->gemv_f16(j->w, j->k, j->x, n0, n1, j->y);
+    j->kern->gemv_f16.run(j->w, j->k, j->x, n0, n1, j->y);
 }
 
 static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x, float *y)
 {
     f16_job j = { ctx->kern, t->f16, t->d.k, x, y };
     split_columns(ctx, t->d.n, t->d.n * t->d.k, f16_cols, &j);
+}
+
+#define F16_PANEL 64   /* rows of an fp16 tensor converted per sgemm */
+
+/* y = x * W^T for a float tensor, through the linear algebra's GEMM (fp16
+ * rows converted a panel at a time). */
+static qlib_status matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                                size_t ldx, float *y, size_t ldy)
+{
+    static const char fn[] = "qlib_matmul";
+    size_t n = t->d.n, k = t->d.k, lim = qlib_la_max_dim();
+    if (m > lim || n > lim || k > lim || ldx > lim || ldy > lim)
+        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: float tensor sizes above %zu", fn, lim);
+    if (t->f32 && m == 1) {
+        qlib_la_sgemv(n, k, t->f32, k, x, y);
+        return QLIB_OK;
+    }
+    if (t->f32) {
+        qlib_la_sgemm(0, 1, m, n, k, 1.0f, x, ldx, t->f32, k, 0.0f, y, ldy);
+        return QLIB_OK;
+    }
+    size_t rows = n < F16_PANEL ? n : F16_PANEL;
+    float *panel = qlib_ctx_scratch(ctx, rows * k * sizeof(float), fn);
+    if (!panel) return QLIB_ERR_NOMEM;
+    for (size_t r0 = 0; r0 < n; r0 += rows) {
+        size_t nr = n - r0 < rows ? n - r0 : rows;
+        ctx->kern->f16_to_f32(t->f16 + r0 * k, nr * k, panel);
+        qlib_la_sgemm(0, 1, m, nr, k, 1.0f, x, ldx, panel, k, 0.0f, y + r0, ldy);
+    }
+    return QLIB_OK;
 }
 
 /* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be
@@ -221,13 +256,17 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x contains NaN or Inf", fn);
     if (t->input_scales && !scaled_finite(x, m, k, ldx, t->input_scales))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: x times the tensor's input scales overflows", fn);
-    if (t->d.method == QLIB_METHOD_NONE && t->f16 && m == 1) {
+    const qlib_method_row *row = qlib_method_lookup(t->d.method);
+    if (row->float_weights && t->f16 && m == 1) {
         matmul_f16_gemv(ctx, t, x, y);
         return QLIB_OK;
     }
-    if (t->d.method == QLIB_METHOD_NONE) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
-    if (t->d.method == QLIB_METHOD_LLM_INT8 && ctx->compute == QLIB_COMPUTE_AUTO &&
-        t->d.outlier_threshold > 0.0f)
-        return qlib_llm_int8_matmul(ctx, t, x, m, ldx, y, ldy);
-    return qlib_matmul_quantized(ctx, t, x, m, ldx, y, ldy, NULL);
+    if (row->float_weights) return matmul_float(ctx, t, x, m, ldx, y, ldy);
+    qlib_matmul_plan plan = { NULL, NULL, NULL };
+    if (row->matmul_plan) {
+        qlib_status s = row->matmul_plan(ctx, t, x, m, ldx, y, ldy, &plan);
+        if (s != QLIB_OK) return s;
+    }
+    return qlib_matmul_quantized_post(ctx, t, x, m, ldx, y, ldy, plan.drop, plan.post,
+                                      plan.post_arg);
 }

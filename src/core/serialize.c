@@ -16,6 +16,8 @@
 #define HEADER_FIXED 80u
 #define SECTION_ENTRY 24u
 
+size_t qlib_header_bytes(unsigned n_sec) { return HEADER_FIXED + SECTION_ENTRY * (size_t)n_sec; }
+
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -58,7 +60,7 @@ void qlib_header_write(qlib_tensor *t, const qlib_section *sec, unsigned n_sec)
     h[49] = (uint8_t)t->d.bits;
     h[51] = (uint8_t)n_sec;
     put32(h + 52, (uint32_t)t->d.group_size);
-    memcpy(h + 56, &t->d.outlier_threshold, 4);
+    memcpy(h + 56, &t->d.param, 4);
     for (unsigned i = 0; i < n_sec; i++) {
         uint8_t *e = h + HEADER_FIXED + SECTION_ENTRY * i;
         put32(e, sec[i].id);
@@ -125,7 +127,7 @@ static qlib_status header_parse(const uint8_t *h, size_t len, qlib_tensor_desc *
     d->group_size = (int32_t)get32(h + 52);
     d->n = (size_t)n;
     d->k = (size_t)k;
-    memcpy(&d->outlier_threshold, h + 56, 4);
+    memcpy(&d->param, h + 56, 4);
     if (HEADER_FIXED + SECTION_ENTRY * n_sec > tb) return bad(fn, "truncated section table");
     for (unsigned i = 0; i < n_sec; i++) {
         uint32_t id = get32(h + HEADER_FIXED + SECTION_ENTRY * i);
@@ -185,6 +187,21 @@ static qlib_status content_check(const qlib_tensor *t, const char *fn)
     return QLIB_OK;
 }
 
+/* The header and section table of the blob at h (len bytes available, at
+ * least the table's): *total is the blob's size, known to fit in len and to
+ * be the canonical size of the shape the header declares. */
+static qlib_status layout_check(const uint8_t *h, size_t len, size_t *total, const char *fn)
+{
+    qlib_tensor_desc d;
+    qlib_section sec[QLIB_SEC_MAX];
+    unsigned n_sec;
+    size_t storage = 0;
+    qlib_status s = header_parse(h, len, &d, total, fn);
+    if (s == QLIB_OK) s = qlib_desc_check(&d, fn, QLIB_ERR_FORMAT);
+    if (s == QLIB_OK) s = table_check(h, &d, *total, sec, &n_sec, &storage, fn);
+    return s;
+}
+
 /* Makes a tensor viewing blob (len >= its size); owned is freed with it. */
 static qlib_status tensor_from_blob(qlib_ctx *ctx, const uint8_t *blob, size_t len, void *owned,
                                     qlib_tensor **out, const char *fn)
@@ -223,6 +240,7 @@ qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len, 
                                     qlib_tensor **out)
 {
     static const char fn[] = "qlib_tensor_deserialize";
+    size_t total = 0;
     if (!out) return qlib_fail(QLIB_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!ctx || !buf) return qlib_fail(QLIB_ERR_ARG, "%s: ctx or buffer is NULL", fn);
@@ -235,13 +253,12 @@ qlib_status qlib_tensor_deserialize(qlib_ctx *ctx, const void *buf, size_t len, 
                              fn);
         return tensor_from_blob(ctx, buf, len, NULL, out, fn);
     }
-    if (len < HEADER_FIXED) return bad(fn, "truncated header");
-    size_t total = (size_t)get64((const uint8_t *)buf + 16);
-    if (total > len || total < HEADER_FIXED) total = len;   /* the parser reports the error */
+    qlib_status s = layout_check(buf, len, &total, fn);   /* before allocating the copy */
+    if (s != QLIB_OK) return s;
     uint8_t *copy = qlib_mem_alloc(&ctx->alloc, total);
     if (!copy) return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, total);
     memcpy(copy, buf, total);
-    qlib_status s = tensor_from_blob(ctx, copy, total, copy, out, fn);
+    s = tensor_from_blob(ctx, copy, total, copy, out, fn);
     if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, copy);
     return s;
 }
@@ -260,19 +277,34 @@ static qlib_status write_all(int fd, const uint8_t *p, size_t n)
     return QLIB_OK;
 }
 
+/* Makes the directory entry of a renamed file durable. A file system that
+ * cannot sync a directory says EINVAL; there is nothing more to do there. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int e = fsync(fd) == 0 || errno == EINVAL ? 0 : errno;
+    close(fd);
+    return e;
+}
+
 qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
 {
     static const char fn[] = "qlib_tensor_save";
     if (!t || !path) return qlib_fail(QLIB_ERR_ARG, "%s: tensor or path is NULL", fn);
     if (!*path) return qlib_fail(QLIB_ERR_ARG, "%s: path is empty", fn);
-    size_t plen = strlen(path);
-    char *tmp = qlib_mem_alloc(&t->alloc, plen + 16);
+    /* <path>.tmp.<pid>.XXXXXX: a user can tell a leftover of a killed save
+     * from other files, and whether its process still runs. */
+    size_t plen = strlen(path), cap = plen + 48;
+    char *tmp = qlib_mem_alloc(&t->alloc, 2 * cap);
     if (!tmp) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.", 5);
-    memset(tmp + plen + 5, 'X', 6);                 /* the mkstemp template */
-    tmp[plen + 11] = '\0';
-    int fd = mkstemp(tmp);
+    char *dir = tmp + cap;
+    snprintf(tmp, cap, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         qlib_mem_free(&t->alloc, tmp);
@@ -287,8 +319,55 @@ qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
     if (s != QLIB_OK) {
         unlink(tmp);
         qlib_fail(s, "%s: writing %s failed: %s", fn, path, strerror(e));
+    } else if ((e = sync_dir(dir)) != 0) {
+        s = qlib_fail(QLIB_ERR_IO, "%s: %s is written, but syncing its directory %s failed "
+                      "(the new file may not survive a power cut): %s", fn, path, dir,
+                      strerror(e));
     }
     qlib_mem_free(&t->alloc, tmp);
+    return s;
+}
+
+static qlib_status read_at(int fd, uint8_t *p, size_t n, size_t off, const char *path,
+                           const char *fn)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return qlib_fail(QLIB_ERR_IO, "%s: reading %s: %s", fn, path, strerror(errno));
+        if (r == 0) return qlib_fail(QLIB_ERR_IO, "%s: %s became shorter while read", fn, path);
+        p += r;
+        n -= (size_t)r;
+        off += (size_t)r;
+    }
+    return QLIB_OK;
+}
+
+/* The header and section table are read and checked first; then exactly the
+ * blob they describe, which must be the whole file, is allocated and read. */
+static qlib_status load_fd(qlib_ctx *ctx, int fd, off_t file_size, const char *path,
+                           qlib_tensor **out, const char *fn)
+{
+    uint8_t head[HEADER_FIXED + SECTION_ENTRY * QLIB_SEC_MAX];
+    memset(head, 0, sizeof head);
+    if (file_size < 0 || (uint64_t)file_size > SIZE_MAX)
+        return qlib_fail(QLIB_ERR_FORMAT, "%s: %s is too large for this address space", fn, path);
+    size_t len = (size_t)file_size;
+    size_t hlen = len < sizeof head ? len : sizeof head;
+    qlib_status s = read_at(fd, head, hlen, 0, path, fn);
+    if (s != QLIB_OK) return s;
+    size_t total = 0;
+    s = layout_check(head, len, &total, fn);
+    if (s != QLIB_OK) return s;
+    if (total != len)
+        return qlib_fail(QLIB_ERR_FORMAT, "%s: %s has %zu bytes after the %zu-byte blob", fn, path,
+                         len - total, total);
+    uint8_t *buf = qlib_mem_alloc(&ctx->alloc, total);
+    if (!buf) return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, total);
+    memcpy(buf, head, hlen);
+    s = read_at(fd, buf + hlen, total - hlen, hlen, path, fn);
+    if (s == QLIB_OK) s = tensor_from_blob(ctx, buf, total, buf, out, fn);
+    if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, buf);
     return s;
 }
 
@@ -298,29 +377,22 @@ qlib_status qlib_tensor_load(qlib_ctx *ctx, const char *path, qlib_tensor **out)
     if (!out) return qlib_fail(QLIB_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!ctx || !path) return qlib_fail(QLIB_ERR_ARG, "%s: ctx or path is NULL", fn);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking, so that opening a FIFO (or a device) returns at once;
+     * only a regular file is read, in blocking mode again. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return qlib_fail(QLIB_ERR_IO, "%s: cannot open %s: %s", fn, path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
         return qlib_fail(QLIB_ERR_IO, "%s: %s is not a regular file", fn, path);
     }
-    size_t len = (size_t)st.st_size;
-    uint8_t *buf = qlib_mem_alloc(&ctx->alloc, len);
-    if (!buf) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
         close(fd);
-        return qlib_fail(QLIB_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, len);
+        return qlib_fail(QLIB_ERR_IO, "%s: %s: %s", fn, path, strerror(e));
     }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
+    qlib_status s = load_fd(ctx, fd, st.st_size, path, out, fn);
     close(fd);
-    qlib_status s = got == len ? tensor_from_blob(ctx, buf, len, buf, out, fn)
-                               : qlib_fail(QLIB_ERR_IO, "%s: short read of %s", fn, path);
-    if (s != QLIB_OK) qlib_mem_free(&ctx->alloc, buf);
     return s;
 }

@@ -3,8 +3,6 @@
 
 #include "core.h"
 
-#define HEADER_FIXED 80u
-#define SECTION_ENTRY 24u
 
 size_t qlib_desc_group_cols(const qlib_tensor_desc *d)
 {
@@ -12,39 +10,40 @@ size_t qlib_desc_group_cols(const qlib_tensor_desc *d)
     return d->group_size > 0 && (size_t)d->group_size < kp ? (size_t)d->group_size : kp;
 }
 
-static int is_quantized(const qlib_tensor_desc *d) { return d->method != QLIB_METHOD_NONE; }
+/* The description of a checked tensor has a row. */
+static int is_quantized(const qlib_tensor_desc *d)
+{
+    return !qlib_method_lookup(d->method)->float_weights;
+}
 
 qlib_status qlib_desc_check(const qlib_tensor_desc *d, const char *fn, qlib_status code)
 {
     size_t nk;
-    if ((unsigned)d->method > QLIB_METHOD_LLM_INT8)
-        return qlib_fail(code, "%s: unknown method %d", fn, (int)d->method);
+    const qlib_method_row *row = qlib_method_lookup(d->method);
+    if (!row) return qlib_fail(code, "%s: unknown method %d", fn, (int)d->method);
     /* N x Kp, not N x K: rows are padded to Kp codes, and a section size
      * that wrapped around would let a blob drop its codes */
     if (d->n == 0 || d->k == 0 || d->k > ((size_t)1 << 40) ||
         qlib_mul_overflows(d->n, qlib_round_up(d->k, QK_KALIGN), &nk) || nk > SIZE_MAX / 8)
         return qlib_fail(code == QLIB_ERR_FORMAT ? code : QLIB_ERR_ARG,
                          "%s: bad size %zu x %zu", fn, d->n, d->k);
-    if (!is_quantized(d)) {
-        if ((d->bits != 16 && d->bits != 32) || d->group_size != 0 || d->symmetric ||
-            d->has_perm || d->has_input_scales)
+    const qlib_param_spec *bits = qlib_method_param(row, QLIB_PARAM_BITS);
+    int width_ok = bits && d->bits >= 0 && d->bits < 64 && ((bits->widths >> d->bits) & 1u);
+    if (row->float_weights) {
+        if (!width_ok || d->group_size != 0 || d->symmetric || d->has_perm || d->has_input_scales)
             return qlib_fail(code, "%s: float tensor with bits=%d group=%d", fn, d->bits,
                              d->group_size);
         return QLIB_OK;
     }
-    if (d->bits != 2 && d->bits != 3 && d->bits != 4 && d->bits != 8)
-        return qlib_fail(code, "%s: %d bits is not a quantized width", fn, d->bits);
+    if (!width_ok) return qlib_fail(code, "%s: %d bits is not a quantized width", fn, d->bits);
     if (d->group_size < -1 || (d->group_size > 0 && d->group_size % 32))
         return qlib_fail(code, "%s: group size %d", fn, d->group_size);
     if (d->symmetric != 0 && d->symmetric != 1)
         return qlib_fail(code, "%s: symmetric flag %d", fn, d->symmetric);
-    if ((d->has_perm && d->method != QLIB_METHOD_GPTQ) ||
-        (d->has_input_scales && d->method != QLIB_METHOD_AWQ))
+    if ((d->has_perm && !(row->sections & QLIB_SEC_BIT(QLIB_SEC_PERM))) ||
+        (d->has_input_scales && !(row->sections & QLIB_SEC_BIT(QLIB_SEC_INPUT_SCALES))))
         return qlib_fail(code, "%s: permutation or input scales with the wrong method", fn);
-    if (d->method == QLIB_METHOD_LLM_INT8 &&
-        (d->bits != 8 || d->group_size != 0 || !d->symmetric || !isfinite(d->outlier_threshold)))
-        return qlib_fail(code, "%s: LLM.int8() tensor must be 8-bit symmetric per row", fn);
-    return QLIB_OK;
+    return row->check ? row->check(d, fn, code) : QLIB_OK;
 }
 
 /* Section sizes for d (0 = absent), in section-id order. */
@@ -72,7 +71,7 @@ size_t qlib_tensor_layout(const qlib_tensor_desc *d, qlib_section sec[QLIB_SEC_M
     layout_sizes(d, sizes);
     unsigned n = 0;
     for (unsigned id = 1; id <= QLIB_SEC_MAX; id++) n += sizes[id] != 0;
-    size_t off = qlib_round_up(HEADER_FIXED + SECTION_ENTRY * n, QLIB_ALIGN), total = 0;
+    size_t off = qlib_round_up(qlib_header_bytes(n), QLIB_ALIGN), total = 0;
     unsigned i = 0;
     for (unsigned id = 1; id <= QLIB_SEC_MAX; id++) {
         if (!sizes[id]) continue;
@@ -171,10 +170,6 @@ size_t qlib_tensor_storage_bytes(const qlib_tensor *t) { return t ? t->storage_b
 double qlib_tensor_quant_error(const qlib_tensor *t) { return t ? t->quant_error : 0.0; }
 const float *qlib_tensor_input_scales(const qlib_tensor *t) { return t ? t->input_scales : NULL; }
 const int32_t *qlib_tensor_permutation(const qlib_tensor *t) { return t ? t->perm : NULL; }
-float qlib_tensor_outlier_threshold(const qlib_tensor *t)
-{
-    return t && t->d.method == QLIB_METHOD_LLM_INT8 ? t->d.outlier_threshold : 0.0f;
-}
 
 double qlib_tensor_bits_per_weight(const qlib_tensor *t)
 {

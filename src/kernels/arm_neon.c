@@ -6,11 +6,14 @@
  * fp32 multiplies and adds in the same order (no fused multiply-add), so the
  * results equal the scalar kernels bit for bit.
  *
- *   i8i8_dot_gemm_ukernel_1x1c32__neon[dotprod]: AUTO. One weight row's block
+ * The microkernels (kernels.h names them; the suffix is this unit's ISA,
+ * neon or neondot):
+ *
+ *   gemm_f32_qa8_qw_64x1c32: AUTO, every width, M = 1 too. One weight row's block
  *     of 32 codes is unpacked once and dotted with up to 64 rows of x
  *     (SMULL/SMLAL + SADALP, or two SDOT); 8-bit codes go as c - 128 with
  *     the 128 * sum(q) put back.
- *   f32_gemm_ukernel_64x4__neon: COMPUTE_F32. Four weight rows' block,
+ *   gemm_f32_f32_qw_64x4c1: COMPUTE_F32. Four weight rows' block,
  *     decoded to fp32 and transposed once, multiplied with up to 64 rows of x
  *     in k order, the four rows in the four lanes. */
 #include <arm_neon.h>
@@ -18,13 +21,23 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "../core/core.h"
 
 #ifndef QK_NEON_DOTPROD
 #define QK_NEON_DOTPROD 0
 #define NEON_TABLE qlib_kernels_neon
 #define NEON_NAME "neon"
+#define NEON_SUFFIX neon
+#define NEON_NEEDS 0u
+#define NEON_SAME_BITS_AS NULL
 #endif
+
+/* A microkernel's name with this unit's ISA suffix, as symbol and string. */
+#define UK_CAT2(a, b) a##__##b
+#define UK_CAT(a, b) UK_CAT2(a, b)
+#define UK(name) UK_CAT(name, NEON_SUFFIX)
+#define UK_STR2(x) #x
+#define UK_STR(x) UK_STR2(x)
+#define UK_NAME(name) UK_STR(UK(name))
 
 #define RC 64        /* rows of x sharing one unpacked block */
 
@@ -79,12 +92,7 @@ static float32x4_t map_x4(const qk_xmap *map, const float *x, size_t j0)
         return map->scale ? vmulq_f32(v, vld1q_f32(map->scale + j0)) : v;
     }
     float t[4];
-    for (size_t j = 0; j < 4; j++) {
-        size_t jj = j0 + j;
-        if (jj >= map->k) { t[j] = 0.0f; continue; }
-        size_t c = map->perm ? (size_t)map->perm[jj] : jj;
-        t[j] = map->drop && map->drop[c] ? 0.0f : map->scale ? x[c] * map->scale[c] : x[c];
-    }
+    for (size_t j = 0; j < 4; j++) t[j] = qk_map_x(map, x, j0 + j);
     return vld1q_f32(t);
 }
 
@@ -138,7 +146,7 @@ static int32_t dot32(const int8x16_t c[2], const int8_t *q)
 #endif
 }
 
-static void neon_gemm_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y,
+static void UK(gemm_f32_qa8_qw_64x1c32)(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y,
                          size_t ldy)
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, nbk = a->kp / QK_BLOCK;
@@ -149,7 +157,7 @@ static void neon_gemm_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_
             size_t mc = a->m - i0 < RC ? a->m - i0 : RC;
             float yv[RC] = { 0 }, ga[RC] = { 0 };
             for (size_t g = 0; g < w->n_groups; g++) {
-                float s = qlib_f16_to_f32(w->scales[r * w->scale_stride + g]);
+                float s = qk_f16_to_f32(w->scales[r * w->scale_stride + g]);
                 int z = qk_zero(w, r, g) - shift8;
                 size_t b1 = (g + 1) * bpg < nb ? (g + 1) * bpg : nb;
                 for (size_t b = g * bpg; b < b1; b++) {
@@ -195,7 +203,7 @@ static void block_f32x4(const qk_weights *w, const size_t r[4], size_t b, size_t
     for (int j = 0; j < QK_BLOCK; j++) wt[j] = vld1q_f32(v[j]);
 }
 
-static void neon_gemm_f32(const qk_weights *w, const float *x, size_t ldx, size_t m, size_t n0,
+static void UK(gemm_f32_f32_qw_64x4c1)(const qk_weights *w, const float *x, size_t ldx, size_t m, size_t n0,
                           size_t n1, float *y, size_t ldy)
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
@@ -221,7 +229,7 @@ static void neon_gemm_f32(const qk_weights *w, const float *x, size_t ldx, size_
                 }
                 float sv[4];
                 for (int t = 0; t < 4; t++)
-                    sv[t] = qlib_f16_to_f32(w->scales[r[t] * w->scale_stride + g]);
+                    sv[t] = qk_f16_to_f32(w->scales[r[t] * w->scale_stride + g]);
                 float32x4_t s = vld1q_f32(sv);
                 for (size_t i = 0; i < mc; i++) {
                     yv[i] = vaddq_f32(yv[i], vmulq_f32(s, ga[i]));
@@ -243,7 +251,7 @@ static void neon_dequant_row(const qk_weights *w, size_t r, float *out)
     const uint8_t *row = w->codes + r * w->row_bytes;
     for (size_t b = 0; b < n_blocks(w); b++) {
         size_t g = b * QK_BLOCK / w->group;
-        float s = qlib_f16_to_f32(w->scales[r * w->scale_stride + g]);
+        float s = qk_f16_to_f32(w->scales[r * w->scale_stride + g]);
         int z = qk_zero(w, r, g);
         uint8x16_t u[2];
         uint8_t c[QK_BLOCK];
@@ -262,10 +270,10 @@ static float32x4_t load_h4(const uint16_t *p)
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
 }
 
-/* f32_gemv_ukernel_4x8__neon_fp16: four rows at once, 4 lanes x 2 per row,
+/* gemv_f32_f32_f16_1x4c8: four rows at once, 4 lanes x 2 per row,
  * fused multiply-adds; the last k mod 4 columns through a zero-padded copy;
  * lanes summed once per row. */
-static void neon_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
+static void UK(gemv_f32_f32_f16_1x4c8)(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
                           float *y)
 {
     size_t k8 = k / 8 * 8, k4 = k / 4 * 4;
@@ -306,10 +314,21 @@ static void neon_f16_to_f32(const uint16_t *h, size_t count, float *out)
 {
     size_t i = 0;
     for (; i + 4 <= count; i += 4) vst1q_f32(out + i, load_h4(h + i));
-    for (; i < count; i++) out[i] = qlib_f16_to_f32(h[i]);
+    for (; i < count; i++) out[i] = qk_f16_to_f32(h[i]);
 }
 
+/* One AUTO kernel for every width and symmetry, one row of x or many. */
+static const qk_q8_ukernel q8_table[] = {
+    { UK_NAME(gemm_f32_qa8_qw_64x1c32), QK_W(2) | QK_W(3) | QK_W(4) | QK_W(8), QK_SYM | QK_ASYM,
+      RC, 1, QK_BLOCK, QK_ORDER_SCALAR, 0, UK(gemm_f32_qa8_qw_64x1c32) },
+};
+
 const qlib_kernels NEON_TABLE = {
-    NEON_NAME, neon_quantize_row, neon_prepare_row, neon_gemm_q8, neon_gemm_f32, neon_dequant_row,
-    neon_gemv_f16, neon_f16_to_f32, 0
+    .isa = NEON_NAME, .needs = QK_CPU_NEON | NEON_NEEDS, .same_bits_as = NEON_SAME_BITS_AS,
+    .quantize_row = neon_quantize_row, .prepare_row = neon_prepare_row,
+    .gemv = q8_table, .n_gemv = 1, .gemm = q8_table, .n_gemm = 1,
+    .gemm_f32 = { UK_NAME(gemm_f32_f32_qw_64x4c1), RC, 4, QK_ORDER_SCALAR,
+                  UK(gemm_f32_f32_qw_64x4c1) },
+    .dequant_row = neon_dequant_row, .f16_to_f32 = neon_f16_to_f32,
+    .gemv_f16 = { UK_NAME(gemv_f32_f32_f16_1x4c8), 4, QK_ORDER_OWN, UK(gemv_f32_f32_f16_1x4c8) },
 };

@@ -13,34 +13,39 @@
  * depends only on the row, so no result depends on the split of columns
  * over threads; against scalar the results differ by float reassociation.
  *
- *   u8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, codes up to 4 bits. Four
+ * The microkernels (kernels.h names them; the suffix is this unit's ISA:
+ * avx2, avxvnni or avx512vnni):
+ *
+ *   gemv_f32_qa8_qw{2,3,4}_1x4c32: M = 1, codes up to 4 bits. Four
  *     weight rows in two pairs; a 4-bit block pair is one load per row
  *     (nibbles by mask and shift); per row and block maddubs multiplies the
  *     unsigned codes with q; two rows' products share one pmaddwd (lanes
  *     alternate between the rows); one fused multiply-add takes z times
  *     each lane's sum of q off, exactly. The rows two tiles ahead are
  *     prefetched.
- *   i8i8_dot_gemv_ukernel_4x8c32__avx2: M = 1, symmetric 8-bit codes, the
+ *   gemv_f32_qa8_qw8s_1x4c32: M = 1, symmetric 8-bit codes, the
  *     same with c - 128 as int8 (top bit flipped), one row per vector.
- *   i16i16_dot_gemv_ukernel_4x8c32__avx2: M = 1, asymmetric 8-bit codes,
+ *   gemv_f32_qa8_qw8a_1x4c32: M = 1, asymmetric 8-bit codes,
  *     c - z widened to int16 and pmaddwd.
- *   u8i8_dot_gemm_ukernel_4x16c4__avx2: M > 1, AUTO, codes up to 4 bits. A
+ *   gemm_f32_qa8_qw{2,3,4}_4x16c4: M > 1, AUTO, codes up to 4 bits. A
  *     tile of 16 weight rows by up to 16 blocks is unpacked once into u8
  *     quads of k (8 rows per vector) and reused by every row of x in a panel
  *     of 64; x is broadcast four int8 at a time straight from the quantized
  *     row; maddubs sums stay in int16 over a block, then pmaddwd to int32.
- *   i16i16_dot_gemm_ukernel_4x16c2__avx2: M > 1, AUTO, 8-bit codes. The tile
- *     holds int16 (c - z) in pairs of k; x comes widened to int16 once per
- *     call (qk_acts.q16, q16_bits = 5); pmaddwd accumulates in int32.
- *   f32_gemm_ukernel_{4,1}x16__avx2: COMPUTE_F32, all M. The int16 tile,
- *     converted to fp32 per k, multiplied with broadcast x in k order.
+ *   gemm_f32_qa8_qw8_4x16c2: M > 1, AUTO, 8-bit codes. The tile holds
+ *     int16 (c - z) in pairs of k; x comes widened to int16 once per call
+ *     (qk_acts.q16: wants_q16); pmaddwd accumulates in int32.
+ *   gemm_f32_f32_qw_4x16c2: COMPUTE_F32, all M and widths. The int16 tile,
+ *     converted to fp32 per k, multiplied with broadcast x in k order (one
+ *     row of x at a time when M = 1).
+ *   gemv_f32_f32_f16_1x4c16: fp16 weights (NONE tensors), M = 1.
  *
  * With QK_AVX_VNNI (x86_avx2_vnni.c, the "avx2-vnni" table, and
  * x86_avx2_avx512vnni.c, "avx2-avx512vnni") vpdpbusd
  * replaces each maddubs + add (and its pmaddwd with ones): four products of
  * unsigned codes and int8 q summed straight into int32 lanes. Every AUTO
  * GEMM then takes the u8 tile, 8-bit codes included
- * (u8i8_dot_gemm_ukernel_4x16c4__avxvnni: c q less z times the block sum
+ * (gemm_f32_qa8_qw8_4x16c4__avxvnni: c q less z times the block sum
  * of q, |c q| summed over a block below 32 * 255 * 127 < 2^24, so the fused
  * form stays exact), x is not widened to int16, and the GEMVs of codes up to
  * 4 bits and of symmetric 8-bit codes use it for their block dots. The
@@ -50,7 +55,6 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "../core/core.h"
 
 /* x86_avx2_vnni.c compiles this unit again with QK_AVX_VNNI 1 (the VEX
  * vpdpbusd of AVX-VNNI), x86_avx2_avx512vnni.c with QK_AVX_VNNI 2 (the
@@ -59,7 +63,18 @@
 #define QK_AVX_VNNI 0
 #define AVX2_TABLE qlib_kernels_avx2
 #define AVX2_NAME "avx2"
+#define AVX2_SUFFIX avx2
+#define AVX2_NEEDS 0u
+#define AVX2_SAME_BITS_AS NULL
 #endif
+
+/* A microkernel's name with this unit's ISA suffix, as symbol and string. */
+#define UK_CAT2(a, b) a##__##b
+#define UK_CAT(a, b) UK_CAT2(a, b)
+#define UK(name) UK_CAT(name, AVX2_SUFFIX)
+#define UK_STR2(x) #x
+#define UK_STR(x) UK_STR2(x)
+#define UK_NAME(name) UK_STR(UK(name))
 #if QK_AVX_VNNI == 2
 #define DPBUSD _mm256_dpbusd_epi32
 #elif QK_AVX_VNNI
@@ -136,12 +151,7 @@ AI __m256 map_x8(const qk_xmap *map, const float *x, size_t j0)
         return map->scale ? _mm256_mul_ps(v, _mm256_loadu_ps(map->scale + j0)) : v;
     }
     float t[8];
-    for (size_t j = 0; j < 8; j++) {
-        size_t jj = j0 + j;
-        if (jj >= map->k) { t[j] = 0.0f; continue; }
-        size_t c = map->perm ? (size_t)map->perm[jj] : jj;
-        t[j] = map->drop && map->drop[c] ? 0.0f : map->scale ? x[c] * map->scale[c] : x[c];
-    }
+    for (size_t j = 0; j < 8; j++) t[j] = qk_map_x(map, x, j0 + j);
     return _mm256_loadu_ps(t);
 }
 
@@ -544,39 +554,70 @@ static void gemv_8bit(const qk_weights *w, const qk_acts *a, const size_t r[GR],
 }
 
 /* Each output's lanes and operation order depend only on its own row: a row
- * is computed the same way in whichever tile (and thread) it falls. */
-static void gemv_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y)
+ * is computed the same way in whichever tile (and thread) it falls. With
+ * few enough blocks the lanes' sums of q are computed once per call (qs);
+ * 4-bit groups of whole block pairs skip the group count on low nibbles. */
+AI void gemv_small(int bits, const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
+                   float *y)
 {
     size_t nb = n_blocks(w);
     __m256 qsb[QS_BLOCKS];
     const __m256 *qs = NULL;
-    if (w->bits <= 4 && nb <= QS_BLOCKS) {
+    if (nb <= QS_BLOCKS) {
         for (size_t b = 0; b < nb; b++) qsb[b] = block_qsum(a, b);
         qs = qsb;
     }
-    int pairs = w->group / QK_BLOCK % 2 == 0;   /* groups of whole 4-bit block pairs */
+    int pairs = bits == 4 && w->group / QK_BLOCK % 2 == 0;
     for (size_t r0 = n0; r0 < n1; r0 += GR) {
         size_t r[GR];
         float out[GR];
         tile_rows(r0, n1, GR, r);
-        switch (w->bits * 4 + (qs != NULL) * 2 + w->symmetric) {
-        case 8: case 9: gemv_small_bits(2, 0, 0, w, a, NULL, r, out); break;
-        case 10: case 11: gemv_small_bits(2, 1, 0, w, a, qs, r, out); break;
-        case 12: case 13: gemv_small_bits(3, 0, 0, w, a, NULL, r, out); break;
-        case 14: case 15: gemv_small_bits(3, 1, 0, w, a, qs, r, out); break;
-        case 16: case 17:
-            if (pairs) gemv_small_bits(4, 0, 1, w, a, NULL, r, out);
-            else gemv_small_bits(4, 0, 0, w, a, NULL, r, out);
-            break;
-        case 18: case 19:
-            if (pairs) gemv_small_bits(4, 1, 1, w, a, qs, r, out);
-            else gemv_small_bits(4, 1, 0, w, a, qs, r, out);
-            break;
-        case 33: gemv_8bit_sym(w, a, r, out); break;
-        default: gemv_8bit(w, a, r, out); break;
-        }
+        if (qs && pairs) gemv_small_bits(bits, 1, 1, w, a, qs, r, out);
+        else if (qs) gemv_small_bits(bits, 1, 0, w, a, qs, r, out);
+        else if (pairs) gemv_small_bits(bits, 0, 1, w, a, NULL, r, out);
+        else gemv_small_bits(bits, 0, 0, w, a, NULL, r, out);
         for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];
     }
+}
+
+/* 8-bit rows, one tile of GR at a time. */
+AI void gemv_8bit_rows(int sym, const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
+                       float *y)
+{
+    for (size_t r0 = n0; r0 < n1; r0 += GR) {
+        size_t r[GR];
+        float out[GR];
+        tile_rows(r0, n1, GR, r);
+        if (sym) gemv_8bit_sym(w, a, r, out);
+        else gemv_8bit(w, a, r, out);
+        for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];
+    }
+}
+
+#define GEMV_SMALL(bits)                                                                  \
+    static void UK(gemv_f32_qa8_qw##bits##_1x4c32)(const qk_weights *w, const qk_acts *a, \
+                                                    size_t n0, size_t n1, float *y,       \
+                                                    size_t ldy)                           \
+    {                                                                                     \
+        (void)ldy;                                                                        \
+        gemv_small(bits, w, a, n0, n1, y);                                                \
+    }
+GEMV_SMALL(2)
+GEMV_SMALL(3)
+GEMV_SMALL(4)
+
+static void UK(gemv_f32_qa8_qw8s_1x4c32)(const qk_weights *w, const qk_acts *a, size_t n0,
+                                         size_t n1, float *y, size_t ldy)
+{
+    (void)ldy;
+    gemv_8bit_rows(1, w, a, n0, n1, y);
+}
+
+static void UK(gemv_f32_qa8_qw8a_1x4c32)(const qk_weights *w, const qk_acts *a, size_t n0,
+                                         size_t n1, float *y, size_t ldy)
+{
+    (void)ldy;
+    gemv_8bit_rows(0, w, a, n0, n1, y);
 }
 
 /* ---- the weight tile shared by the GEMM kernels ---- */
@@ -642,25 +683,32 @@ AI void unpack_tile_bits(int bits, int u8, const qk_weights *w, size_t b0, size_
     }
 }
 
-/* The u8 form serves AUTO with codes of up to 4 bits: maddubs of a code
- * (<= 15) and an int8 (|q| <= 127) pair stays below 2^15 even summed over
- * the 8 quads of a block (16 * 15 * 127 = 30480). */
-static void unpack_tile(const qk_weights *w, int auto_mode, size_t b0, size_t kb, wtile *t)
-{
-    t->u8 = auto_mode && (w->bits <= 4 || QK_AVX_VNNI);
-    switch (w->bits * 2 + t->u8) {
-    case 4: unpack_tile_bits(2, 0, w, b0, kb, t); break;
-    case 5: unpack_tile_bits(2, 1, w, b0, kb, t); break;
-    case 6: unpack_tile_bits(3, 0, w, b0, kb, t); break;
-    case 7: unpack_tile_bits(3, 1, w, b0, kb, t); break;
-    case 8: unpack_tile_bits(4, 0, w, b0, kb, t); break;
-    case 9: unpack_tile_bits(4, 1, w, b0, kb, t); break;
-#if QK_AVX_VNNI
-    case 17: unpack_tile_bits(8, 1, w, b0, kb, t); break;
-#endif
-    default: unpack_tile_bits(8, 0, w, b0, kb, t); break;
+/* A weight tile's unpacking, one function per width and form: the u8 form
+ * serves AUTO with codes of up to 4 bits (maddubs of a code <= 15 and an
+ * int8 |q| <= 127 pair stays below 2^15 even summed over the 8 quads of a
+ * block: 16 * 15 * 127 = 30480), and with vpdpbusd every width; the int16
+ * form serves 8-bit codes without it, and COMPUTE_F32. */
+typedef void (*unpack_fn)(const qk_weights *w, size_t b0, size_t kb, wtile *t);
+#define UNPACK(B, U)                                                                  \
+    static void unpack_##B##_##U(const qk_weights *w, size_t b0, size_t kb, wtile *t)   \
+    {                                                                                 \
+        t->u8 = U;                                                                    \
+        unpack_tile_bits(B, U, w, b0, kb, t);                                         \
     }
-}
+UNPACK(2, 0)
+UNPACK(3, 0)
+UNPACK(4, 0)
+UNPACK(8, 0)
+UNPACK(2, 1)
+UNPACK(3, 1)
+UNPACK(4, 1)
+#if QK_AVX_VNNI
+UNPACK(8, 1)
+#endif
+
+/* The int16 form of each width, for COMPUTE_F32. */
+static const unpack_fn unpack_i16[9] = { [2] = unpack_2_0, [3] = unpack_3_0, [4] = unpack_4_0,
+                                         [8] = unpack_8_0 };
 
 /* Per (row of x, column) float state across the blocks of a tile column:
  * the running group sum and the output. */
@@ -912,7 +960,7 @@ static void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t
     }
 }
 
-static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
+static void gemm_tiles(const gemm_args *g, unpack_fn unpack, size_t n0, size_t n1)
 {
     const qk_weights *w = g->w;
     size_t nb = n_blocks(w);
@@ -928,7 +976,7 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
             memset(&f, 0, sizeof f);
             for (size_t b0 = 0; b0 < nb; b0 += KB) {
                 size_t kb = nb - b0 < KB ? nb - b0 : KB;
-                unpack_tile(w, g->a != NULL, b0, kb, &t);
+                unpack(w, b0, kb, &t);
                 plan_fetch(w, r0, b0, n1, &nf);
                 gemm_tile_rows(g, &t, b0, kb, i0, i1, &f, &nf);
             }
@@ -949,24 +997,28 @@ static void gemm_tiles(const gemm_args *g, size_t n0, size_t n1)
     }
 }
 
-static void avx2_gemm_q8(const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y,
-                         size_t ldy)
-{
-    if (n0 >= n1) return;
-    if (a->m == 1) {
-        gemv_q8(w, a, n0, n1, y);
-        return;
+#define GEMM_Q8(B, U, TILE)                                                            \
+    static void UK(gemm_f32_qa8_qw##B##_##TILE)(const qk_weights *w, const qk_acts *a,  \
+                                                size_t n0, size_t n1, float *y,         \
+                                                size_t ldy)                             \
+    {                                                                                   \
+        gemm_args g = { w, a, NULL, 0, a->m, y, ldy };                                  \
+        if (n0 < n1) gemm_tiles(&g, unpack_##B##_##U, n0, n1);                          \
     }
-    gemm_args g = { w, a, NULL, 0, a->m, y, ldy };
-    gemm_tiles(&g, n0, n1);
-}
+GEMM_Q8(2, 1, 4x16c4)
+GEMM_Q8(3, 1, 4x16c4)
+GEMM_Q8(4, 1, 4x16c4)
+#if QK_AVX_VNNI
+GEMM_Q8(8, 1, 4x16c4)
+#else
+GEMM_Q8(8, 0, 4x16c2)
+#endif
 
-static void avx2_gemm_f32(const qk_weights *w, const float *x, size_t ldx, size_t m, size_t n0,
-                          size_t n1, float *y, size_t ldy)
+static void UK(gemm_f32_f32_qw_4x16c2)(const qk_weights *w, const float *x, size_t ldx, size_t m,
+                                       size_t n0, size_t n1, float *y, size_t ldy)
 {
-    if (n0 >= n1) return;
     gemm_args g = { w, NULL, x, ldx, m, y, ldy };
-    gemm_tiles(&g, n0, n1);
+    if (n0 < n1) gemm_tiles(&g, unpack_i16[w->bits], n0, n1);
 }
 
 static void avx2_dequant_row(const qk_weights *w, size_t r, float *out)
@@ -975,7 +1027,7 @@ static void avx2_dequant_row(const qk_weights *w, size_t r, float *out)
     size_t nb = n_blocks(w);
     for (size_t b = 0; b < nb; b++) {
         size_t g = b * QK_BLOCK / w->group;
-        __m256 s = _mm256_set1_ps(qlib_f16_to_f32(w->scales[r * w->scale_stride + g]));
+        __m256 s = _mm256_set1_ps(_cvtsh_ss(w->scales[r * w->scale_stride + g]));
         __m256i z = _mm256_set1_epi32(qk_zero(w, r, g));
         uint8_t c[QK_BLOCK];
         _mm256_storeu_si256((__m256i *)(void *)c, unpack_block(w->bits, row, b));
@@ -997,11 +1049,11 @@ AI __m256 load_h8(const uint16_t *p)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
 }
 
-/* f32_gemv_ukernel_4x16__avx2_f16c: four rows at once, 8 lanes x 2 per row
+/* gemv_f32_f32_f16_1x4c16: four rows at once, 8 lanes x 2 per row
  * (columns 16t .. 16t+7 and 16t+8 .. 16t+15), fused multiply-adds; the last
  * k mod 8 columns through a zero-padded copy; lanes summed once per row. */
-static void avx2_gemv_f16(const uint16_t *w, size_t k, const float *x, size_t n0, size_t n1,
-                          float *y)
+static void UK(gemv_f32_f32_f16_1x4c16)(const uint16_t *w, size_t k, const float *x, size_t n0,
+                                        size_t n1, float *y)
 {
     size_t k16 = k / 16 * 16, k8 = k / 8 * 8;
     uint16_t ht[GR][8];
@@ -1048,7 +1100,39 @@ static void avx2_f16_to_f32(const uint16_t *h, size_t count, float *out)
     for (; i < count; i++) out[i] = _cvtsh_ss(h[i]);
 }
 
+#define Q8_ENTRY(name, widths, sym, mr, nr, kr, order, q16) \
+    { UK_NAME(name), widths, sym, mr, nr, kr, order, q16, UK(name) }
+
+/* The GEMVs sum the exact integer products in eight lanes per row: their
+ * own order. The GEMMs keep the scalar reference's operations. */
+static const qk_q8_ukernel gemv_table[] = {
+    Q8_ENTRY(gemv_f32_qa8_qw4_1x4c32, QK_W(4), QK_SYM | QK_ASYM, 1, 4, 32, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw2_1x4c32, QK_W(2), QK_SYM | QK_ASYM, 1, 4, 32, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw3_1x4c32, QK_W(3), QK_SYM | QK_ASYM, 1, 4, 32, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw8s_1x4c32, QK_W(8), QK_SYM, 1, 4, 32, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw8a_1x4c32, QK_W(8), QK_ASYM, 1, 4, 32, QK_ORDER_OWN, 0),
+};
+
+static const qk_q8_ukernel gemm_table[] = {
+    Q8_ENTRY(gemm_f32_qa8_qw4_4x16c4, QK_W(4), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR, 0),
+    Q8_ENTRY(gemm_f32_qa8_qw2_4x16c4, QK_W(2), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR, 0),
+    Q8_ENTRY(gemm_f32_qa8_qw3_4x16c4, QK_W(3), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR, 0),
+#if QK_AVX_VNNI
+    Q8_ENTRY(gemm_f32_qa8_qw8_4x16c4, QK_W(8), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR, 0),
+#else
+    Q8_ENTRY(gemm_f32_qa8_qw8_4x16c2, QK_W(8), QK_SYM | QK_ASYM, MR, NR, 2, QK_ORDER_SCALAR, 1),
+#endif
+};
+
 const qlib_kernels AVX2_TABLE = {
-    AVX2_NAME, avx2_quantize_row, avx2_prepare_row, avx2_gemm_q8, avx2_gemm_f32, avx2_dequant_row,
-    avx2_gemv_f16, avx2_f16_to_f32, QK_AVX_VNNI ? 0 : 5
+    .isa = AVX2_NAME, .needs = QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C | AVX2_NEEDS,
+    .same_bits_as = AVX2_SAME_BITS_AS,
+    .quantize_row = avx2_quantize_row, .prepare_row = avx2_prepare_row,
+    .gemv = gemv_table, .n_gemv = sizeof gemv_table / sizeof gemv_table[0],
+    .gemm = gemm_table, .n_gemm = sizeof gemm_table / sizeof gemm_table[0],
+    .gemm_f32 = { UK_NAME(gemm_f32_f32_qw_4x16c2), MR, NR, QK_ORDER_SCALAR,
+                  UK(gemm_f32_f32_qw_4x16c2) },
+    .dequant_row = avx2_dequant_row, .f16_to_f32 = avx2_f16_to_f32,
+    .gemv_f16 = { UK_NAME(gemv_f32_f32_f16_1x4c16), GR, QK_ORDER_OWN,
+                  UK(gemv_f32_f32_f16_1x4c16) },
 };

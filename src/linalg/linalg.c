@@ -44,31 +44,8 @@ int qlib_la_tri_inverse_lower(size_t n, float *a, size_t lda)
     return info;
 }
 
-#define F16_PANEL 64   /* rows of an fp16 tensor converted per sgemm */
-
-qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
-                                 size_t ldx, float *y, size_t ldy)
+/* y = A x, A m x n row-major (row stride lda). */
+void qlib_la_sgemv(size_t m, size_t n, const float *a, size_t lda, const float *x, float *y)
 {
-    static const char fn[] = "qlib_matmul";
-    size_t n = t->d.n, k = t->d.k, lim = qlib_la_max_dim();
-    if (m > lim || n > lim || k > lim || ldx > lim || ldy > lim)
-        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: float tensor sizes above %zu", fn, lim);
-    if (t->f32 && m == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, t->f32, (int)k, x, 1, 0.0f,
-                    y, 1);
-        return QLIB_OK;
-    }
-    if (t->f32) {
-        qlib_la_sgemm(0, 1, m, n, k, 1.0f, x, ldx, t->f32, k, 0.0f, y, ldy);
-        return QLIB_OK;
-    }
-    size_t rows = n < F16_PANEL ? n : F16_PANEL;
-    float *panel = qlib_ctx_scratch(ctx, rows * k * sizeof(float), fn);
-    if (!panel) return QLIB_ERR_NOMEM;
-    for (size_t r0 = 0; r0 < n; r0 += rows) {
-        size_t nr = n - r0 < rows ? n - r0 : rows;
-        ctx->kern->f16_to_f32(t->f16 + r0 * k, nr * k, panel);
-        qlib_la_sgemm(0, 1, m, nr, k, 1.0f, x, ldx, panel, k, 0.0f, y + r0, ldy);
-    }
-    return QLIB_OK;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0f, a, (int)lda, x, 1, 0.0f, y, 1);
 }

@@ -3,7 +3,7 @@
 #ifndef QLIB_LINALG_H
 #define QLIB_LINALG_H
 
-#include "../core/core.h"
+#include <stddef.h>
 
 /* C = alpha * op(A) * op(B) + beta * C; ta/tb: 0 = as is, 1 = transposed. */
 void qlib_la_sgemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
@@ -18,9 +18,8 @@ int qlib_la_cholesky_lower(size_t n, float *a, size_t lda);
 /* In place, row-major: the lower triangle of a becomes its inverse (lower,
  * non-unit diagonal). Returns 0, or the LAPACK info (> 0: a zero pivot). */
 int qlib_la_tri_inverse_lower(size_t n, float *a, size_t lda);
-/* y = x * W^T for a float (NONE) tensor. */
-qlib_status qlib_la_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
-                                 size_t ldx, float *y, size_t ldy);
+/* y = A x, A m x n row-major (row stride lda). */
+void qlib_la_sgemv(size_t m, size_t n, const float *a, size_t lda, const float *x, float *y);
 /* Largest size the BLAS interface takes. */
 size_t qlib_la_max_dim(void);
 /* Threads OpenBLAS runs a call on (read only: its settings are never

@@ -29,6 +29,11 @@
 
 static const char FN[] = "qlib_quantize";
 
+/* Shares of the call: the scale search, then the clipping search, then the
+ * tensor. */
+#define SHARE_SCALE 0.6
+#define SHARE_CLIP 0.35
+
 typedef struct awq_layer {
     qlib_ctx *ctx;
     const float *w;
@@ -353,6 +358,10 @@ static qlib_status search_alpha(const awq_layer *L, int grid, float *s, float *i
     if (!cs) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for the AWQ scale search", FN);
     int found = 0;
     for (int i = 0; i < grid; i++) {
+        if (qlib_progress(L->ctx, "awq-scale", SHARE_SCALE * i / grid)) {
+            qlib_mem_free(&L->ctx->alloc, cs);
+            return qlib_progress_cancelled(FN, "awq-scale");
+        }
         awq_cand c = { cs, cs + k, { 0, 0.0f, 0, 0 } };
         channel_scales(L, (double)i / grid, cs, cs + k);
         double e;
@@ -489,6 +498,10 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
     }
     size_t span = L->clip_rows * L->n_slots;
     for (size_t g = 0; g < L->n_groups; g++) {
+        if (qlib_progress(L->ctx, "awq-clip", SHARE_SCALE + SHARE_CLIP * (double)g / L->n_groups)) {
+            qlib_mem_free(&L->ctx->alloc, grams);
+            return qlib_progress_cancelled(FN, "awq-clip");
+        }
         clip_job j = { L, s, inv, g, g * L->group, 0, 0, NULL, 0, step };
         j.len = min_size(glen, L->k - j.c0);
         j.gram = group_gram(L, grams, g, &j.ldg);
@@ -548,6 +561,8 @@ static void fill_task(void *arg, size_t i)
 static qlib_status make_tensor(const awq_layer *L, const qlib_config *cfg, const awq_cand *best,
                                const uint8_t *step, qlib_tensor **out)
 {
+    if (qlib_progress(L->ctx, "pack", SHARE_SCALE + SHARE_CLIP))
+        return qlib_progress_cancelled(FN, "pack");
     qlib_tensor_desc d = qlib_quant_desc(cfg, L->n, L->k);
     d.has_input_scales = 1;
     qlib_tensor *t;
@@ -653,9 +668,9 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->k = k;
     L->kp = qlib_round_up(k, QK_KALIGN);
     L->ldw = ldw;
-    L->bits = cfg->bits;
-    L->sym = cfg->symmetric;
-    L->per_tensor = cfg->group_size < 0;
+    L->bits = d.bits;
+    L->sym = d.symmetric;
+    L->per_tensor = d.group_size < 0;
     L->group = qlib_desc_group_cols(&d);
     L->glen = min_size(L->group, k);
     L->n_groups = (k + L->group - 1) / L->group;
@@ -664,10 +679,11 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->x = calib->samples;
     L->ns = calib->n_samples;
     L->n_clip = 1;
-    if (cfg->awq_clip) {
+    if (qlib_cfg_int(cfg, QLIB_PARAM_AWQ_CLIP)) {
         /* int(20 * max_shrink) ratios, as the reference; the slack keeps
          * 0.95f, stored a hair below 0.95, at 19 */
-        double steps = floor((double)cfg->awq_max_shrink * CLIP_STEPS + 1e-4);
+        double steps =
+            floor((double)qlib_cfg_float(cfg, QLIB_PARAM_AWQ_MAX_SHRINK) * CLIP_STEPS + 1e-4);
         L->n_clip = steps < 1.0 ? 1 : (size_t)steps;
     }
     int gram = k < L->ns;
@@ -705,20 +721,23 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     awq_layer L;
     qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
     if (s != QLIB_OK) return s;
+    qlib_progress_begin(ctx);
     float *sc = qlib_mem_alloc(&ctx->alloc, 2 * k * sizeof(float));
     awq_cand best;
     double err;
     size_t i = 0;
-    s = sc ? search_alpha(&L, cfg->awq_grid, sc, sc + k, &best, &err, &i)
+    int grid = qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID);
+    s = sc ? search_alpha(&L, grid, sc, sc + k, &best, &err, &i)
            : qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK) *alpha = (float)((double)i / cfg->awq_grid);
+    if (s == QLIB_OK) *alpha = (float)((double)i / grid);
     qlib_mem_free(&ctx->alloc, sc);
     layer_free(&L);
     return s;
 }
 
 qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+                                const qlib_config *cfg, const qlib_calib *calib,
+                                qlib_tensor **out)
 {
     awq_layer L;
     qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
@@ -731,7 +750,9 @@ qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k,
     double err = 0.0;
     size_t alpha_i;
     if (!sc || (clip_each && !step)) s = qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK) s = search_alpha(&L, cfg->awq_grid, sc, sc + k, &best, &err, &alpha_i);
+    if (s == QLIB_OK)
+        s = search_alpha(&L, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID), sc, sc + k, &best, &err,
+                         &alpha_i);
     if (s == QLIB_OK && clip_each) s = clip_groups(&L, sc, sc + k, step);
     if (s == QLIB_OK && L.per_tensor) clip_tensor(&L, &best, err);
     if (s == QLIB_OK) s = make_tensor(&L, cfg, &best, step, &t);

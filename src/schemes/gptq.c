@@ -507,10 +507,17 @@ static qlib_status sweep_failure(const gptq *g)
                      "(columns %zu..%zu in stored order)", g->i1, g->i2 - 1);
 }
 
+/* The share of the call before the column sweep (the Hessian's factor), and
+ * after it (packing). */
+#define SHARE_HESSIAN 0.1
+#define SHARE_SWEEP 0.85
+
 static qlib_status sweep_blocks(gptq *g)
 {
     size_t k = g->k;
     for (size_t i1 = 0; i1 < k; i1 = g->i2) {
+        if (qlib_progress(g->ctx, "gptq", SHARE_HESSIAN + SHARE_SWEEP * (double)i1 / (double)k))
+            return qlib_progress_cancelled("qlib_quantize", "gptq");
         g->i1 = i1;
         g->i2 = block_end(g, i1);
         qlib_ctx_parallel_for(g->ctx, sweep_task, g, g->n_sweep_tasks);
@@ -529,6 +536,8 @@ static qlib_status sweep_blocks(gptq *g)
 static qlib_status gptq_run(gptq *g, int act_order, double *error)
 {
     float lambda;
+    if (qlib_progress(g->ctx, "hessian", 0.0))
+        return qlib_progress_cancelled("qlib_quantize", "hessian");
     find_dead(g);
     order_columns(g, act_order);
     qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
@@ -549,6 +558,8 @@ static qlib_status gptq_run(gptq *g, int act_order, double *error)
     }
     s = sweep_blocks(g);
     if (s != QLIB_OK) return s;
+    if (qlib_progress(g->ctx, "pack", SHARE_HESSIAN + SHARE_SWEEP))
+        return qlib_progress_cancelled("qlib_quantize", "pack");
     qlib_ctx_parallel_for(g->ctx, finish_task, g, g->n_row_tasks);
     /* Both are >= 0 for a positive semidefinite H; a Hessian of subnormal
      * values is that only up to rounding, and the error stays >= 0 so that
@@ -574,12 +585,14 @@ static qlib_status calib_check(const qlib_calib *calib, size_t k)
 }
 
 qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+                                 const qlib_config *cfg, const qlib_calib *calib,
+                                 qlib_tensor **out)
 {
     qlib_status s = calib_check(calib, k);
     if (s != QLIB_OK) return s;
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
-    d.has_perm = cfg->gptq_act_order;
+    int act_order = qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_ACT_ORDER);
+    d.has_perm = act_order;
     gptq g;
     memset(&g, 0, sizeof g);
     s = qlib_tensor_create(&ctx->alloc, &d, &g.t, "qlib_quantize");
@@ -591,17 +604,17 @@ qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k
     g.n = n;
     g.k = k;
     g.kp = g.t->w.kp;
-    g.block = min_size((size_t)cfg->gptq_block_size, k);
+    g.block = min_size((size_t)qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_BLOCK_SIZE), k);
     g.group = g.t->w.group;
     g.n_groups = g.t->w.n_groups;
-    g.bits = cfg->bits;
-    g.symmetric = cfg->symmetric;
-    g.per_tensor = cfg->group_size < 0;
-    g.dynamic = !g.per_tensor && !cfg->gptq_static_groups;
-    g.damp = cfg->gptq_damp;
+    g.bits = d.bits;
+    g.symmetric = d.symmetric;
+    g.per_tensor = d.group_size < 0;
+    g.dynamic = !g.per_tensor && !qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_STATIC_GROUPS);
+    g.damp = qlib_cfg_float(cfg, QLIB_PARAM_GPTQ_DAMP);
     double error = 0.0;
-    s = gptq_alloc(&g, cfg->gptq_act_order);
-    if (s == QLIB_OK) s = gptq_run(&g, cfg->gptq_act_order, &error);
+    s = gptq_alloc(&g, act_order);
+    if (s == QLIB_OK) s = gptq_run(&g, act_order, &error);
     gptq_release(&g);
     if (s != QLIB_OK) {
         qlib_tensor_destroy(g.t);

@@ -11,18 +11,12 @@
 
 /* ---- quantization: symmetric 8-bit round to nearest, one scale per row ---- */
 
-qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                                   const qlib_config *cfg, const qlib_calib *calib,
-                                   qlib_tensor **out)
+qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k,
+                                     size_t ldw, const qlib_config *cfg, const qlib_calib *calib,
+                                     qlib_tensor **out)
 {
     static const char fn[] = "qlib_quantize";
     (void)calib;
-    if (cfg->bits != 8)
-        return qlib_fail(QLIB_ERR_ARG, "%s: LLM.int8() takes 8 bits, not %d", fn, cfg->bits);
-    if (cfg->group_size != 0 || cfg->symmetric != 1)
-        return qlib_fail(QLIB_ERR_UNSUPPORTED,
-                         "%s: LLM.int8() is symmetric per row (group %d, symmetric %d)", fn,
-                         cfg->group_size, cfg->symmetric);
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
     qlib_tensor *t;
     qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, fn);
@@ -130,30 +124,49 @@ static void add_outlier_products(void *arg, size_t n0, size_t n1)
     }
 }
 
-qlib_status qlib_llm_int8_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
-                                 size_t ldx, float *y, size_t ldy)
+/* The plan of an AUTO product with a positive threshold: the outlier
+ * columns of this x are dropped from the int8 product and added in fp32
+ * after each chunk of output columns. The job, the mask, the columns and x
+ * at them live in the context's auxiliary scratch until the next call. */
+qlib_status qlib_llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                                 size_t ldx, float *y, size_t ldy, qlib_matmul_plan *plan)
 {
     static const char fn[] = "qlib_matmul";
     size_t k = t->d.k, mask_bytes = qlib_round_up(k, 64);
-    float thr = t->d.outlier_threshold;
-    uint8_t *mask = qlib_ctx_scratch_aux(ctx, mask_bytes, fn);
-    if (!mask) return QLIB_ERR_NOMEM;
-    size_t n_out = outlier_mask(x, m, k, ldx, thr, mask);
-    if (n_out == 0) return qlib_matmul_quantized(ctx, t, x, m, ldx, y, ldy, NULL);
+    size_t job_bytes = qlib_round_up(sizeof(outlier_job), 64), head = job_bytes + mask_bytes;
+    float thr = t->d.param;
+    if (ctx->compute != QLIB_COMPUTE_AUTO || !(thr > 0.0f)) return QLIB_OK;
+    uint8_t *area = qlib_ctx_scratch_aux(ctx, head, fn);
+    if (!area) return QLIB_ERR_NOMEM;
+    size_t n_out = outlier_mask(x, m, k, ldx, thr, area + job_bytes);
+    if (n_out == 0) return QLIB_OK;
 
-    /* mask | cols | xo (m x n_out): m x k floats fit in memory (qlib_matmul
-     * checked the sizes), so these do too. */
+    /* m x k floats fit in memory (qlib_matmul checked the sizes), so these do too. */
     size_t cols_bytes = qlib_round_up(n_out * sizeof(size_t), 64);
-    size_t bytes = mask_bytes + cols_bytes + m * n_out * sizeof(float);
-    if (bytes > ctx->scratch_size[1]) {
-        /* Growing the scratch drops its contents: scan again into the new area. */
-        mask = qlib_ctx_scratch_aux(ctx, bytes, fn);
-        if (!mask) return QLIB_ERR_NOMEM;
-        outlier_mask(x, m, k, ldx, thr, mask);
-    }
-    size_t *cols = (size_t *)(void *)(mask + mask_bytes);
+    uint8_t *grown = qlib_ctx_scratch_aux(ctx, head + cols_bytes + m * n_out * sizeof(float), fn);
+    if (!grown) return QLIB_ERR_NOMEM;
+    /* Growing the scratch drops its contents: scan again into the new area. */
+    if (grown != area) outlier_mask(x, m, k, ldx, thr, grown + job_bytes);
+    uint8_t *mask = grown + job_bytes;
+    size_t *cols = (size_t *)(void *)(grown + head);
     float *xo = (float *)(void *)((uint8_t *)cols + cols_bytes);
     gather_outliers(x, m, k, ldx, mask, cols, n_out, xo);
-    outlier_job jb = { &t->w, cols, n_out, xo, m, y, ldy };
-    return qlib_matmul_quantized_post(ctx, t, x, m, ldx, y, ldy, mask, add_outlier_products, &jb);
+    outlier_job *jb = (outlier_job *)(void *)grown;
+    *jb = (outlier_job){ &t->w, cols, n_out, xo, m, y, ldy };
+    plan->drop = mask;
+    plan->post = add_outlier_products;
+    plan->post_arg = jb;
+    return QLIB_OK;
+}
+
+qlib_status qlib_llm_int8_check(const qlib_tensor_desc *d, const char *fn, qlib_status code)
+{
+    if (d->bits != 8 || d->group_size != 0 || !d->symmetric || !isfinite(d->param))
+        return qlib_fail(code, "%s: LLM.int8() tensor must be 8-bit symmetric per row", fn);
+    return QLIB_OK;
+}
+
+float qlib_tensor_outlier_threshold(const qlib_tensor *t)
+{
+    return t && t->d.method == QLIB_METHOD_LLM_INT8 ? t->d.param : 0.0f;
 }

@@ -1,20 +1,12 @@
-/* qlib_quantize: argument checks, then the method. */
+/* qlib_quantize: argument checks, then the method's row. */
 #include <limits.h>
 
 #include "schemes.h"
-
-static int method_uses_calib(qlib_method m)
-{
-    return m == QLIB_METHOD_GPTQ || m == QLIB_METHOD_AWQ;
-}
 
 qlib_status qlib_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                           const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
     static const char fn[] = "qlib_quantize";
-    static const qlib_quantize_fn methods[] = { qlib_quantize_none, qlib_quantize_rtn,
-                                                qlib_quantize_gptq, qlib_quantize_awq,
-                                                qlib_quantize_llm_int8 };
     size_t span, nk;
     if (!out) return qlib_fail(QLIB_ERR_ARG, "%s: out is NULL", fn);
     *out = NULL;
@@ -26,10 +18,21 @@ qlib_status qlib_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, siz
         return qlib_fail(QLIB_ERR_ARG, "%s: n=%zu x k=%zu (ldw=%zu) overflows", fn, n, k, ldw);
     if (n > INT_MAX || k > INT_MAX)
         return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: n=%zu, k=%zu above %d", fn, n, k, INT_MAX);
-    if (method_uses_calib(cfg->method) && calib && calib->k != k)
+    const qlib_method_row *row = qlib_cfg_row(cfg);
+    if (row->calib && calib && calib->k != k)
         return qlib_fail(QLIB_ERR_SHAPE, "%s: calibration has k=%zu, weights have k=%zu", fn,
                          calib->k, k);
     if (!qlib_all_finite(w, n, k, ldw))
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: w contains NaN or Inf", fn);
-    return methods[cfg->method](ctx, w, n, k, ldw, cfg, calib, out);
+    qlib_progress_begin(ctx);
+    qlib_tensor *t = NULL;
+    qlib_status s = row->quantize(ctx, w, n, k, ldw, cfg, row->calib ? calib : NULL, &t);
+    if (s != QLIB_OK) return s;
+    /* the last report: a caller that stops here gets no tensor either */
+    if (qlib_progress(ctx, "done", 1.0)) {
+        qlib_tensor_destroy(t);
+        return qlib_progress_cancelled(fn, "done");
+    }
+    *out = t;
+    return QLIB_OK;
 }

@@ -41,13 +41,14 @@ qlib_tensor_desc qlib_quant_desc(const qlib_config *cfg, size_t n, size_t k)
 {
     qlib_tensor_desc d;
     memset(&d, 0, sizeof d);
-    d.method = cfg->method;
-    d.bits = cfg->bits;
-    d.group_size = cfg->group_size;
-    d.symmetric = cfg->symmetric;
+    const qlib_method_row *row = qlib_cfg_row(cfg);
+    d.method = row->id;
+    d.bits = qlib_cfg_int(cfg, QLIB_PARAM_BITS);
+    d.group_size = qlib_cfg_int(cfg, QLIB_PARAM_GROUP_SIZE);
+    d.symmetric = qlib_cfg_int(cfg, QLIB_PARAM_SYMMETRIC);
     d.n = n;
     d.k = k;
-    if (cfg->method == QLIB_METHOD_LLM_INT8) d.outlier_threshold = cfg->outlier_threshold;
+    if (row->header_param) d.param = qlib_cfg_float(cfg, row->header_param);
     return d;
 }
 
@@ -194,9 +195,10 @@ static qlib_status finish(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t 
 }
 
 qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
     (void)calib;
+    if (qlib_progress(ctx, "rtn", 0.0)) return qlib_progress_cancelled("qlib_quantize", "rtn");
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
     qlib_tensor *t;
     qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
@@ -210,13 +212,14 @@ qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k,
 }
 
 qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+                                 const qlib_config *cfg, const qlib_calib *calib,
+                                 qlib_tensor **out)
 {
     (void)calib;
     qlib_tensor_desc d;
     memset(&d, 0, sizeof d);
     d.method = QLIB_METHOD_NONE;
-    d.bits = cfg->bits;
+    d.bits = qlib_cfg_int(cfg, QLIB_PARAM_BITS);
     d.n = n;
     d.k = k;
     qlib_tensor *t;

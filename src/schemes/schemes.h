@@ -5,11 +5,11 @@
 
 #include "../core/core.h"
 
-/* Entry points, called by qlib_quantize after its argument checks (w finite,
- * sizes valid, calib k checked when the method uses it). */
-typedef qlib_status (*qlib_quantize_fn)(qlib_ctx *ctx, const float *w, size_t n, size_t k,
-                                        size_t ldw, const qlib_config *cfg,
-                                        const qlib_calib *calib, qlib_tensor **out);
+/* ---- the method registry (registry.c): one row per method, indexed by the
+ * pinned enum; QLIB_METHOD_COUNT rows ---- */
+#define QLIB_METHOD_COUNT 5
+
+/* Each method's entry points, called through its row. */
 qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
 qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
@@ -21,6 +21,11 @@ qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k,
 qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                    const qlib_config *cfg, const qlib_calib *calib,
                                    qlib_tensor **out);
+/* LLM.int8(): its tensors' rule (8 bits, symmetric, one group a row, a finite
+ * threshold) and its product's plan (outlier columns in fp32). */
+qlib_status qlib_llm_int8_check(const qlib_tensor_desc *d, const char *fn, qlib_status code);
+qlib_status qlib_llm_int8_plan(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                               size_t ldx, float *y, size_t ldy, qlib_matmul_plan *plan);
 
 /* AWQ's scale search alone (awq.c): the exponent alpha it picks for w with
  * cfg and calib (ties go to the smaller alpha). For tests. */
@@ -33,11 +38,6 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
  * positive definite, then ERR_NUMERIC naming every lambda tried. The lower
  * triangle is left undefined. diag: k floats of scratch. For tests too. */
 qlib_status qlib_gptq_inverse_factor(float *a, size_t k, float damp, float *diag, float *lambda);
-
-/* LLM.int8() matmul with outlier decomposition (AUTO mode, threshold > 0),
- * after qlib_matmul's checks. */
-qlib_status qlib_llm_int8_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
-                                 size_t ldx, float *y, size_t ldy);
 
 /* ---- round-to-nearest building blocks (rtn.c), shared by GPTQ and AWQ ---- */
 typedef struct qlib_qparams {

@@ -67,7 +67,7 @@ static qlib_tensor *recast(const qlib_tensor *src, qlib_method m, float threshol
     d.method = m;
     d.has_perm = m == QLIB_METHOD_GPTQ;
     d.has_input_scales = m == QLIB_METHOD_AWQ;
-    d.outlier_threshold = m == QLIB_METHOD_LLM_INT8 ? threshold : 0.0f;
+    d.param = m == QLIB_METHOD_LLM_INT8 ? threshold : 0.0f;
     FZ_CHECK(qlib_tensor_create(&qlib_default_allocator, &d, &t, "make_corpus") == QLIB_OK);
     memcpy(qlib_t_codes(t), src->w.codes, d.n * src->w.row_bytes);
     size_t entries = src->w.scale_stride ? d.n * src->w.n_groups : 1;
@@ -227,7 +227,7 @@ static uint8_t int_index(int v)
 static void config_seeds(void)
 {
     static const int bits[] = { 2, 3, 4, 8 }, groups[] = { -1, 0, 32, 64, 128 };
-    for (int m = 0; m <= QLIB_METHOD_LLM_INT8; m++) {
+    for (int m = 0; qlib_method_lookup((qlib_method)m); m++) {
         script s = { { 0 }, 0 };
         op(&s, OP_CREATE, 0, (uint8_t)(m + 1), 0);
         op(&s, OP_GET_ALL, 0, 0, 0);

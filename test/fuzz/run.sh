@@ -63,17 +63,13 @@ if ! have_libfuzzer; then
 fi
 
 # ---- the library, instrumented once (each ISA's unit with only its flags) ----
-arch=$("$CLANG" -dumpmachine)
-lib_src="$(ls src/core/*.c src/schemes/*.c src/linalg/*.c) src/kernels/dispatch.c src/kernels/scalar.c"
-case "$arch" in
-    x86_64*) lib_src="$lib_src $(ls src/kernels/x86_*.c 2>/dev/null || true)" ;;
-    aarch64*) lib_src="$lib_src $(ls src/kernels/arm_*.c 2>/dev/null || true)" ;;
-esac
+# The units and their ISA flags are the Makefile's (`make isa-flags` for
+# this compiler), so a kernel variant added there is built here the same way.
+units=$(${MAKE:-make} -s --no-print-directory isa-flags CC="$CLANG")
+[ -n "$units" ] || { echo "fuzz: make isa-flags listed no library units" >&2; exit 1; }
+lib_src=$(printf '%s\n' "$units" | cut -d' ' -f1)
 isa_flags() {
-    case "$1" in
-        src/kernels/x86_avx2.c) echo "-mavx2 -mfma -mf16c" ;;
-        src/kernels/arm_neon_dotprod.c) echo "-march=armv8.2-a+dotprod" ;;
-    esac
+    printf '%s\n' "$units" | awk -v f="$1" '$1 == f { $1 = ""; print }'
 }
 compile() {  # source -> object under $OUT/obj
     o="$OUT/obj/$(echo "$1" | tr / _).o"

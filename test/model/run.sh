@@ -19,7 +19,7 @@ VALID=$DATA/tinystories-valid.txt
 CALIB=$DATA/tinystories-train-calib.txt
 
 if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$VALID" ] || [ ! -f "$CALIB" ]; then
-    echo "model-check: skipped ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
+    echo "model-check: SKIPPED ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
     exit 0
 fi
 if [ ! -x "$BIN" ]; then

@@ -13,6 +13,7 @@
  * are skipped. */
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,14 +162,16 @@ static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts
     if (q8) {
         qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum, NULL };
         int16_t *q16 = NULL;
-        if (qk_wants_q16(kern, w, a->m)) {
+        const qk_q8_ukernel *uk = qk_pick_q8(kern, w, a->m);
+        ck_assert_msg(uk != NULL, "%s: no kernel for %d-bit codes", kern->isa, w->bits);
+        if (uk->wants_q16) {
             /* a row stride of kp, at an address that is only 2-byte aligned */
             q16 = malloc((a->m * a->kp + 1) * sizeof *q16);
             ck_assert_ptr_nonnull(q16);
             qk_widen_q(a->q, a->m * a->kp, q16 + 1);
             qa.q16 = q16 + 1;
         }
-        kern->gemm_q8(w, &qa, n0, n1, y, ldy);
+        uk->run(w, &qa, n0, n1, y, ldy);
         free(q16);
     } else {
         /* a row stride that is not a multiple of 8 floats: unaligned rows */
@@ -176,7 +179,7 @@ static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts
         float *xs = tu_alloc_floats(a->m * ldx + 1);
         for (size_t i = 0; i < a->m; i++)
             memcpy(xs + 1 + i * ldx, a->xf + i * a->kp, a->kp * sizeof(float));
-        kern->gemm_f32(w, xs + 1, ldx, a->m, n0, n1, y, ldy);
+        kern->gemm_f32.run(w, xs + 1, ldx, a->m, n0, n1, y, ldy);
         free(xs);
     }
     return y;
@@ -194,11 +197,13 @@ static void assert_same_y(const float *got, const float *want, size_t m, size_t 
         }
 }
 
-/* Whether this ISA's AUTO result for m rows of x is compared within
- * gemv_bound rather than bit for bit. */
-static int reassociates(const qlib_kernels *kern, int q8, size_t m)
+/* Whether the kernel that computes m rows of x times w sums in its own
+ * order (so it is compared within gemv_bound rather than bit for bit), as
+ * its table entry declares. */
+static int reassociates(const qlib_kernels *kern, const qk_weights *w, int q8, size_t m)
 {
-    return q8 && m == 1 && strncmp(kern->isa, "avx2", 4) == 0;
+    if (!q8) return kern->gemm_f32.order == QK_ORDER_OWN;
+    return qk_pick_q8(kern, w, m)->order == QK_ORDER_OWN;
 }
 
 /* |y - y_scalar| for output r of a GEMV. Both kernels sum the same exact
@@ -266,18 +271,18 @@ static void check_case(tu_rng *r, int bits, int sym, int group_size, size_t m, s
             acts got_a;
             acts_make(&got_a, isas[s], &map, x, m, ldx);
             acts_assert_equal(&got_a, &ref, isas[s]->isa);
-            const char *what = q8 ? "gemm_q8" : "gemm_f32";
+            const char *what = q8 ? "auto" : "f32";
             float *got = run_gemm(isas[s], &t.w, &ref, q8, 0, n, ldy, NULL);
-            int loose = reassociates(isas[s], q8, m);
+            int loose = reassociates(isas[s], &t.w, q8, m);
             if (loose)
                 assert_close_gemv(got, want, &t.w, &ref, ldy, isas[s]->isa, k);
             else
                 assert_same_y(got, want, m, n, ldy, what, isas[s]->isa, bits, t.w.group, k);
-            /* vpdpbusd sums the same exact integers into the same lanes
-             * as maddubs and pmaddwd: the GEMV too, whose order is its own,
-             * gives avx2's bits */
-            const qlib_kernels *plain = qlib_kernels_pick("avx2", qlib_cpu_features());
-            if (strncmp(isas[s]->isa, "avx2-", 5) == 0 && plain) {
+            /* a table that declares another's bits (vpdpbusd sums the
+             * same exact integers into the same lanes as maddubs and
+             * pmaddwd) gives them, also where its order is its own */
+            const qlib_kernels *plain = isas[s]->same_bits_as;
+            if (plain && qlib_kernels_pick(plain->isa, qlib_cpu_features()) == plain) {
                 float *base = run_gemm(plain, &t.w, &ref, q8, 0, n, ldy, NULL);
                 assert_same_y(got, base, m, n, ldy, what, isas[s]->isa, bits, t.w.group, k);
                 free(base);
@@ -540,10 +545,10 @@ START_TEST(test_kernels_f16_gemv)
             for (size_t i = 0; i < n * k; i++) w[i] = qlib_f32_to_f16((float)tu_normal(&r));
             for (size_t j = 0; j < k; j++) x[j] = (float)tu_normal(&r);
             for (size_t s = 0; s < n_isa; s++) {
-                isas[s]->gemv_f16(w, k, x, 0, n, y);
+                isas[s]->gemv_f16.run(w, k, x, 0, n, y);
                 size_t cut = n / 2 + 1 < n ? n / 2 + 1 : n;
-                isas[s]->gemv_f16(w, k, x, 0, cut, y2);
-                isas[s]->gemv_f16(w, k, x, cut, n, y2);
+                isas[s]->gemv_f16.run(w, k, x, 0, cut, y2);
+                isas[s]->gemv_f16.run(w, k, x, cut, n, y2);
                 for (size_t i = 0; i < n; i++) {
                     double exact = 0.0, mag = 0.0;
                     for (size_t j = 0; j < k; j++) {
@@ -626,17 +631,72 @@ START_TEST(test_kernels_isa_choice)
     ck_assert_str_eq(qlib_ctx_isa(ctx), "scalar");
 #if defined(__x86_64__)
     ck_assert_ptr_null(qlib_kernels_pick("neon", ~0u));
-    ck_assert_ptr_null(qlib_kernels_pick("avx2-vnni", QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C));
+    ck_assert_ptr_null(qlib_kernels_pick("avx2-vnni", QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni",
-                                         QLIB_CPU_AVX2 | QLIB_CPU_FMA | QLIB_CPU_F16C |
-                                             QLIB_CPU_AVX_VNNI));
+                                         QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C |
+                                             QK_CPU_AVX_VNNI));
 #elif defined(__aarch64__)
     ck_assert_ptr_null(qlib_kernels_pick("avx2", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-vnni", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni", ~0u));
-    ck_assert_ptr_null(qlib_kernels_pick("neon-dotprod", QLIB_CPU_NEON));
+    ck_assert_ptr_null(qlib_kernels_pick("neon-dotprod", QK_CPU_NEON));
 #endif
     qlib_ctx_destroy(ctx);
+}
+END_TEST
+
+/* What the tables declare: every table takes every code width and symmetry
+ * in both lists, each entry named <op>_f32_qa8_<w>_<MR>x<NR>c<KR>__<isa>
+ * with its tile in the name (a GEMV has MR = 1; a GEMM entry may also serve
+ * M = 1), and the tables' ISA names and features as qlib_kernels_pick sees
+ * them. */
+START_TEST(test_kernels_tables)
+{
+    static const char *const isa_suffix[][2] = {
+        { "scalar", "scalar" }, { "avx2", "avx2" }, { "avx2-vnni", "avxvnni" },
+        { "avx2-avx512vnni", "avx512vnni" }, { "neon", "neon" }, { "neon-dotprod", "neondot" },
+    };
+    static const int widths[] = { 2, 3, 4, 8 };
+    size_t seen = 0;
+    for (size_t i = 0; i < sizeof isa_suffix / sizeof isa_suffix[0]; i++) {
+        const qlib_kernels *k = qlib_kernels_pick(isa_suffix[i][0], ~0u);
+        if (!k) continue;
+        seen++;
+        ck_assert_str_eq(k->isa, isa_suffix[i][0]);
+        ck_assert_ptr_eq(qlib_kernels_pick(isa_suffix[i][0], k->needs), k);
+        char suffix[32];
+        snprintf(suffix, sizeof suffix, "__%s", isa_suffix[i][1]);
+        for (int list = 0; list < 2; list++) {
+            const qk_q8_ukernel *e = list ? k->gemm : k->gemv;
+            unsigned n = list ? k->n_gemm : k->n_gemv;
+            ck_assert_uint_gt(n, 0);
+            for (unsigned j = 0; j < n; j++) {
+                const char *name = e[j].name;
+                size_t len = strlen(name), sl = strlen(suffix);
+                ck_assert_msg(len > sl && strcmp(name + len - sl, suffix) == 0, "%s", name);
+                int gemv = strncmp(name, "gemv_f32_qa8_qw", 15) == 0;
+                ck_assert_msg(gemv || strncmp(name, "gemm_f32_qa8_qw", 15) == 0, "%s", name);
+                ck_assert_msg(!gemv || (e[j].mr == 1 && !list), "%s", name);
+                char tile[32];
+                snprintf(tile, sizeof tile, "_%ux%uc%u__", e[j].mr, e[j].nr, e[j].kr);
+                ck_assert_msg(strstr(name, tile) != NULL, "%s lacks its tile %s", name, tile);
+                ck_assert(e[j].order == QK_ORDER_SCALAR || e[j].order == QK_ORDER_OWN);
+                ck_assert_ptr_nonnull(e[j].run);
+            }
+            for (size_t b = 0; b < 4; b++)
+                for (int sym = 0; sym <= 1; sym++) {
+                    qk_weights w = { .bits = widths[b], .symmetric = sym };
+                    ck_assert_msg(qk_pick(e, n, &w) != NULL, "%s %s: no %d-bit %s kernel",
+                                  k->isa, list ? "gemm" : "gemv", widths[b],
+                                  sym ? "symmetric" : "asymmetric");
+                }
+        }
+        ck_assert_ptr_nonnull(strstr(k->gemm_f32.name, suffix));
+        ck_assert_ptr_nonnull(strstr(k->gemv_f16.name, suffix));
+        ck_assert_ptr_nonnull(k->quantize_row);
+        ck_assert_ptr_nonnull(k->dequant_row);
+    }
+    ck_assert_uint_ge(seen, 2);
 }
 END_TEST
 
@@ -645,6 +705,7 @@ Suite *suite_kernels(void)
     Suite *s = suite_create("kernels");
     TCase *tc = tu_tcase("kernels");
     tcase_add_test(tc, test_kernels_isa_choice);
+    tcase_add_test(tc, test_kernels_tables);
     tcase_add_test(tc, test_kernels_bits_groups_k);
     tcase_add_test(tc, test_kernels_rows);
     tcase_add_test(tc, test_kernels_extremes);

@@ -2,12 +2,16 @@
  * QLIB_LOAD_BORROW, atomic save and load, the serialized size of
  * docs/FORMAT.md, and rejection of every truncated or corrupted blob. */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -630,6 +634,289 @@ START_TEST(test_load_failures)
 }
 END_TEST
 
+/* An allocator that refuses any single request above `limit` bytes and
+ * records the largest request: the memory bound of a load. */
+typedef struct budget { size_t limit, largest; int refused; } budget;
+
+static void *budget_alloc(void *user, size_t size, size_t alignment)
+{
+    budget *b = user;
+    void *p = NULL;
+    if (size > b->largest) b->largest = size;
+    if (size > b->limit) {
+        b->refused = 1;
+        return NULL;
+    }
+    return posix_memalign(&p, alignment, size) == 0 ? p : NULL;
+}
+
+static void budget_free(void *user, void *p)
+{
+    (void)user;
+    free(p);
+}
+
+static qlib_ctx *budget_ctx(budget *b, size_t limit)
+{
+    qlib_allocator a = QLIB_ALLOCATOR_INIT;
+    qlib_ctx *ctx = NULL;
+    memset(b, 0, sizeof *b);
+    b->limit = limit;
+    a.alloc = budget_alloc;
+    a.free = budget_free;
+    a.user = b;
+    if (qlib_ctx_create_with_allocator(&a, &ctx) != QLIB_OK) return NULL;
+    if (qlib_ctx_set_threads(ctx, 1) != QLIB_OK) {
+        qlib_ctx_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+#define CHILD_OVER_BUDGET 99
+
+/* Runs qlib_tensor_load(path) in a child process whose context refuses any
+ * allocation above `limit` bytes, and returns its status; CHILD_OVER_BUDGET
+ * if the load asked for more; -1 if the child did not finish within
+ * `seconds` (it is then killed by SIGALRM). The time bound guards against a
+ * load that blocks or reads for long; a correct load of these files reads a
+ * few hundred bytes, so no correct run comes near it. */
+static int load_status_in_child(const char *path, unsigned seconds, size_t limit)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        signal(SIGALRM, SIG_DFL);      /* not the handler Check installed */
+        alarm(seconds);
+        budget b;
+        qlib_ctx *ctx = budget_ctx(&b, limit);
+        qlib_tensor *t = NULL;
+        if (!ctx) _exit(100);
+        qlib_status s = qlib_tensor_load(ctx, path, &t);
+        if (t != NULL && s != QLIB_OK) _exit(101);
+        qlib_tensor_destroy(t);
+        qlib_ctx_destroy(ctx);
+        _exit(b.refused ? CHILD_OVER_BUDGET : (int)s);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) return -1;
+    ck_assert_msg(WIFEXITED(status), "the loading child died of signal %d", WTERMSIG(status));
+    return WEXITSTATUS(status);
+}
+
+/* A FIFO nobody writes to: opening it for reading would block until a
+ * writer comes; the load must see that it is not a regular file first. */
+START_TEST(test_load_fifo)
+{
+    char *dir = make_temp_dir(), *fifo = join(dir, "fifo.qlib");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    int s = load_status_in_child(fifo, 20, (size_t)1 << 20);
+    ck_assert_msg(s != -1, "qlib_tensor_load on a FIFO blocked for 20 s");
+    ck_assert_int_eq(s, QLIB_ERR_IO);
+    /* and in this process, the message names the file */
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = (qlib_tensor *)&t;
+    ck_assert_int_eq(qlib_tensor_load(ctx, fifo, &t), QLIB_ERR_IO);
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_nonnull(strstr(qlib_last_error(), "not a regular file"));
+    qlib_ctx_destroy(ctx);
+    ck_assert_int_eq(unlink(fifo), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    free(fifo);
+    free(dir);
+}
+END_TEST
+
+/* Files far larger than the blob their header describes. A 6 GiB sparse
+ * file costs no disk; a loader that reads or allocates it whole before
+ * looking at the header is caught by the per-request allocation limit (16
+ * MiB, against blobs of a few hundred bytes) and by the time bound. */
+START_TEST(test_load_header_first)
+{
+    const off_t big = (off_t)6 << 30;
+    const size_t limit = (size_t)16 << 20;
+    char *dir = make_temp_dir(), *path = join(dir, "big.qlib");
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = make_tensor(ctx, &kinds[0], 21);
+    size_t size;
+    uint8_t *blob = blob_of(t, &size);
+
+    for (int c = 0; c < 4; c++) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        ck_assert_int_ge(fd, 0);
+        uint8_t head[512];
+        memset(head, 0, sizeof head);
+        if (c == 0) {                          /* the magic, then nothing */
+            memcpy(head, "QLIBTNSR", 8);
+            ck_assert_int_eq(write(fd, head, 8), 8);
+        } else if (c == 1) {                   /* a real header declaring 6 GiB */
+            memcpy(head, blob, size < sizeof head ? size : sizeof head);
+            uint64_t total = (uint64_t)big;
+            memcpy(head + 16, &total, 8);
+            ck_assert_int_eq(write(fd, head, sizeof head), (ssize_t)sizeof head);
+        } else {                               /* a whole blob, then more bytes */
+            ck_assert_int_eq(write(fd, blob, size), (ssize_t)size);
+        }
+        off_t end = c == 3 ? (off_t)size + 64 : big;
+        ck_assert_msg(ftruncate(fd, end) == 0, "ftruncate to %lld: %s", (long long)end,
+                      strerror(errno));
+        ck_assert_int_eq(close(fd), 0);
+
+        int s = load_status_in_child(path, 20, limit);
+        ck_assert_msg(s != -1, "case %d: qlib_tensor_load ran for 20 s", c);
+        ck_assert_msg(s != CHILD_OVER_BUDGET, "case %d: qlib_tensor_load asked for more than %zu "
+                      "bytes at once", c, limit);
+        ck_assert_msg(s == QLIB_ERR_FORMAT, "case %d: status %d", c, s);
+
+        /* in this process too: the message, and the largest request */
+        budget b;
+        qlib_ctx *bctx = budget_ctx(&b, limit);
+        ck_assert_ptr_nonnull(bctx);
+        b.largest = 0;
+        qlib_tensor *u = (qlib_tensor *)&u;
+        ck_assert_int_eq(qlib_tensor_load(bctx, path, &u), QLIB_ERR_FORMAT);
+        ck_assert_ptr_null(u);
+        ck_assert_ptr_nonnull(strstr(qlib_last_error(), "qlib_tensor_load"));
+        ck_assert_msg(b.largest <= size, "case %d: asked for %zu bytes, the blob has %zu", c,
+                      b.largest, size);
+        qlib_ctx_destroy(bctx);
+    }
+    /* the blob alone, in the same file, loads */
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, blob, size), (ssize_t)size);
+    ck_assert_int_eq(close(fd), 0);
+    ck_assert_int_eq(load_status_in_child(path, 20, limit), QLIB_OK);
+
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    free(blob);
+    qlib_tensor_destroy(t);
+    qlib_ctx_destroy(ctx);
+    free(path);
+    free(dir);
+}
+END_TEST
+
+/* ---- what qlib_tensor_save asks of the file system ----
+ * This executable's fsync and rename stand in front of the C library's
+ * (the library is linked statically into it) and, while `io_log.armed`,
+ * record what they were called with before passing the call on. */
+static struct io_log {
+    int armed, renamed;
+    int file_syncs_before_rename, dir_syncs_after_rename;
+    dev_t dir_dev;
+    ino_t dir_ino;
+    char from[4096], to[4096];
+} io_log;
+
+static void *next_symbol(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p) abort();
+    return p;
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    if (!real) {
+        void *p = next_symbol("fsync");
+        memcpy(&real, &p, sizeof p);
+    }
+    struct stat st;
+    if (io_log.armed && fstat(fd, &st) == 0) {
+        if (S_ISREG(st.st_mode) && !io_log.renamed) io_log.file_syncs_before_rename++;
+        if (S_ISDIR(st.st_mode) && io_log.renamed) {
+            io_log.dir_syncs_after_rename++;
+            io_log.dir_dev = st.st_dev;
+            io_log.dir_ino = st.st_ino;
+        }
+    }
+    return real(fd);
+}
+
+int rename(const char *from, const char *to)
+{
+    static int (*real)(const char *, const char *);
+    if (!real) {
+        void *p = next_symbol("rename");
+        memcpy(&real, &p, sizeof p);
+    }
+    int r = real(from, to);
+    if (io_log.armed) {
+        snprintf(io_log.from, sizeof io_log.from, "%s", from);
+        snprintf(io_log.to, sizeof io_log.to, "%s", to);
+        io_log.renamed = r == 0;
+    }
+    return r;
+}
+
+/* The temporary file is named <path>.tmp.<pid>.<6 characters>, so that a
+ * user can tell whose it is; the data is synced before the rename and the
+ * directory after it, so that the new name survives a power cut. */
+START_TEST(test_save_durable)
+{
+    char *dir = make_temp_dir(), *path = join(dir, "w.qlib"), *sub = join(dir, "sub");
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_tensor *t = make_tensor(ctx, &kinds[2], 31);
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s.tmp.%ld.", path, (long)getpid());
+    int temps;
+
+    memset(&io_log, 0, sizeof io_log);
+    io_log.armed = 1;
+    qlib_status s = qlib_tensor_save(t, path);
+    io_log.armed = 0;
+    ck_assert_int_eq(s, QLIB_OK);
+    ck_assert_str_eq(io_log.to, path);
+    ck_assert_msg(strncmp(io_log.from, prefix, strlen(prefix)) == 0 &&
+                  strlen(io_log.from) == strlen(prefix) + 6,
+                  "temporary file %s is not named %sXXXXXX", io_log.from, prefix);
+    ck_assert_int_ge(io_log.file_syncs_before_rename, 1);
+    ck_assert_msg(io_log.dir_syncs_after_rename >= 1, "the directory was not synced after the rename");
+    struct stat st;
+    ck_assert_int_eq(stat(dir, &st), 0);
+    ck_assert(io_log.dir_dev == st.st_dev && io_log.dir_ino == st.st_ino);
+    ck_assert_int_eq(dir_entries(dir, &temps), 1);          /* success: no temporary left */
+    ck_assert_int_eq(temps, 0);
+
+    /* A relative path syncs the current directory. */
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(dir), 0);
+    memset(&io_log, 0, sizeof io_log);
+    io_log.armed = 1;
+    s = qlib_tensor_save(t, "rel.qlib");
+    io_log.armed = 0;
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_int_eq(s, QLIB_OK);
+    ck_assert_int_ge(io_log.dir_syncs_after_rename, 1);
+    ck_assert(io_log.dir_dev == st.st_dev && io_log.dir_ino == st.st_ino);
+    char *rel = join(dir, "rel.qlib");
+    ck_assert_int_eq(unlink(rel), 0);
+    free(rel);
+
+    /* Failure after the temporary file was written (the target is a
+     * directory): the temporary is removed, the directory holds what it held. */
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    ck_assert_int_eq(qlib_tensor_save(t, sub), QLIB_ERR_IO);
+    ck_assert_int_eq(dir_entries(dir, &temps), 2);
+    ck_assert_int_eq(temps, 0);
+
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+    qlib_tensor_destroy(t);
+    qlib_ctx_destroy(ctx);
+    free(path);
+    free(sub);
+    free(dir);
+}
+END_TEST
+
 Suite *suite_serialize(void)
 {
     Suite *s = suite_create("serialize");
@@ -643,7 +930,10 @@ Suite *suite_serialize(void)
     tcase_add_test(tc, test_magic_and_version);
     tcase_add_test(tc, test_save_load);
     tcase_add_test(tc, test_save_failures);
+    tcase_add_test(tc, test_save_durable);
     tcase_add_test(tc, test_load_failures);
+    tcase_add_test(tc, test_load_fifo);
+    tcase_add_test(tc, test_load_header_first);
     suite_add_tcase(s, tc);
     return s;
 }
