@@ -17,6 +17,7 @@
 #include "llama.h"
 
 #define CHUNK_ROWS 64
+#define DT_KEEP (-1)   /* --type keep: each tensor in its stored type, its bytes copied */
 
 static const char *const GGUF_PROJ_NAMES[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
                                                      "ffn_gate", "ffn_down", "ffn_up" };
@@ -165,7 +166,8 @@ static size_t plan_tensors(const model_source *s, int dtype, int hf, out_tensor 
     size_t n = 0;
     int l, p;
 #define ADD(src_, dt_, ...) do { snprintf(t[n].name, sizeof(t[n].name), __VA_ARGS__); \
-        t[n].src = (src_); t[n].dtype = (dt_); t[n].hf_permute = 0; n++; } while (0)
+        t[n].src = (src_); t[n].dtype = (dt_) == DT_KEEP ? (src_)->dtype : (dt_); \
+        t[n].hf_permute = 0; n++; } while (0)
     ADD(&s->emb, dtype, hf ? "model.embed_tokens.weight" : "token_embd.weight");
     ADD(&s->norm_final, hf ? dtype : DT_F32, hf ? "model.norm.weight" : "output_norm.weight");
     if (!c->shared_classifier)
@@ -221,6 +223,13 @@ static int stream_tensor(const out_tensor *t, bytes_fn put, void *w, float *buf,
 {
     size_t r, n, rb = 0;
     dtype_row_bytes(t->dtype, t->src->cols, &rb);
+    if (t->dtype == t->src->dtype && !t->hf_permute) {
+        /* the stored bytes as they are (blocks included), rows in model order */
+        for (r = 0; r < t->src->rows; r++)
+            if (put(w, src_row_bytes(t->src, r), rb))
+                return -1;
+        return 0;
+    }
     for (r = 0; r < t->src->rows; r += n) {
         size_t i;
         n = t->src->rows - r < CHUNK_ROWS ? t->src->rows - r : CHUNK_ROWS;
@@ -251,6 +260,20 @@ static int alloc_buffers(const model_source *s, float **buf, unsigned char **byt
     return *buf && *bytes ? 0 : -1;
 }
 
+/* general.file_type: 0 all F32, 1 mostly F16; with --type keep the most
+ * common projection type's (2 Q4_0, 7 Q8_0), none for other mixes. */
+static int file_type(const model_source *s, int dtype)
+{
+    int t = dtype == DT_KEEP ? source_proj(s, 0, P_WQ)->dtype : dtype;
+    switch (t) {
+    case DT_F32: return 0;
+    case DT_F16: return 1;
+    case DT_Q4_0: return 2;
+    case DT_Q8_0: return 7;
+    default: return -1;
+    }
+}
+
 static int write_gguf(const model_source *s, const llama_tokenizer *tok, int own_vocab, int dtype,
                       output_file *out, size_t *file_bytes)
 {
@@ -265,7 +288,7 @@ static int write_gguf(const model_source *s, const llama_tokenizer *tok, int own
     if (s->kind == SRC_GGUF && copy_keys(w, &s->gguf, own_vocab))
         goto done;
     if (llama_keys(w, &s->cfg, base_name(s->path))
-        || gguf_add_u32(w, "general.file_type", dtype == DT_F16 ? 1u : 0u)
+        || (file_type(s, dtype) >= 0 && gguf_add_u32(w, "general.file_type", (uint32_t)file_type(s, dtype)))
         || (!gguf_has_key(w, "tokenizer.ggml.model") && write_vocab_gguf(w, tok)))
         goto done;
     n = plan_tensors(s, dtype, 0, t);
@@ -419,16 +442,21 @@ static int convert_args(const llama_opts *o, int *dtype, int *hf)
         llama_err("convert needs -o OUT");
         return -1;
     }
-    if (o->type && strcmp(o->type, "f32") != 0 && strcmp(o->type, "f16") != 0) {
-        llama_err("--type %s: f32 or f16", o->type);
+    if (o->type && strcmp(o->type, "f32") != 0 && strcmp(o->type, "f16") != 0
+        && strcmp(o->type, "keep") != 0) {
+        llama_err("--type %s: f32, f16 or keep", o->type);
         return -1;
     }
     if (o->format && strcmp(o->format, "gguf") != 0 && strcmp(o->format, "hf") != 0) {
         llama_err("--format %s: gguf or hf", o->format);
         return -1;
     }
-    *dtype = o->type && !strcmp(o->type, "f16") ? DT_F16 : DT_F32;
+    *dtype = !o->type || !strcmp(o->type, "f32") ? DT_F32 : !strcmp(o->type, "f16") ? DT_F16 : DT_KEEP;
     *hf = o->format ? !strcmp(o->format, "hf") : !ends_with(o->out, ".gguf");
+    if (*hf && *dtype == DT_KEEP) {
+        llama_err("--type keep writes GGUF only (safetensors cannot hold GGML blocks)");
+        return -1;
+    }
     return 0;
 }
 
@@ -469,7 +497,8 @@ int cmd_convert(const llama_opts *o)
         out_abort(&out);
     if (rc == 0) {
         printf("wrote %s: %s, %s, %d layers, %.1f KiB of tensors%s, %.2f s\n", o->out,
-               hf ? "Hugging Face directory" : "GGUF", dtype == DT_F16 ? "F16" : "F32",
+               hf ? "Hugging Face directory" : "GGUF",
+               dtype == DT_F16 ? "F16" : dtype == DT_F32 ? "F32" : "stored types kept",
                src.cfg.n_layers, (double)bytes / 1024.0,
                hf ? (copied ? ", tokenizer files copied" : ", no tokenizer files") : "",
                now_seconds() - t0);

@@ -223,6 +223,8 @@ src_tensor *source_proj(const model_source *s, int l, int p);
 /* rows [row0, row0 + n) of t as fp32, n x cols */
 void src_read_rows(const src_tensor *t, size_t row0, size_t n, float *dst);
 int  src_read_all(const src_tensor *t, float **out, const char *what);  /* allocates */
+/* the stored bytes of model row r (HF's rotary order undone) */
+const unsigned char *src_row_bytes(const src_tensor *t, size_t r);
 /* the stored rows themselves, when they are fp32 in model order */
 const float *src_direct_f32(const src_tensor *t);
 /* hf.c */

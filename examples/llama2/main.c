@@ -56,7 +56,7 @@ static void usage(FILE *f)
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
           "            [--act-order] [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
           "            -o OUT [--format qlm]\n"
-          "  convert   -o OUT [--type f32|f16] [--format gguf|hf]   an unquantized GGUF or HF directory\n"
+          "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"
           "--model takes a llama2.c checkpoint (with --tokenizer), a GGUF file, a Hugging Face\n"

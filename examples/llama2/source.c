@@ -42,6 +42,13 @@ static size_t stored_row(const src_tensor *t, size_t r)
     return h * hs + (within % 2) * (hs / 2) + within / 2;
 }
 
+const unsigned char *src_row_bytes(const src_tensor *t, size_t r)
+{
+    size_t rb = 0;
+    dtype_row_bytes(t->dtype, t->cols, &rb);
+    return t->data + stored_row(t, r) * rb;
+}
+
 void src_read_rows(const src_tensor *t, size_t row0, size_t n, float *dst)
 {
     size_t rb = 0, i;

@@ -10,7 +10,8 @@
 #     gives the ids qlib-llama's tokenizer gives, for every story;
 #   - the same for a GGUF converted from a Hugging Face directory (made by
 #     test/model/make_hf.py) when python3 has numpy;
-#   - GGUF files with Q8_0 and Q4_0 projections (test/model/make_gguf.py):
+#   - GGUF files with Q8_0 and Q4_0 projections (test/model/make_gguf.py),
+#     and the same blocks rewritten by `qlib-llama convert --type keep`:
 #     NLL within 2e-3 (llama.cpp quantizes the activations for those).
 # Prints a loud SKIPPED line and exits 0 when node/npm, the package or the
 # data are not available. Environment: QLIB_DATA, QLIB_LLAMA, NODE_LLAMA_CPP_VERSION.
@@ -135,6 +136,12 @@ if "$PY" -c 'import numpy' 2> /dev/null; then
     for q in q8_0 q4_0; do
         if "$PY" test/model/make_gguf.py checkpoint "$MODEL" "$TOK" "$WORK/$q.gguf" --proj $q > "$WORK/$q.log" 2>&1; then
             check_gguf "$q" "$WORK/$q.gguf" 2e-3 info
+            # the same blocks written again by qlib-llama's GGUF writer
+            if "$BIN" convert --model "$WORK/$q.gguf" --type keep -o "$WORK/$q-kept.gguf" > "$WORK/$q.log" 2>&1; then
+                check_gguf "$q-kept" "$WORK/$q-kept.gguf" 2e-3 info
+            else
+                fail "convert --type keep $q: $(tail -n 1 "$WORK/$q.log")"
+            fi
         else
             fail "make_gguf.py $q: $(tail -n 1 "$WORK/$q.log")"
         fi

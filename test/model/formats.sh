@@ -76,6 +76,16 @@ for q in f16 q8_0 q4_0; do
         fail "make_gguf.py $q: $(tail -n 1 "$WORK/log")"
     fi
 done
+# convert --type keep: the GGUF writer given Q8_0 / Q4_0 blocks as they are
+for q in q8_0 q4_0; do
+    if "$BIN" convert --model "$WORK/$q.gguf" --type keep -o "$WORK/$q-kept.gguf" > "$WORK/log" 2>&1 \
+        && "$BIN" info --model "$WORK/$q-kept.gguf" | grep -q " ${q^^} "; then
+        same_nll "GGUF with $q blocks rewritten by convert --type keep" \
+            "$(nll_of "$WORK/$q-kept.gguf" "$WORK/short.txt")" "$(nll_of "$WORK/$q.gguf" "$WORK/short.txt")"
+    else
+        fail "convert --type keep of $q: $(tail -n 1 "$WORK/log")"
+    fi
+done
 # an HF f16 directory converted to an F16 GGUF keeps its weights
 "$BIN" convert --model "$WORK/hf16" --tokenizer "$TOK" --type f16 -o "$WORK/hf16.gguf" > "$WORK/log" 2>&1
 same_nll "HF f16 directory and its F16 GGUF" "$(nll_of "$WORK/hf16" "$WORK/short.txt" --tokenizer "$TOK")" \
