@@ -1,5 +1,5 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
-# cross-aarch64 check-aarch64 model-check consumer-check deps-check.
+# cross-aarch64 check-aarch64 model-check interop-check memory-check consumer-check deps-check.
 # Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
 SHELL = /bin/sh
 
@@ -23,6 +23,8 @@ PYTHON ?= /usr/bin/python3
 
 BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+JSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JSON_LIBS = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -pthread)
 
@@ -82,7 +84,7 @@ REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
 .PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check deps symbols-check header-check python-check replay valgrind \
+        model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind \
         consumer-check deps-check isa-flags
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
@@ -190,8 +192,8 @@ $(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
 	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
-	    $(STATIC) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) $(JSON_CFLAGS) -o $@ $(LLAMA_SRC) \
+	    $(STATIC) $(JSON_LIBS) $(LIBS)
 
 $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
@@ -202,12 +204,13 @@ $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.
 $(filter $(B)/fuzz/replay_fuzz_layout_%,$(REPLAY_BINS)): test/fuzz/fuzz_layout.h
 
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
-LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c),$(LLAMA_SRC))
+LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c source.c gguf.c \
+    safetensors.c hf.c dtype.c),$(LLAMA_SRC))
 $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
         $(INTERNAL) test/fuzz/fuzz.h examples/llama2/llama.h
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) -o $@ $< \
-	    test/fuzz/replay.c $(LLAMA_READERS) $(INTERNAL) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -Iexamples/llama2 $(ALL_CFLAGS) $(JSON_CFLAGS) -o $@ $< \
+	    test/fuzz/replay.c $(LLAMA_READERS) $(INTERNAL) $(JSON_LIBS) $(LIBS)
 
 # ---- the two commands of the README ----
 deps:
@@ -229,6 +232,7 @@ ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
 	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
 	 else echo "model-check: SKIPPED (no model data in $(DATA); make check DATA=<dir>, see README.md)"; fi
+	@if [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory interop-check; fi
 endif
 
 symbols-check: $(SHARED)
@@ -260,6 +264,16 @@ python-check: $(SHARED)
 
 model-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) bash test/model/run.sh
+	@QLIB_DATA=$(DATA) bash test/model/cli.sh
+	@QLIB_DATA=$(DATA) bash test/model/formats.sh
+
+# GGUF files written by qlib-llama, run by llama.cpp (npm node-llama-cpp, under build/interop)
+interop-check: $(LLAMA_BIN)
+	@QLIB_DATA=$(DATA) bash test/interop/run.sh
+
+# quantize of a synthetic 0.9 GB Llama under a memory bound (slow: not part of check)
+memory-check: $(LLAMA_BIN)
+	@bash test/model/memory.sh
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -52,6 +52,13 @@ command -v make >/dev/null 2>&1 || need="$need make"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 have_openblas || need="$need libopenblas-dev"
 have_check || need="$need check"
+have_jansson() {
+    printf '#include <jansson.h>\nint main(void) { json_t *j = json_object(); json_decref(j); return 0; }\n' > "$tmp/json.c"
+    # shellcheck disable=SC2046
+    $CC $(pkg-config --cflags jansson 2>/dev/null) -o "$tmp/json" "$tmp/json.c" \
+        $(pkg-config --libs jansson 2>/dev/null || echo -ljansson) >/dev/null 2>&1
+}
+have_jansson || need="$need libjansson-dev"
 if ! /usr/bin/python3 -c 'import numpy, pytest' >/dev/null 2>&1; then
     need="$need python3-numpy python3-pytest"
 fi
@@ -74,7 +81,8 @@ if command -v apt-get >/dev/null 2>&1; then
     fi
 else
     echo "qlib needs: a C compiler, make, pkg-config, OpenBLAS (CBLAS + LAPACK headers and" >&2
-    echo "library), Check (unit tests), and Python 3 with numpy and pytest (binding tests)." >&2
+    echo "library), Check (unit tests), jansson (the model tool's JSON), and Python 3 with" >&2
+    echo "numpy and pytest (binding tests)." >&2
     echo "Missing here:$need (Debian package names). Install them and run make again." >&2
     exit 1
 fi

@@ -6,16 +6,33 @@
 
 #include "llama.h"
 
-int session_open(const llama_opts *o, llama_session *s)
+int session_tokenizer(const llama_opts *o, const model_source *src, int vocab_size, int need,
+                      llama_tokenizer *t)
 {
+    memset(t, 0, sizeof(*t));
+    if (o->tokenizer)
+        return tokenizer_load(o->tokenizer, vocab_size, t);
+    if (src->kind == SRC_GGUF && gguf_find(&src->gguf, "tokenizer.ggml.tokens"))
+        return tokenizer_from_gguf(src->path, &src->gguf, vocab_size, t);
+    if (!need)
+        return 0;
+    llama_err("%s needs --tokenizer FILE (a llama2.c tokenizer.bin or a GGUF file with a "
+              "vocabulary): %s has none", o->command, o->model);
+    return -2;
+}
+
+int session_open(const llama_opts *o, int need_tokenizer, llama_session *s)
+{
+    int rc = -1;
     memset(s, 0, sizeof(*s));
     if (setup_ctx(o, &s->ctx) != 0)
         return -1;
     if (model_load(s->ctx, o->model, &s->m) != 0
-        || tokenizer_load(o->tokenizer, s->m.cfg.vocab_size, &s->tok) != 0
-        || run_init(&s->r, &s->m, s->ctx) != 0) {
+        || (rc = session_tokenizer(o, &s->m.src, s->m.cfg.vocab_size, need_tokenizer, &s->tok)) != 0
+        || (rc = run_init(&s->r, &s->m, s->ctx, 0)) != 0) {
+        rc = rc == -2 ? -2 : -1;
         session_close(s);
-        return -1;
+        return rc;
     }
     return 0;
 }
@@ -27,18 +44,6 @@ void session_close(llama_session *s)
     model_free(&s->m);
     qlib_ctx_destroy(s->ctx);
     memset(s, 0, sizeof(*s));
-}
-
-const char *method_name(qlib_method m)
-{
-    switch (m) {
-    case QLIB_METHOD_NONE: return "none";
-    case QLIB_METHOD_RTN: return "rtn";
-    case QLIB_METHOD_GPTQ: return "gptq";
-    case QLIB_METHOD_AWQ: return "awq";
-    case QLIB_METHOD_LLM_INT8: return "llm-int8";
-    default: return "unknown";
-    }
 }
 
 /* Storage bits per weight over all projections. */
@@ -64,9 +69,9 @@ void describe_model(const llama_session *s, FILE *f)
     const qlib_tensor *t = *model_proj(&s->m, 0, P_WQ);
     fprintf(f, "model: dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d, seq_len %d, %s\n",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-            c->seq_len, s->m.quantized ? "quantized file" : "llama2.c checkpoint");
+            c->seq_len, s->m.quantized ? "quantized file" : source_kind_name(s->m.src.kind));
     fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier fp32 (%s)\n",
-            method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
+            qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
             model_bits_per_weight(&s->m, NULL),
             c->shared_classifier ? "the token embedding" : "separate");
     fprintf(f, "qlib %s, isa %s, threads %d, compute %s\n", qlib_version_string(),
@@ -104,6 +109,10 @@ static int report_ppl(llama_session *s, const llama_opts *o)
     size_t i, predicted;
     if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, &seqs) != 0)
         return -1;
+    if (o->tokens_out && write_token_lines(o->tokens_out, seqs.tokens, seqs.start, seqs.count) != 0) {
+        token_seqs_free(&seqs);
+        return -1;
+    }
     t0 = now_seconds();
     for (i = 0; i < seqs.count; i++) {
         if (sequence_nll(s, seqs.tokens + seqs.start[i], (int)(seqs.start[i + 1] - seqs.start[i]),
@@ -130,8 +139,8 @@ int cmd_ppl(const llama_opts *o)
         llama_err("ppl needs --text FILE");
         return RC_USAGE;
     }
-    if (session_open(o, &s) != 0)
-        return RC_FAIL;
+    if ((rc = session_open(o, 1, &s)) != 0)
+        return rc == -2 ? RC_USAGE : RC_FAIL;
     describe_model(&s, stdout);
     rc = report_ppl(&s, o);
     session_close(&s);
@@ -142,18 +151,19 @@ int cmd_info(const llama_opts *o)
 {
     llama_session s;
     int l, p;
-    if (session_open(o, &s) != 0)
+    if (session_open(o, 0, &s) != 0)
         return RC_FAIL;
     describe_model(&s, stdout);
-    printf("%-5s %-4s %11s %-8s %4s %5s %10s\n", "layer", "proj", "shape", "method", "bits",
-           "group", "bits/w");
+    printf("%-5s %-4s %11s %-6s %-8s %4s %5s %10s\n", "layer", "proj", "shape", "stored", "method",
+           "bits", "group", "bits/w");
     for (l = 0; l < s.m.cfg.n_layers; l++) {
         for (p = 0; p < N_PROJ; p++) {
             const qlib_tensor *t = *model_proj(&s.m, l, p);
             char shape[32];
             snprintf(shape, sizeof(shape), "%zux%zu", qlib_tensor_rows(t), qlib_tensor_cols(t));
-            printf("%-5d %-4s %11s %-8s %4d %5d %10.3f\n", l, proj_names[p], shape,
-                   method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
+            printf("%-5d %-4s %11s %-6s %-8s %4d %5d %10.3f\n", l, proj_names[p], shape,
+                   s.m.quantized ? "qlib" : dtype_name(source_proj(&s.m.src, l, p)->dtype),
+                   qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
                    qlib_tensor_group_size(t), qlib_tensor_bits_per_weight(t));
         }
     }

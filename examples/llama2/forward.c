@@ -8,8 +8,6 @@
 
 #include "llama.h"
 
-#define RMS_EPS 1e-5f
-#define ROPE_THETA 10000.0f
 #define ATT_CHUNK 64   /* queries per attention GEMM */
 
 static float *alloc3(size_t a, size_t b, size_t c, const char *what)
@@ -27,7 +25,7 @@ static void rope_tables(llama_state *s, const llama_config *c)
     int hs = c->dim / c->n_heads, pos, i;
     for (pos = 0; pos < c->seq_len; pos++) {
         for (i = 0; i < hs; i += 2) {
-            float freq = 1.0f / powf(ROPE_THETA, (float)i / (float)hs);
+            float freq = 1.0f / powf(c->rope_theta, (float)i / (float)hs);
             float val = (float)pos * freq;
             s->rope_cos[(size_t)pos * (size_t)(hs / 2) + (size_t)(i / 2)] = cosf(val);
             s->rope_sin[(size_t)pos * (size_t)(hs / 2) + (size_t)(i / 2)] = sinf(val);
@@ -35,7 +33,7 @@ static void rope_tables(llama_state *s, const llama_config *c)
     }
 }
 
-int run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx)
+int run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx, unsigned flags)
 {
     const llama_config *c = &m->cfg;
     llama_state *s = &r->s;
@@ -44,6 +42,9 @@ int run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx)
     memset(r, 0, sizeof(*r));
     r->m = m;
     r->ctx = ctx;
+    r->one_layer = (flags & RUN_ONE_LAYER) != 0;
+    if (r->one_layer)
+        L = 1;
     s->x = alloc3(T, d, sizeof(float), "activations");
     s->xb = alloc3(T, d, sizeof(float), "activations");
     s->q = alloc3(T, d, sizeof(float), "activations");
@@ -55,7 +56,7 @@ int run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx)
     s->value_cache = alloc3(L * T, kv, sizeof(float), "value cache");
     s->rope_cos = alloc3(T, hs / 2, sizeof(float), "rope table");
     s->rope_sin = alloc3(T, hs / 2, sizeof(float), "rope table");
-    s->logits = alloc3(T, (size_t)c->vocab_size, sizeof(float), "logits");
+    s->logits = alloc3(flags & RUN_NO_LOGITS ? 1 : T, (size_t)c->vocab_size, sizeof(float), "logits");
     if (!s->x || !s->xb || !s->q || !s->att_out || !s->hb || !s->hb2 || !s->att || !s->key_cache
         || !s->value_cache || !s->rope_cos || !s->rope_sin || !s->logits) {
         run_free(r);
@@ -83,22 +84,22 @@ void run_free(llama_run *r)
     memset(s, 0, sizeof(*s));
 }
 
-static void rmsnorm(float *o, const float *x, const float *w, int size)
+static void rmsnorm(float *o, const float *x, const float *w, int size, float eps)
 {
     float ss = 0.0f;
     int i;
     for (i = 0; i < size; i++)
         ss += x[i] * x[i];
-    ss = 1.0f / sqrtf(ss / (float)size + RMS_EPS);
+    ss = 1.0f / sqrtf(ss / (float)size + eps);
     for (i = 0; i < size; i++)
         o[i] = w[i] * (ss * x[i]);
 }
 
-static void rmsnorm_rows(float *o, const float *x, const float *w, int n, int size)
+static void rmsnorm_rows(float *o, const float *x, const float *w, int n, int size, float eps)
 {
     int t;
     for (t = 0; t < n; t++)
-        rmsnorm(o + (size_t)t * (size_t)size, x + (size_t)t * (size_t)size, w, size);
+        rmsnorm(o + (size_t)t * (size_t)size, x + (size_t)t * (size_t)size, w, size, eps);
 }
 
 /* e^(x - max) for x <= max, relative error below 3e-7: a degree-6
@@ -209,7 +210,7 @@ static void attend_chunk(llama_run *r, int l, int h, int pos0, int t0, int t1)
     llama_state *s = &r->s;
     int hs = c->dim / c->n_heads, kv = (int)config_kv_dim(c), len = pos0 + t1, n = t1 - t0, t;
     size_t koff = (size_t)(h / (c->n_heads / c->n_kv_heads)) * (size_t)hs;
-    size_t base = (size_t)l * (size_t)c->seq_len * (size_t)kv + koff;
+    size_t base = (size_t)(r->one_layer ? 0 : l) * (size_t)c->seq_len * (size_t)kv + koff;
     size_t qrow = (size_t)t0 * (size_t)c->dim + (size_t)h * (size_t)hs;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hs, 1.0f / sqrtf((float)hs),
                 s->q + qrow, c->dim, s->key_cache + base, kv, 0.0f, s->att, len);
@@ -236,7 +237,8 @@ static int qkv(llama_run *r, int l, int n, int pos0)
 {
     const llama_config *c = &r->m->cfg;
     llama_state *s = &r->s;
-    size_t kv = config_kv_dim(c), row = ((size_t)l * (size_t)c->seq_len + (size_t)pos0) * kv;
+    size_t kv = config_kv_dim(c);
+    size_t row = ((size_t)(r->one_layer ? 0 : l) * (size_t)c->seq_len + (size_t)pos0) * kv;
     int hs = c->dim / c->n_heads, t;
     if (project(r, l, P_WQ, s->xb, n, s->q, (size_t)c->dim)
         || project(r, l, P_WK, s->xb, n, s->key_cache + row, kv)
@@ -269,7 +271,7 @@ static int attention(llama_run *r, int l, int n, int pos0, llama_stage stop, lla
     const llama_config *c = &r->m->cfg;
     llama_state *s = &r->s;
     int h;
-    rmsnorm_rows(s->xb, s->x, r->m->rms_att + (size_t)l * (size_t)c->dim, n, c->dim);
+    rmsnorm_rows(s->xb, s->x, r->m->rms_att + (size_t)l * (size_t)c->dim, n, c->dim, c->norm_eps);
     if (run_hook(hook, user, STAGE_QKV, s->xb, n, c->dim))
         return -1;
     if (stop == STAGE_QKV)
@@ -300,7 +302,7 @@ static int feed_forward(llama_run *r, int l, int n, llama_stage stop, llama_hook
     const llama_config *c = &r->m->cfg;
     llama_state *s = &r->s;
     size_t h = (size_t)c->hidden_dim;
-    rmsnorm_rows(s->xb, s->x, r->m->rms_ffn + (size_t)l * (size_t)c->dim, n, c->dim);
+    rmsnorm_rows(s->xb, s->x, r->m->rms_ffn + (size_t)l * (size_t)c->dim, n, c->dim, c->norm_eps);
     if (run_hook(hook, user, STAGE_UP, s->xb, n, c->dim))
         return -1;
     if (stop == STAGE_UP)
@@ -341,12 +343,12 @@ void llama_classify(llama_run *r, int n, int last_only)
     llama_state *s = &r->s;
     size_t d = (size_t)c->dim;
     if (last_only) {
-        rmsnorm(s->xb, s->x + (size_t)(n - 1) * d, r->m->rms_final, c->dim);
+        rmsnorm(s->xb, s->x + (size_t)(n - 1) * d, r->m->rms_final, c->dim, c->norm_eps);
         cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab_size, c->dim, 1.0f, r->m->wcls,
                     c->dim, s->xb, 1, 0.0f, s->logits, 1);
         return;
     }
-    rmsnorm_rows(s->xb, s->x, r->m->rms_final, n, c->dim);
+    rmsnorm_rows(s->xb, s->x, r->m->rms_final, n, c->dim, c->norm_eps);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->vocab_size, c->dim, 1.0f, s->xb,
                 c->dim, r->m->wcls, c->dim, 0.0f, s->logits, c->vocab_size);
 }

@@ -121,18 +121,21 @@ static int encode_prompt(const llama_session *s, const llama_opts *o, int **toke
 }
 
 /* Prefills the prompt, then samples until steps positions or BOS/EOS. */
-static int generate(llama_session *s, sampler *sp, const int *prompt, int n, int steps, int *made)
+static int generate(llama_session *s, sampler *sp, const int *prompt, int n, int steps, int *made,
+                    int *all)
 {
     int v = s->m.cfg.vocab_size, pos = n - 1, token = prompt[n - 1], i;
+    memcpy(all, prompt, (size_t)n * sizeof(int));
     for (i = 1; i < n; i++)
         print_piece(&s->tok, prompt[i - 1], prompt[i]);
     if (llama_forward(&s->r, prompt, n, 0, 1) != 0)
         return -1;
     for (*made = 0;; ++*made) {
         int next = sample(sp, s->r.s.logits, v);
-        if (next == TOKEN_BOS || next == TOKEN_EOS)
+        if (next == s->tok.bos || next == s->tok.eos)
             break;
         print_piece(&s->tok, token, next);
+        all[n + *made] = next;
         token = next;
         if (++pos >= steps)
             break;
@@ -145,7 +148,7 @@ static int generate(llama_session *s, sampler *sp, const int *prompt, int n, int
 static int run_generate(llama_session *s, const llama_opts *o)
 {
     sampler sp;
-    int *prompt = NULL, n = 0, made = 0, rc = -1;
+    int *prompt = NULL, *all = NULL, n = 0, made = 0, rc = -1;
     int steps = o->steps <= 0 || o->steps > s->m.cfg.seq_len ? s->m.cfg.seq_len : o->steps;
     double t0;
     sp.temperature = o->temperature;
@@ -153,19 +156,22 @@ static int run_generate(llama_session *s, const llama_opts *o)
     sp.rng = o->seed_set ? o->seed : (uint64_t)time(NULL);
     sp.rng = sp.rng * 0x9E3779B97F4A7C15ull + 1;   /* never zero */
     sp.order = xcalloc((size_t)s->m.cfg.vocab_size, sizeof(prob_index), "sampler");
-    if (sp.order && encode_prompt(s, o, &prompt, &n) == 0) {
+    all = xcalloc((size_t)steps + 1, sizeof(int), "tokens");
+    if (sp.order && all && encode_prompt(s, o, &prompt, &n) == 0) {
         if (n > steps)
             llama_err("the prompt has %d tokens, more than the %d steps", n, steps);
         t0 = now_seconds();
-        if (n <= steps && generate(s, &sp, prompt, n, steps, &made) == 0) {
+        if (n <= steps && generate(s, &sp, prompt, n, steps, &made, all) == 0) {
+            size_t start[2] = { 0, (size_t)(n + made) };
             printf("\n");
             fflush(stdout);
             fprintf(stderr, "generated %d tokens at %.1f tokens/s\n", made,
                     made / (now_seconds() - t0));
-            rc = 0;
+            rc = o->tokens_out ? write_token_lines(o->tokens_out, all, start, 1) : 0;
         }
     }
     free(prompt);
+    free(all);
     free(sp.order);
     return rc;
 }
@@ -174,8 +180,8 @@ int cmd_generate(const llama_opts *o)
 {
     llama_session s;
     int rc;
-    if (session_open(o, &s) != 0)
-        return RC_FAIL;
+    if ((rc = session_open(o, 1, &s)) != 0)
+        return rc == -2 ? RC_USAGE : RC_FAIL;
     rc = run_generate(&s, o);
     session_close(&s);
     return rc == 0 ? RC_OK : RC_FAIL;

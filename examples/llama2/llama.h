@@ -35,32 +35,215 @@ int  map_file(const char *path, mapped_file *out);    /* read-only mmap */
 void unmap_file(mapped_file *f);
 int  read_text_file(const char *path, char **out, size_t *len);  /* NUL-terminated */
 
+/* An output file or directory, written to PATH.qlib-llama-tmp.<pid> and
+ * renamed over PATH by out_commit (outfile.c). */
+typedef struct output_file {
+    char path[4096], tmp[4096], dir[4096];
+    FILE *f;                /* files: the open temporary file */
+    int fd, is_dir, open;
+} output_file;
+int  out_open(output_file *o, const char *path);
+int  out_open_dir(output_file *o, const char *path);
+int  out_dir_file(const output_file *o, const char *name, char *buf, size_t cap);
+int  out_commit(output_file *o);
+void out_abort(output_file *o);
+
 int      host_is_little_endian(void);
 uint32_t get_u32le(const unsigned char *p);
 uint64_t get_u64le(const unsigned char *p);
 void     put_u32le(unsigned char *p, uint32_t v);
 void     put_u64le(unsigned char *p, uint64_t v);
 
+/* ------------------------------------------------------ element types */
+/* Stored element types; the values are GGML's type ids (GGUF tensor types). */
+enum { DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q8_0 = 8, DT_BF16 = 30 };
+const char *dtype_name(int dtype);            /* "F32", ...; NULL when unknown */
+int    dtype_block(int dtype, size_t *elems, size_t *bytes);  /* -1 when unknown */
+int    dtype_row_bytes(int dtype, size_t cols, size_t *bytes); /* -1: cols not whole blocks */
+float  f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);                 /* round to nearest even */
+float  bf16_to_f32(uint16_t h);
+/* cols elements of one stored row into fp32 (blocks dequantized), and back
+ * (F32 and F16 only) */
+void   row_to_f32(int dtype, const unsigned char *src, size_t cols, float *dst);
+void   row_from_f32(int dtype, const float *src, size_t cols, unsigned char *dst);
+
 /* --------------------------------------------------------------- model */
 typedef struct llama_config {
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
     int shared_classifier;  /* 1: the classifier is the token embedding */
+    float norm_eps;         /* RMSNorm epsilon (llama2.c: 1e-5) */
+    float rope_theta;       /* rotary base (llama2.c: 10000) */
 } llama_config;
 
 /* The projections of one layer, in the order they are stored. */
 enum { P_WQ, P_WK, P_WV, P_WO, P_W1, P_W2, P_W3, N_PROJ };
 extern const char *const proj_names[N_PROJ];
 
+/* ----------------------------------------------------------------- GGUF */
+/* A GGUF file (v2, v3) parsed in place: every key, value and tensor info
+ * points into the mapped file (gguf.c). */
+enum { GV_U8 = 0, GV_I8, GV_U16, GV_I16, GV_U32, GV_I32, GV_F32, GV_BOOL, GV_STR, GV_ARR,
+       GV_U64, GV_I64, GV_F64, GV_N_TYPES };
+typedef struct gguf_kv {
+    const char *key;                /* not NUL-terminated: key_len bytes */
+    size_t key_len;
+    uint32_t type;                  /* GV_* */
+    const unsigned char *raw;       /* the value as stored: type-specific */
+    size_t raw_bytes;
+    uint32_t elem_type;             /* arrays: type of the elements */
+    uint64_t count;                 /* arrays: number of elements */
+    const unsigned char *elems;     /* arrays: the first element */
+} gguf_kv;
+typedef struct gguf_tensor_info {
+    const char *name;
+    size_t name_len;
+    uint32_t n_dims;
+    uint64_t ne[4];                 /* ne[0] is the contiguous dimension */
+    uint32_t type;                  /* DT_* / GGML type id */
+    uint64_t offset;                /* from the start of the data section */
+    const unsigned char *data;      /* NULL when the type is one this program does not know */
+    size_t bytes;
+} gguf_tensor_info;
+typedef struct gguf_file {
+    mapped_file file;
+    uint32_t version, alignment;
+    size_t n_kv, n_tensors;
+    gguf_kv *kv;
+    gguf_tensor_info *tensors;
+    size_t data_offset;
+} gguf_file;
+
+int  gguf_is_gguf(const mapped_file *f);
+int  gguf_parse(const char *path, const mapped_file *f, gguf_file *g);  /* g borrows f */
+int  gguf_open(const char *path, gguf_file *g);                         /* maps and parses */
+void gguf_free(gguf_file *g);                                           /* unmaps if opened */
+const gguf_kv *gguf_find(const gguf_file *g, const char *key);
+const gguf_tensor_info *gguf_find_tensor(const gguf_file *g, const char *name);
+/* Scalars of any integer type in range, floats of either width; -1 with a
+ * message when absent (unless optional: then 1) or of the wrong type. */
+int  gguf_get_int(const char *path, const gguf_file *g, const char *key, int optional,
+                  long long lo, long long hi, long long *v);
+int  gguf_get_float(const char *path, const gguf_file *g, const char *key, int optional, double *v);
+int  gguf_get_str(const char *path, const gguf_file *g, const char *key, int optional,
+                  const char **s, size_t *len);
+/* Element i of an array of strings (checked by gguf_parse). */
+void gguf_arr_str(const gguf_kv *kv, uint64_t i, const char **s, size_t *len);
+
+/* Writing: declare every key and tensor, then gguf_write_begin writes the
+ * header, the keys and the tensor table, and the tensors' bytes follow in
+ * declaration order (gguf_write_tensor, or _open/_bytes/_close in pieces).
+ * The tensor types are any with a known block size (F32, F16, BF16, Q8_0,
+ * Q4_0): a quantized tensor's bytes come ready-made, e.g. from
+ * qlib_tensor_export(t, QLIB_LAYOUT_GGML_Q4_0, ...). */
+typedef struct gguf_writer gguf_writer;
+gguf_writer *gguf_writer_create(FILE *f, const char *path);
+void gguf_writer_free(gguf_writer *w);
+int  gguf_add_u32(gguf_writer *w, const char *key, uint32_t v);
+int  gguf_add_i32(gguf_writer *w, const char *key, int32_t v);
+int  gguf_add_f32(gguf_writer *w, const char *key, float v);
+int  gguf_add_bool(gguf_writer *w, const char *key, int v);
+int  gguf_add_str(gguf_writer *w, const char *key, const char *v);
+int  gguf_add_arr_str(gguf_writer *w, const char *key, const char *const *v, size_t n);
+int  gguf_add_arr_f32(gguf_writer *w, const char *key, const float *v, size_t n);
+int  gguf_add_arr_i32(gguf_writer *w, const char *key, const int32_t *v, size_t n);
+int  gguf_add_raw(gguf_writer *w, const gguf_kv *kv);   /* a key copied from a file as it is */
+int  gguf_has_key(const gguf_writer *w, const char *key);
+/* rows x cols (cols contiguous; rows 1 for a vector); returns the index */
+int  gguf_add_tensor(gguf_writer *w, const char *name, int dtype, size_t rows, size_t cols);
+int  gguf_write_begin(gguf_writer *w);
+int  gguf_write_open(gguf_writer *w, int index);
+int  gguf_write_bytes(gguf_writer *w, const void *p, size_t n);
+int  gguf_write_close(gguf_writer *w);
+int  gguf_write_tensor(gguf_writer *w, int index, const void *p, size_t n);
+int  gguf_write_end(gguf_writer *w, size_t *file_bytes);   /* every tensor written */
+
+/* --------------------------------------------------------- safetensors */
+typedef struct st_tensor {
+    char *name;
+    int dtype;              /* DT_F32, DT_F16, DT_BF16; -1 another (kept, never read) */
+    char dtype_name[16];
+    int n_dims;
+    uint64_t shape[8];
+    const unsigned char *data;
+    size_t bytes;
+} st_tensor;
+typedef struct st_file {
+    mapped_file file;
+    st_tensor *tensors;
+    size_t n_tensors;
+} st_file;
+int  st_parse(const char *path, const mapped_file *f, st_file *s);   /* s borrows f */
+int  st_open(const char *path, st_file *s);
+void st_free(st_file *s);
+const st_tensor *st_find(const st_file *s, const char *name);
+
+/* Writing, as for GGUF: declare, begin, tensors in order, end. dtype is
+ * DT_F32, DT_F16, DT_BF16, or ST_I32 (GPTQ/AWQ packed codes). */
+enum { ST_I32 = 1000 };
+typedef struct st_writer st_writer;
+st_writer *st_writer_create(FILE *f, const char *path);
+void st_writer_free(st_writer *w);
+int  st_add_tensor(st_writer *w, const char *name, int dtype, int n_dims, const uint64_t *shape);
+int  st_add_metadata(st_writer *w, const char *key, const char *value);
+int  st_write_begin(st_writer *w);
+int  st_write_open(st_writer *w, int index);
+int  st_write_bytes(st_writer *w, const void *p, size_t n);
+int  st_write_close(st_writer *w);
+int  st_write_end(st_writer *w, size_t *file_bytes);
+
+/* --------------------------------------------------------- model source */
+/* A float model's tensors where they are stored: a llama2.c checkpoint, a
+ * GGUF file or a Hugging Face directory, all mapped (source.c). Tensors are
+ * read into fp32 a row range at a time. */
+typedef struct src_tensor {
+    const unsigned char *data;
+    int dtype;
+    size_t rows, cols;
+    int hf_heads;           /* > 0: rows in HF's rotary order for this many heads, undone on read */
+} src_tensor;
+enum { SRC_LLAMA2C = 1, SRC_GGUF = 2, SRC_HF = 3 };
+typedef struct model_source {
+    int kind;
+    char path[4096];
+    llama_config cfg;
+    mapped_file file;       /* llama2.c */
+    gguf_file gguf;         /* GGUF: metadata, vocabulary */
+    st_file *shards;        /* HF */
+    size_t n_shards;
+    src_tensor emb, cls, norm_final;
+    src_tensor *norm_att, *norm_ffn;   /* n_layers */
+    src_tensor *proj;                  /* n_layers * N_PROJ */
+} model_source;
+
+int  source_open(const char *path, model_source *s);
+void source_close(model_source *s);
+const char *source_kind_name(int kind);
+src_tensor *source_proj(const model_source *s, int l, int p);
+/* rows [row0, row0 + n) of t as fp32, n x cols */
+void src_read_rows(const src_tensor *t, size_t row0, size_t n, float *dst);
+int  src_read_all(const src_tensor *t, float **out, const char *what);  /* allocates */
+/* the stored bytes of model row r (HF's rotary order undone) */
+const unsigned char *src_row_bytes(const src_tensor *t, size_t r);
+/* the stored rows themselves, when they are fp32 in model order */
+const float *src_direct_f32(const src_tensor *t);
+/* hf.c */
+extern const char *const HF_PROJ[N_PROJ];   /* "self_attn.q_proj", ... */
+int  hf_open(const char *dir, model_source *s);
+int  hf_is_dir(const char *path);
+struct json_t *hf_load_json(const char *dir, const char *name, int optional);
+
 typedef struct llama_model {
     llama_config cfg;
-    mapped_file file;
+    mapped_file file;       /* a quantized model file */
+    model_source src;       /* a float model */
     int quantized;          /* 1: loaded from a qlib-llama quantized file */
     const float *tok_emb;   /* vocab x dim */
     const float *rms_att;   /* n_layers x dim */
     const float *rms_ffn;   /* n_layers x dim */
     const float *rms_final; /* dim */
     const float *wcls;      /* vocab x dim (== tok_emb when shared) */
-    const float *raw[N_PROJ];  /* fp32 projections of all layers (checkpoint only) */
+    float *owned[5];        /* what the pointers above point to when converted */
     qlib_tensor **proj;     /* n_layers * N_PROJ, index l * N_PROJ + p */
 } llama_model;
 
@@ -68,15 +251,24 @@ int    config_validate(const llama_config *c, const char *path);
 size_t proj_rows(const llama_config *c, int p);
 size_t proj_cols(const llama_config *c, int p);
 size_t config_kv_dim(const llama_config *c);
-const float *raw_weight(const llama_model *m, int l, int p);
 qlib_tensor **model_proj(const llama_model *m, int l, int p);
 
 int  model_load(qlib_ctx *ctx, const char *path, llama_model *m);  /* detects the format */
-int  checkpoint_load(qlib_ctx *ctx, const char *path, llama_model *m);
+int  checkpoint_open(const char *path, model_source *s);
+/* The norms of every layer and the final one as fp32 (for quantize). */
+int  model_norms_from_source(llama_model *m);
 int  qmodel_load(qlib_ctx *ctx, const char *path, llama_model *m);
 int  qmodel_is_quantized_file(const mapped_file *f);
-int  qmodel_save(const llama_model *m, const char *path, size_t *file_bytes);
 void model_free(llama_model *m);
+
+/* The quantized model file, written layer by layer. */
+typedef struct qm_writer {
+    FILE *f;
+    const char *path;
+    size_t written;
+} qm_writer;
+int  qm_write_floats(qm_writer *w, const model_source *src);
+int  qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p);
 
 /* ----------------------------------------------------------- tokenizer */
 typedef struct token_index {
@@ -89,13 +281,20 @@ typedef struct llama_tokenizer {
     unsigned max_token_length;
     char **vocab;          /* NUL-terminated pieces */
     float *scores;
-    token_index *sorted;   /* pieces in strcmp order, for lookups */
+    token_index *sorted;   /* normal and user pieces in strcmp order, for lookups */
+    int n_sorted;
     char *piece_buf;       /* scratch for concatenations: 2 * max_token_length + 1 */
+    unsigned char *type;   /* TT_* per token */
+    int bos, eos, unk;
+    int byte_id[256];      /* the <0xXX> tokens, -1 where missing */
 } llama_tokenizer;
 
-enum { TOKEN_BOS = 1, TOKEN_EOS = 2 };
+/* token types, as GGUF's tokenizer.ggml.token_type */
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
+/* A llama2.c tokenizer.bin, or the vocabulary of a GGUF file. */
 int  tokenizer_load(const char *path, int vocab_size, llama_tokenizer *t);
+int  tokenizer_from_gguf(const char *path, const gguf_file *g, int vocab_size, llama_tokenizer *t);
 void tokenizer_free(llama_tokenizer *t);
 /* tokens needs strlen(text) + 3 slots; returns the count or -1 */
 int  tokenizer_encode(const llama_tokenizer *t, const char *text, int bos, int *tokens);
@@ -126,6 +325,7 @@ typedef struct llama_run {
     const llama_model *m;
     qlib_ctx *ctx;
     llama_state s;
+    int one_layer;          /* the KV cache holds one layer, reused by all */
 } llama_run;
 
 /* Points in a layer where a group of projections reads its input. */
@@ -133,7 +333,8 @@ typedef enum llama_stage { STAGE_QKV, STAGE_O, STAGE_UP, STAGE_DOWN, STAGE_END }
 /* Called with the n x k input of the stage's projections; non-zero aborts. */
 typedef int (*llama_hook)(void *user, llama_stage stage, const float *x, int n, int k);
 
-int  run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx);
+enum { RUN_NO_LOGITS = 1, RUN_ONE_LAYER = 2 };  /* quantize: no classifier, one layer's KV cache */
+int  run_init(llama_run *r, const llama_model *m, qlib_ctx *ctx, unsigned flags);
 void run_free(llama_run *r);
 /* Runs layer l on the n positions in r->s.x starting at pos0; stops right
  * after the hook of stage stop (STAGE_END: the whole layer). */
@@ -153,7 +354,10 @@ typedef struct llama_opts {
     int threads;            /* -1: qlib's default */
     int compute;            /* qlib_compute */
     int method, bits, group, act_order, sym;  /* bits, group: -2 = unset */
-    int calib_tokens;
+    int calib_tokens;       /* the calibration budget */
+    const char *calib_ids;  /* --calib-tokens FILE */
+    const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
+    const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
     float temperature, topp;
     int steps;
     unsigned long long seed;
@@ -170,15 +374,19 @@ typedef struct llama_session {
     llama_run r;
 } llama_session;
 
-int  session_open(const llama_opts *o, llama_session *s);
+int  session_open(const llama_opts *o, int need_tokenizer, llama_session *s);
+/* --tokenizer, else the model's own GGUF vocabulary; -2 when needed and absent */
+int  session_tokenizer(const llama_opts *o, const model_source *src, int vocab_size, int need,
+                       llama_tokenizer *t);
 void session_close(llama_session *s);
 void describe_model(const llama_session *s, FILE *f);
-const char *method_name(qlib_method m);
 double model_bits_per_weight(const llama_model *m, size_t *storage_bytes);
 int cmd_ppl(const llama_opts *o);
 int cmd_generate(const llama_opts *o);
 int cmd_quantize(const llama_opts *o);
 int cmd_info(const llama_opts *o);
+int cmd_convert(const llama_opts *o);
+int write_vocab_gguf(gguf_writer *w, const llama_tokenizer *t);
 
 /* Stories of a text file encoded as BOS + tokens, each at most seq_len. */
 typedef struct token_seqs {
@@ -192,5 +400,7 @@ typedef struct token_seqs {
 int  encode_stories(const char *path, const llama_tokenizer *t, int seq_len,
                     int ascii_only, size_t max_tokens, token_seqs *out);
 void token_seqs_free(token_seqs *s);
+/* one sequence a line, ids separated by spaces (the --calib-tokens format) */
+int  write_token_lines(const char *path, const int *tokens, const size_t *start, size_t count);
 
 #endif

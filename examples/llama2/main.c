@@ -7,8 +7,8 @@
 
 #include "llama.h"
 
-enum { C_PPL = 1, C_GEN = 2, C_QUANT = 4, C_INFO = 8, C_ALL = 15 };
-enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED };
+enum { C_PPL = 1, C_GEN = 2, C_QUANT = 4, C_INFO = 8, C_CONV = 16, C_ALL = 31 };
+enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED, K_CALIB_TOKENS };
 
 typedef struct opt_spec {
     const char *name, *alias;
@@ -27,6 +27,7 @@ static const opt_spec OPTS[] = {
     { "--compute", NULL, C_ALL, K_COMPUTE, OFF(compute), 0, 0 },
     { "--text", NULL, C_PPL, K_STR, OFF(text), 0, 0 },
     { "--prompt", NULL, C_GEN, K_STR, OFF(prompt), 0, 0 },
+    { "--tokens-out", NULL, C_PPL | C_GEN, K_STR, OFF(tokens_out), 0, 0 },
     { "--temperature", "-t", C_GEN, K_FLOAT, OFF(temperature), 0, 100 },
     { "--top-p", "-p", C_GEN, K_FLOAT, OFF(topp), 0, 1 },
     { "--steps", "-n", C_GEN, K_INT, OFF(steps), 0, INT_MAX },
@@ -37,22 +38,30 @@ static const opt_spec OPTS[] = {
     { "--act-order", NULL, C_QUANT, K_FLAG, OFF(act_order), 0, 0 },
     { "--sym", NULL, C_QUANT, K_FLAG, OFF(sym), 0, 0 },
     { "--calib", NULL, C_QUANT, K_STR, OFF(calib), 0, 0 },
-    { "--calib-tokens", NULL, C_QUANT, K_INT, OFF(calib_tokens), 2, INT_MAX },
-    { "--output", "-o", C_QUANT, K_STR, OFF(out), 0, 0 },
+    { "--calib-tokens", NULL, C_QUANT, K_CALIB_TOKENS, OFF(calib_ids), 2, INT_MAX },
+    { "--calib-budget", NULL, C_QUANT, K_INT, OFF(calib_tokens), 2, INT_MAX },
+    { "--output", "-o", C_QUANT | C_CONV, K_STR, OFF(out), 0, 0 },
+    { "--type", NULL, C_CONV, K_STR, OFF(type), 0, 0 },
+    { "--format", NULL, C_QUANT | C_CONV, K_STR, OFF(format), 0, 0 },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
 static void usage(FILE *f)
 {
-    fputs("usage: qlib-llama COMMAND --model FILE --tokenizer FILE [options]\n"
+    fputs("usage: qlib-llama COMMAND --model FILE [--tokenizer FILE] [options]\n"
+          "       qlib-llama --help | --version\n"
           "commands:\n"
           "  ppl       --text FILE                mean NLL and perplexity, one story per sequence\n"
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
-          "            [--act-order] [--calib FILE] [--calib-tokens N] -o OUT\n"
+          "            [--act-order] [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
+          "            -o OUT [--format qlm]\n"
+          "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"
-          "--model takes a llama2.c checkpoint or a file written by quantize.\n", f);
+          "--model takes a llama2.c checkpoint (with --tokenizer), a GGUF file, a Hugging Face\n"
+          "directory, or a file written by quantize; --tokenizer takes a llama2.c tokenizer.bin\n"
+          "or a GGUF file whose vocabulary is used.\n", f);
 }
 
 static int parse_long(const char *s, long long lo, long long hi, long long *v)
@@ -98,6 +107,16 @@ static int set_value(const opt_spec *sp, const char *v, llama_opts *o)
             return -1;
         *(int *)(void *)field = (int)n;
         return 0;
+    case K_CALIB_TOKENS:
+        /* a number is the budget (as before --calib-budget), else a file of ids */
+        if (parse_long(v, (long long)sp->lo, (long long)sp->hi, &n) == 0) {
+            o->calib_tokens = (int)n;
+            return 0;
+        }
+        if (v[0] >= '0' && v[0] <= '9' && strspn(v, "0123456789") == strlen(v))
+            return -1;
+        o->calib_ids = v;
+        return 0;
     case K_SEED:
         if (parse_long(v, 0, LLONG_MAX, &n))
             return -1;
@@ -121,6 +140,8 @@ static unsigned command_bit(const char *c)
         return C_GEN;
     if (strcmp(c, "quantize") == 0)
         return C_QUANT;
+    if (strcmp(c, "convert") == 0)
+        return C_CONV;
     return strcmp(c, "info") == 0 ? C_INFO : 0;
 }
 
@@ -189,8 +210,8 @@ static int parse_args(int argc, char **argv, llama_opts *o)
     for (i = 2; i < argc; i++)
         if (parse_option(argc, argv, &i, cmd, o) != 0)
             return -1;
-    if (!o->model || !o->tokenizer) {
-        llama_err("%s needs --model and --tokenizer", o->command);
+    if (!o->model) {
+        llama_err("%s needs --model", o->command);
         return -1;
     }
     return 0;
@@ -221,6 +242,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return RC_OK;
     }
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("qlib-llama %s (qlib %s)\n", QLIB_VERSION_STRING, qlib_version_string());
+        return RC_OK;
+    }
     if (parse_args(argc, argv, &o) != 0) {
         usage(stderr);
         return RC_USAGE;
@@ -229,6 +254,7 @@ int main(int argc, char **argv)
     case C_PPL: return cmd_ppl(&o);
     case C_GEN: return cmd_generate(&o);
     case C_QUANT: return cmd_quantize(&o);
+    case C_CONV: return cmd_convert(&o);
     default: return cmd_info(&o);
     }
 }

@@ -43,6 +43,11 @@ int config_validate(const llama_config *c, const char *path)
         llama_err("%s: n_heads %d is not a multiple of n_kv_heads %d", path, c->n_heads, c->n_kv_heads);
         return -1;
     }
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f) || !(c->rope_theta >= 1.0f && c->rope_theta < 1e30f)) {
+        llama_err("%s: norm epsilon %g or rotary base %g out of range", path, (double)c->norm_eps,
+                  (double)c->rope_theta);
+        return -1;
+    }
     if (c->vocab_size < 3) {
         llama_err("%s: vocab_size %d has no room for BOS and EOS", path, c->vocab_size);
         return -1;
@@ -67,14 +72,6 @@ size_t proj_rows(const llama_config *c, int p)
 size_t proj_cols(const llama_config *c, int p)
 {
     return p == P_W2 ? (size_t)c->hidden_dim : (size_t)c->dim;
-}
-
-const float *raw_weight(const llama_model *m, int l, int p)
-{
-    const llama_config *c = &m->cfg;
-    if (!m->raw[p])
-        return NULL;
-    return m->raw[p] + (size_t)l * proj_rows(c, p) * proj_cols(c, p);
 }
 
 qlib_tensor **model_proj(const llama_model *m, int l, int p)
@@ -116,107 +113,205 @@ static void read_header(const unsigned char *p, llama_config *c)
     c->shared_classifier = h[5] > 0;
     c->vocab_size = h[5] < 0 && h[5] != INT32_MIN ? -h[5] : h[5];  /* INT32_MIN stays invalid */
     c->seq_len = h[6];
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
 }
 
-static int checkpoint_check_size(const char *path, const llama_model *m)
+static int checkpoint_check_size(const char *path, const model_source *s)
 {
     size_t floats, bytes;
-    if (checkpoint_floats(&m->cfg, &floats) || size_mul(floats, 4, &bytes)
+    if (checkpoint_floats(&s->cfg, &floats) || size_mul(floats, 4, &bytes)
         || size_add(bytes, CKPT_HEADER_BYTES, &bytes)) {
         llama_err("%s: the header's sizes overflow", path);
         return -1;
     }
-    if (bytes != m->file.size) {
+    if (bytes != s->file.size) {
         llama_err("%s: the header describes %zu bytes but the file has %zu (truncated or not a "
-                  "llama2.c legacy checkpoint)", path, bytes, m->file.size);
+                  "llama2.c legacy checkpoint)", path, bytes, s->file.size);
         return -1;
     }
     return 0;
 }
 
-static void checkpoint_pointers(llama_model *m)
+static const unsigned char *f32_tensor(src_tensor *t, const unsigned char *p, size_t rows,
+                                       size_t cols)
 {
-    const llama_config *c = &m->cfg;
-    const float *p = (const float *)(const void *)(m->file.data + CKPT_HEADER_BYTES);
-    size_t L = (size_t)c->n_layers, d = (size_t)c->dim, h = (size_t)c->hidden_dim;
-    size_t kv = config_kv_dim(c), v = (size_t)c->vocab_size, hs = d / (size_t)c->n_heads;
-    m->tok_emb = p;                 p += v * d;
-    m->rms_att = p;                 p += L * d;
-    m->raw[P_WQ] = p;               p += L * d * d;
-    m->raw[P_WK] = p;               p += L * kv * d;
-    m->raw[P_WV] = p;               p += L * kv * d;
-    m->raw[P_WO] = p;               p += L * d * d;
-    m->rms_ffn = p;                 p += L * d;
-    m->raw[P_W1] = p;               p += L * h * d;
-    m->raw[P_W2] = p;               p += L * d * h;
-    m->raw[P_W3] = p;               p += L * h * d;
-    m->rms_final = p;               p += d;
-    p += (size_t)c->seq_len * hs;   /* freq_cis_real and freq_cis_imag */
-    m->wcls = c->shared_classifier ? m->tok_emb : p;
+    t->data = p;
+    t->dtype = DT_F32;
+    t->rows = rows;
+    t->cols = cols;
+    return p + rows * cols * sizeof(float);
 }
 
-/* Every projection as a qlib NONE tensor (exact fp32). */
-static int checkpoint_tensors(qlib_ctx *ctx, llama_model *m)
+/* Every tensor of layer l is at stride times l from the first. */
+static const unsigned char *per_layer(src_tensor *first, size_t stride, int layers,
+                                      const unsigned char *p, size_t rows, size_t cols)
 {
-    qlib_config *cfg = NULL;
-    int l, p, rc = 0;
-    if (qlib_config_create(QLIB_METHOD_NONE, &cfg) != QLIB_OK
-        || qlib_config_set_int(cfg, QLIB_PARAM_BITS, 32) != QLIB_OK) {
-        report_qlib_error("fp32 tensor config");
-        qlib_config_destroy(cfg);
-        return -1;
-    }
-    for (l = 0; l < m->cfg.n_layers && rc == 0; l++) {
-        for (p = 0; p < N_PROJ && rc == 0; p++) {
-            size_t k = proj_cols(&m->cfg, p);
-            if (qlib_quantize(ctx, raw_weight(m, l, p), proj_rows(&m->cfg, p), k, k, cfg, NULL,
-                              model_proj(m, l, p)) != QLIB_OK) {
-                char what[80];
-                snprintf(what, sizeof(what), "layer %d %s (fp32)", l, proj_names[p]);
-                report_qlib_error(what);
-                rc = -1;
-            }
-        }
-    }
-    qlib_config_destroy(cfg);
-    return rc;
+    int l;
+    for (l = 0; l < layers; l++)
+        f32_tensor(&first[(size_t)l * stride], p + (size_t)l * rows * cols * sizeof(float), rows, cols);
+    return p + (size_t)layers * rows * cols * sizeof(float);
 }
 
-int checkpoint_load(qlib_ctx *ctx, const char *path, llama_model *m)
+static void checkpoint_tensors(model_source *s)
 {
-    if (m->file.size < CKPT_HEADER_BYTES) {
-        llama_err("%s: %zu bytes is too short for a llama2.c checkpoint header", path, m->file.size);
+    const llama_config *c = &s->cfg;
+    const unsigned char *p = s->file.data + CKPT_HEADER_BYTES;
+    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, kv = config_kv_dim(c);
+    size_t v = (size_t)c->vocab_size, hs = d / (size_t)c->n_heads;
+    int L = c->n_layers;
+    p = f32_tensor(&s->emb, p, v, d);
+    p = per_layer(s->norm_att, 1, L, p, 1, d);
+    p = per_layer(&s->proj[P_WQ], N_PROJ, L, p, d, d);
+    p = per_layer(&s->proj[P_WK], N_PROJ, L, p, kv, d);
+    p = per_layer(&s->proj[P_WV], N_PROJ, L, p, kv, d);
+    p = per_layer(&s->proj[P_WO], N_PROJ, L, p, d, d);
+    p = per_layer(s->norm_ffn, 1, L, p, 1, d);
+    p = per_layer(&s->proj[P_W1], N_PROJ, L, p, h, d);
+    p = per_layer(&s->proj[P_W2], N_PROJ, L, p, d, h);
+    p = per_layer(&s->proj[P_W3], N_PROJ, L, p, h, d);
+    p = f32_tensor(&s->norm_final, p, 1, d);
+    p += (size_t)c->seq_len * hs * sizeof(float);   /* freq_cis_real and freq_cis_imag */
+    if (c->shared_classifier)
+        s->cls = s->emb;
+    else
+        f32_tensor(&s->cls, p, v, d);
+}
+
+int checkpoint_open(const char *path, model_source *s)
+{
+    s->kind = SRC_LLAMA2C;
+    if (s->file.size < CKPT_HEADER_BYTES) {
+        llama_err("%s: %zu bytes is too short for a llama2.c checkpoint header", path, s->file.size);
         return -1;
     }
-    if (get_u32le(m->file.data) == LLAMA2C_EXPORT_MAGIC) {
+    if (get_u32le(s->file.data) == LLAMA2C_EXPORT_MAGIC) {
         llama_err("%s: llama2.c export version %u is not supported; export with --version 0 "
-                  "(legacy)", path, m->file.size >= 8 ? get_u32le(m->file.data + 4) : 0u);
+                  "(legacy)", path, s->file.size >= 8 ? get_u32le(s->file.data + 4) : 0u);
         return -1;
     }
     if (!host_is_little_endian()) {
         llama_err("%s: llama2.c checkpoints are little-endian floats; this host is not", path);
         return -1;
     }
-    read_header(m->file.data, &m->cfg);
-    if (config_validate(&m->cfg, path) || checkpoint_check_size(path, m))
+    read_header(s->file.data, &s->cfg);
+    if (config_validate(&s->cfg, path) || checkpoint_check_size(path, s))
         return -1;
-    checkpoint_pointers(m);
+    s->norm_att = xcalloc((size_t)s->cfg.n_layers, sizeof(src_tensor), "tensor table");
+    s->norm_ffn = xcalloc((size_t)s->cfg.n_layers, sizeof(src_tensor), "tensor table");
+    s->proj = xcalloc((size_t)s->cfg.n_layers * N_PROJ, sizeof(src_tensor), "tensor table");
+    if (!s->norm_att || !s->norm_ffn || !s->proj)
+        return -1;
+    checkpoint_tensors(s);
+    return 0;
+}
+
+/* ------------------------------------------------- a float model in memory */
+/* A vocab x dim matrix: the mapped rows when they are fp32, else converted. */
+static const float *matrix_f32(llama_model *m, const src_tensor *t, int slot)
+{
+    const float *direct = src_direct_f32(t);
+    if (direct)
+        return direct;
+    if (src_read_all(t, &m->owned[slot], "fp32 copy") != 0)
+        return NULL;
+    return m->owned[slot];
+}
+
+int model_norms_from_source(llama_model *m)
+{
+    const model_source *s = &m->src;
+    size_t d = (size_t)m->cfg.dim, L = (size_t)m->cfg.n_layers, l;
+    float *att = xcalloc(L, d * sizeof(float), "norms"), *ffn = xcalloc(L, d * sizeof(float), "norms");
+    float *fin = xcalloc(d, sizeof(float), "norms");
+    m->owned[1] = att;
+    m->owned[2] = ffn;
+    m->owned[3] = fin;
+    if (!att || !ffn || !fin)
+        return -1;
+    for (l = 0; l < L; l++) {
+        src_read_rows(&s->norm_att[l], 0, 1, att + l * d);
+        src_read_rows(&s->norm_ffn[l], 0, 1, ffn + l * d);
+    }
+    src_read_rows(&s->norm_final, 0, 1, fin);
+    m->rms_att = att;
+    m->rms_ffn = ffn;
+    m->rms_final = fin;
+    return 0;
+}
+
+/* Every projection as a qlib NONE tensor: fp32, or fp16 when stored as fp16
+ * (both exact). */
+static int source_tensors(qlib_ctx *ctx, llama_model *m)
+{
+    qlib_config *cfg[2] = { NULL, NULL };
+    size_t big = (size_t)m->cfg.dim * (size_t)(m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim);
+    float *buf = NULL;
+    int l, p, rc = 0, i;
+    for (i = 0; i < 2; i++)
+        if (qlib_config_create(QLIB_METHOD_NONE, &cfg[i]) != QLIB_OK
+            || qlib_config_set_int(cfg[i], QLIB_PARAM_BITS, i ? 16 : 32) != QLIB_OK) {
+            report_qlib_error("float tensor config");
+            rc = -1;
+        }
+    for (l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
+        for (p = 0; rc == 0 && p < N_PROJ; p++) {
+            const src_tensor *t = source_proj(&m->src, l, p);
+            const float *w = src_direct_f32(t);
+            if (!w) {
+                if (!buf && !(buf = xcalloc(big, sizeof(float), "weights"))) {
+                    rc = -1;
+                    break;
+                }
+                src_read_rows(t, 0, t->rows, buf);
+                w = buf;
+            }
+            if (qlib_quantize(ctx, w, t->rows, t->cols, t->cols, cfg[t->dtype == DT_F16], NULL,
+                              model_proj(m, l, p)) != QLIB_OK) {
+                char what[80];
+                snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
+                report_qlib_error(what);
+                rc = -1;
+            }
+        }
+    }
+    free(buf);
+    qlib_config_destroy(cfg[0]);
+    qlib_config_destroy(cfg[1]);
+    return rc;
+}
+
+static int float_model_load(qlib_ctx *ctx, const char *path, llama_model *m)
+{
+    if (source_open(path, &m->src) != 0)
+        return -1;
+    m->cfg = m->src.cfg;
+    m->tok_emb = matrix_f32(m, &m->src.emb, 0);
+    m->wcls = m->cfg.shared_classifier ? m->tok_emb : matrix_f32(m, &m->src.cls, 4);
+    if (!m->tok_emb || !m->wcls || model_norms_from_source(m) != 0)
+        return -1;
     m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
     if (!m->proj)
         return -1;
-    return checkpoint_tensors(ctx, m);
+    return source_tensors(ctx, m);
 }
 
 int model_load(qlib_ctx *ctx, const char *path, llama_model *m)
 {
     int rc;
     memset(m, 0, sizeof(*m));
-    if (map_file(path, &m->file) != 0)
-        return -1;
-    if (qmodel_is_quantized_file(&m->file))
-        rc = qmodel_load(ctx, path, m);
-    else
-        rc = checkpoint_load(ctx, path, m);
+    if (!hf_is_dir(path)) {
+        if (map_file(path, &m->file) != 0)
+            return -1;
+        if (qmodel_is_quantized_file(&m->file)) {
+            rc = qmodel_load(ctx, path, m);
+            if (rc != 0)
+                model_free(m);
+            return rc;
+        }
+        unmap_file(&m->file);
+    }
+    rc = float_model_load(ctx, path, m);
     if (rc != 0)
         model_free(m);
     return rc;
@@ -230,6 +325,9 @@ void model_free(llama_model *m)
             qlib_tensor_destroy(m->proj[i]);
         free(m->proj);
     }
+    for (i = 0; i < 5; i++)
+        free(m->owned[i]);
+    source_close(&m->src);
     unmap_file(&m->file);
     memset(m, 0, sizeof(*m));
 }

@@ -9,14 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "llama.h"
 
 #define QM_MAGIC "QLLAMA2"   /* 8 bytes with its NUL */
-#define QM_VERSION 1u
+#define QM_VERSION 2u          /* 1: 64-byte header, norm epsilon 1e-5 and rotary base 10000 */
 #define QM_ALIGN 64u
-#define QM_HEADER_BYTES 64u
+#define QM_HEADER_BYTES 128u
+#define QM_V1_HEADER_BYTES 64u
 #define QM_RECORD_BYTES 64u
 #define QM_RECORD_TAG "QTNS"
 #define QM_FLAG_SEPARATE_CLASSIFIER 1u
@@ -57,20 +57,10 @@ static int float_arrays(const llama_model *m, const float **arr, size_t *len)
     return 5;
 }
 
-static size_t float_bytes(const llama_model *m)
+static void build_header(const llama_config *c, unsigned char *h, uint64_t bytes, uint64_t checksum)
 {
-    const float *arr[5];
-    size_t len[5], total = 0;
-    int i, n = float_arrays(m, arr, len);
-    for (i = 0; i < n; i++)
-        total += len[i] * sizeof(float);
-    return total;
-}
-
-static void build_header(const llama_model *m, unsigned char *h, uint64_t checksum)
-{
-    const llama_config *c = &m->cfg;
     int32_t dims[7];
+    uint32_t u;
     int i;
     dims[0] = c->dim; dims[1] = c->hidden_dim; dims[2] = c->n_layers; dims[3] = c->n_heads;
     dims[4] = c->n_kv_heads; dims[5] = c->vocab_size; dims[6] = c->seq_len;
@@ -81,40 +71,82 @@ static void build_header(const llama_model *m, unsigned char *h, uint64_t checks
     for (i = 0; i < 7; i++)
         put_u32le(h + 16 + 4 * i, (uint32_t)dims[i]);
     put_u32le(h + 44, c->shared_classifier ? 0u : QM_FLAG_SEPARATE_CLASSIFIER);
-    put_u64le(h + 48, (uint64_t)float_bytes(m));
+    put_u64le(h + 48, bytes);
     put_u64le(h + 56, checksum);
+    memcpy(&u, &c->norm_eps, 4);
+    put_u32le(h + 64, u);
+    memcpy(&u, &c->rope_theta, 4);
+    put_u32le(h + 68, u);
 }
 
-static int write_all(FILE *f, const void *p, size_t n)
+static int write_all(qm_writer *w, const void *p, size_t n)
 {
-    return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -1;
+    if (n && fwrite(p, 1, n, w->f) != n) {
+        llama_err("%s: write failed: %s", w->path, strerror(errno));
+        return -1;
+    }
+    w->written += n;
+    return 0;
 }
 
-static int write_padding(FILE *f, size_t written)
+static int write_padding(qm_writer *w)
 {
     static const unsigned char zeros[QM_ALIGN];
-    return write_all(f, zeros, pad_to_align(written));
+    return write_all(w, zeros, pad_to_align(w->written));
 }
 
-static int write_floats(FILE *f, const llama_model *m)
+/* Streams t's rows converted to fp32, adding them to the checksum. */
+static int write_rows(qm_writer *w, const src_tensor *t, float *buf, size_t chunk, uint64_t *h)
 {
-    const float *arr[5];
-    size_t len[5];
-    unsigned char header[QM_HEADER_BYTES];
-    uint64_t h = FNV_OFFSET;
-    int i, n = float_arrays(m, arr, len);
-    for (i = 0; i < n; i++)
-        h = fnv1a(h, arr[i], len[i] * sizeof(float));
-    build_header(m, header, h);
-    if (write_all(f, header, sizeof(header)))
-        return -1;
-    for (i = 0; i < n; i++)
-        if (write_all(f, arr[i], len[i] * sizeof(float)))
+    size_t r, n;
+    for (r = 0; r < t->rows; r += n) {
+        n = t->rows - r < chunk ? t->rows - r : chunk;
+        src_read_rows(t, r, n, buf);
+        *h = fnv1a(*h, buf, n * t->cols * sizeof(float));
+        if (write_all(w, buf, n * t->cols * sizeof(float)))
             return -1;
-    return write_padding(f, float_bytes(m));
+    }
+    return 0;
 }
 
-static int write_tensor(FILE *f, const qlib_tensor *t, int l, int p)
+/* The header and the fp32 section, converted from the source a few rows at
+ * a time; the header is written again at the end with the checksum. */
+int qm_write_floats(qm_writer *w, const model_source *src)
+{
+    const llama_config *c = &src->cfg;
+    unsigned char header[QM_HEADER_BYTES];
+    size_t chunk = 256, start;
+    uint64_t h = FNV_OFFSET;
+    float *buf = xcalloc(chunk, (size_t)c->dim * sizeof(float), "conversion buffer");
+    int l, rc = -1;
+    build_header(c, header, 0, 0);
+    if (!buf || write_all(w, header, sizeof(header)))
+        goto done;
+    start = w->written;
+    if (write_rows(w, &src->emb, buf, chunk, &h))
+        goto done;
+    for (l = 0; l < c->n_layers; l++)
+        if (write_rows(w, &src->norm_att[l], buf, chunk, &h))
+            goto done;
+    for (l = 0; l < c->n_layers; l++)
+        if (write_rows(w, &src->norm_ffn[l], buf, chunk, &h))
+            goto done;
+    if (write_rows(w, &src->norm_final, buf, chunk, &h)
+        || (!c->shared_classifier && write_rows(w, &src->cls, buf, chunk, &h)))
+        goto done;
+    build_header(c, header, (uint64_t)(w->written - start), h);
+    if (write_padding(w) || fseek(w->f, 0, SEEK_SET) != 0
+        || fwrite(header, 1, sizeof(header), w->f) != sizeof(header) || fseek(w->f, 0, SEEK_END) != 0) {
+        llama_err("%s: write failed: %s", w->path, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    free(buf);
+    return rc;
+}
+
+int qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p)
 {
     unsigned char rec[QM_RECORD_BYTES];
     size_t bytes = 0, written = 0;
@@ -137,57 +169,28 @@ static int write_tensor(FILE *f, const qlib_tensor *t, int l, int p)
     put_u32le(rec + 4, (uint32_t)l);
     put_u32le(rec + 8, (uint32_t)p);
     put_u64le(rec + 16, (uint64_t)written);
-    rc = write_all(f, rec, sizeof(rec)) || write_all(f, blob, written) || write_padding(f, written);
+    rc = write_all(w, rec, sizeof(rec)) || write_all(w, blob, written) || write_padding(w);
     free(blob);
     return rc ? -1 : 0;
 }
 
-static int write_model(FILE *f, const llama_model *m)
+static int header_config(const char *path, const unsigned char *h, size_t hdr, llama_config *c)
 {
-    int l, p;
-    if (write_floats(f, m))
-        return -1;
-    for (l = 0; l < m->cfg.n_layers; l++)
-        for (p = 0; p < N_PROJ; p++)
-            if (write_tensor(f, *model_proj(m, l, p), l, p))
+    uint32_t flags = get_u32le(h + 44), u;
+    size_t i;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    if (hdr == QM_HEADER_BYTES) {
+        u = get_u32le(h + 64);
+        memcpy(&c->norm_eps, &u, 4);
+        u = get_u32le(h + 68);
+        memcpy(&c->rope_theta, &u, 4);
+        for (i = 72; i < hdr; i++)
+            if (h[i] != 0) {
+                llama_err("%s: reserved header bytes are not zero", path);
                 return -1;
-    return 0;
-}
-
-/* Writes path.tmp.<pid>, then renames it over path. */
-int qmodel_save(const llama_model *m, const char *path, size_t *file_bytes)
-{
-    char tmp[4096];
-    FILE *f;
-    long end;
-    int rc;
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp)) {
-        llama_err("%s: path too long", path);
-        return -1;
+            }
     }
-    f = fopen(tmp, "wb");
-    if (!f) {
-        llama_err("%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    rc = write_model(f, m);
-    end = rc == 0 ? ftell(f) : -1;
-    if (fclose(f) != 0 || end < 0)
-        rc = -1;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -1;
-    if (rc != 0) {
-        llama_err("%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    *file_bytes = (size_t)end;
-    return 0;
-}
-
-static int header_config(const char *path, const unsigned char *h, llama_config *c)
-{
-    uint32_t flags = get_u32le(h + 44);
     c->dim = (int32_t)get_u32le(h + 16);
     c->hidden_dim = (int32_t)get_u32le(h + 20);
     c->n_layers = (int32_t)get_u32le(h + 24);
@@ -203,23 +206,31 @@ static int header_config(const char *path, const unsigned char *h, llama_config 
     return config_validate(c, path);
 }
 
-static int check_header(const char *path, const llama_model *m)
+/* The header's size (version 1: 64 bytes, 2: 128), or 0. */
+static size_t check_header(const char *path, const llama_model *m)
 {
     const unsigned char *h = m->file.data;
-    if (m->file.size < QM_HEADER_BYTES) {
+    uint32_t version, hdr;
+    if (m->file.size < QM_V1_HEADER_BYTES) {
         llama_err("%s: truncated header", path);
-        return -1;
+        return 0;
     }
     if (!host_is_little_endian()) {
         llama_err("%s: quantized models hold little-endian floats; this host is not", path);
-        return -1;
+        return 0;
     }
-    if (get_u32le(h + 8) != QM_VERSION || get_u32le(h + 12) != QM_HEADER_BYTES) {
+    version = get_u32le(h + 8);
+    hdr = get_u32le(h + 12);
+    if (!((version == 1 && hdr == QM_V1_HEADER_BYTES) || (version == 2 && hdr == QM_HEADER_BYTES))) {
         llama_err("%s: unknown quantized-model version %u (header %u bytes); this program reads "
-                  "version %u", path, get_u32le(h + 8), get_u32le(h + 12), QM_VERSION);
-        return -1;
+                  "versions 1 and %u", path, version, hdr, QM_VERSION);
+        return 0;
     }
-    return 0;
+    if (m->file.size < hdr) {
+        llama_err("%s: truncated header", path);
+        return 0;
+    }
+    return hdr;
 }
 
 /* Bytes of the fp32 section of a model with this configuration. */
@@ -235,24 +246,23 @@ static int section_bytes(const llama_config *c, size_t *bytes)
 }
 
 /* Sets the fp32 pointers; returns the offset of the first record, or 0. */
-static size_t map_floats(const char *path, llama_model *m)
+static size_t map_floats(const char *path, llama_model *m, size_t hdr)
 {
     const llama_config *c = &m->cfg;
     size_t expect, d = (size_t)c->dim, L = (size_t)c->n_layers, v = (size_t)c->vocab_size;
     uint64_t stated = get_u64le(m->file.data + 48);
     if (section_bytes(c, &expect) || stated != (uint64_t)expect
-        || expect > m->file.size - QM_HEADER_BYTES
-        || pad_to_align(expect) > m->file.size - QM_HEADER_BYTES - expect) {
+        || expect > m->file.size - hdr || pad_to_align(expect) > m->file.size - hdr - expect) {
         llama_err("%s: the fp32 section should hold %zu bytes (header says %llu, file has %zu)",
                   path, expect, (unsigned long long)stated, m->file.size);
         return 0;
     }
-    m->tok_emb = (const float *)(const void *)(m->file.data + QM_HEADER_BYTES);
+    m->tok_emb = (const float *)(const void *)(m->file.data + hdr);
     m->rms_att = m->tok_emb + v * d;
     m->rms_ffn = m->rms_att + L * d;
     m->rms_final = m->rms_ffn + L * d;
     m->wcls = c->shared_classifier ? m->tok_emb : m->rms_final + d;
-    return QM_HEADER_BYTES + expect + pad_to_align(expect);
+    return hdr + expect + pad_to_align(expect);
 }
 
 static int check_floats(const char *path, const llama_model *m)
@@ -320,11 +330,11 @@ static int load_records(qlib_ctx *ctx, const char *path, llama_model *m, size_t 
 
 int qmodel_load(qlib_ctx *ctx, const char *path, llama_model *m)
 {
-    size_t off;
+    size_t off, hdr;
     m->quantized = 1;
-    if (check_header(path, m) || header_config(path, m->file.data, &m->cfg))
+    if ((hdr = check_header(path, m)) == 0 || header_config(path, m->file.data, hdr, &m->cfg))
         return -1;
-    off = map_floats(path, m);
+    off = map_floats(path, m, hdr);
     if (off == 0 || check_floats(path, m))
         return -1;
     m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");

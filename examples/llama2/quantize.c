@@ -1,9 +1,14 @@
 /*
- * The quantize command. GPTQ and AWQ are calibrated layer by layer: the
+ * The quantize command, one decoder layer at a time: the input model stays
+ * mapped, each layer's projections are read into fp32, quantized and written
+ * to the output file before the next layer is read, so memory holds one
+ * layer's weights, the calibration activations and the tensors being
+ * written, not the model. GPTQ and AWQ are calibrated layer by layer: the
  * calibration tokens run through the layers already quantized, and inside a
  * layer every group of projections sees inputs computed with the projections
  * quantized before it (q/k/v, then o, then w1/w3, then w2).
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +18,29 @@
 
 #define CALIB_MAX_SAMPLES 512
 #define CHECK_ROWS 4   /* rows of x in the round-trip matmul check */
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
 
 typedef struct quant_job {
-    llama_session s;
     const llama_opts *o;
+    qlib_ctx *ctx;
+    llama_model m;          /* the source, its norms, and the current layer's tensors */
+    llama_tokenizer tok;
+    llama_run r;            /* one layer's KV cache, no classifier */
     qlib_config *cfg;
     int calibrated;         /* GPTQ / AWQ */
     token_seqs seqs;
     float *hidden;          /* seqs.total x dim: the input of the current layer */
     qlib_calib *calib;
     llama_stage stage;      /* whose inputs the hook collects */
+    float *w[N_PROJ];       /* the current layer's fp32 weights, when not mapped as fp32 */
     double err[N_PROJ];
+    uint64_t *digest;       /* per tensor: method, bits, group, dequantized weights, a product */
+    float *check;           /* digest scratch: x, y, and one tensor's weights */
+    qm_writer qw;
+    size_t proj_bytes;      /* storage bytes of every projection */
+    double proj_weights;
+    int method, bits, group;   /* of the first tensor, for the summary */
 } quant_job;
 
 /* The projections reading each stage's input, ended by -1. */
@@ -46,11 +63,30 @@ static int status_outcome(qlib_status st, const char *what)
     return st == QLIB_ERR_ARG ? RC_USAGE : RC_FAIL;
 }
 
-static int set_param(qlib_config *c, qlib_param p, int v, const char *flag)
+/* Every parameter the tool sets is one qlib knows, so QLIB_ERR_UNSUPPORTED
+ * from qlib_config_set_int means the method does not take it: a command-line
+ * mistake, named by its option. */
+static int set_param(qlib_config *c, qlib_param p, int v, const char *flag, const char *value)
 {
-    char what[64];
-    snprintf(what, sizeof(what), "quantize option %s", flag);
-    return status_outcome(qlib_config_set_int(c, p, v), what);
+    qlib_status st = qlib_config_set_int(c, p, v);
+    const char *method = qlib_method_name(qlib_config_method(c));
+    if (st == QLIB_ERR_UNSUPPORTED) {
+        llama_err("%s is not an option of --method %s", flag, method);
+        return RC_USAGE;
+    }
+    if (st == QLIB_ERR_ARG) {
+        llama_err("%s %s is not valid for --method %s (%s)", flag, value, method,
+                  qlib_last_error());
+        return RC_USAGE;
+    }
+    return status_outcome(st, flag);
+}
+
+static int set_int_opt(qlib_config *c, qlib_param p, int v, const char *flag)
+{
+    char value[32];
+    snprintf(value, sizeof(value), "%d", v);
+    return set_param(c, p, v, flag, value);
 }
 
 static int make_config(const llama_opts *o, qlib_config **cfg)
@@ -58,13 +94,17 @@ static int make_config(const llama_opts *o, qlib_config **cfg)
     int rc = status_outcome(qlib_config_create((qlib_method)o->method, cfg), "config");
     int bits = o->bits == OPT_UNSET && o->method == QLIB_METHOD_NONE ? 32 : o->bits;
     if (rc == RC_OK && bits != OPT_UNSET)
-        rc = set_param(*cfg, QLIB_PARAM_BITS, bits, "--bits");
+        rc = set_int_opt(*cfg, QLIB_PARAM_BITS, bits, "--bits");
     if (rc == RC_OK && o->group != OPT_UNSET)
-        rc = set_param(*cfg, QLIB_PARAM_GROUP_SIZE, o->group, "--group");
+        rc = set_int_opt(*cfg, QLIB_PARAM_GROUP_SIZE, o->group, "--group");
     if (rc == RC_OK && o->sym)
-        rc = set_param(*cfg, QLIB_PARAM_SYMMETRIC, 1, "--sym");
+        rc = set_param(*cfg, QLIB_PARAM_SYMMETRIC, 1, "--sym", "");
     if (rc == RC_OK && o->act_order)
-        rc = set_param(*cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1, "--act-order");
+        rc = set_param(*cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1, "--act-order", "");
+    if (rc != RC_OK) {
+        qlib_config_destroy(*cfg);
+        *cfg = NULL;
+    }
     return rc;
 }
 
@@ -78,21 +118,84 @@ static int check_quant_opts(const llama_opts *o)
         llama_err("--act-order applies to --method gptq only");
         return -1;
     }
-    if ((o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ) && !o->calib) {
-        llama_err("--method %s needs --calib FILE", method_name((qlib_method)o->method));
+    if ((o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ) && !o->calib && !o->calib_ids) {
+        llama_err("--method %s needs --calib FILE or --calib-tokens FILE",
+                  qlib_method_name((qlib_method)o->method));
         return -1;
+    }
+    if (o->calib && o->calib_ids) {
+        llama_err("give --calib or --calib-tokens FILE, not both");
+        return -1;
+    }
+    if (o->format && strcmp(o->format, "qlm") != 0) {
+        llama_err("not available: quantize --format %s needs qlib_tensor_export (the GGML, GPTQ "
+                  "and AWQ layouts); this build writes --format qlm", o->format);
+        return -3;
     }
     return 0;
 }
 
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+/* What the round trip compares: the tensor's method, bits and group, its
+ * dequantized weights and a CHECK_ROWS-row product, bit for bit (hashed, so
+ * that the tensors need not stay in memory until the file is read back). */
+static int tensor_digest(quant_job *j, const qlib_tensor *t, uint64_t *out)
+{
+    size_t n = qlib_tensor_rows(t), k = qlib_tensor_cols(t), i;
+    size_t big = (size_t)(j->m.cfg.hidden_dim > j->m.cfg.dim ? j->m.cfg.hidden_dim : j->m.cfg.dim);
+    float *x = j->check, *y = x + CHECK_ROWS * big, *w = y + CHECK_ROWS * big;
+    int meta[3];
+    uint64_t h = FNV_OFFSET;
+    for (i = 0; i < CHECK_ROWS * k; i++)
+        x[i] = sinf(0.37f * (float)i) * (1.0f + (float)(i % 7));
+    if (qlib_dequantize(j->ctx, t, w, k) != QLIB_OK
+        || qlib_matmul(j->ctx, t, x, CHECK_ROWS, k, y, n) != QLIB_OK) {
+        report_qlib_error("round trip");
+        return -1;
+    }
+    meta[0] = (int)qlib_tensor_method(t);
+    meta[1] = qlib_tensor_bits(t);
+    meta[2] = qlib_tensor_group_size(t);
+    h = fnv1a(h, meta, sizeof(meta));
+    h = fnv1a(h, w, n * k * sizeof(float));
+    *out = fnv1a(h, y, CHECK_ROWS * n * sizeof(float));
+    return 0;
+}
+
+/* The fp32 weights of layer l's projection p: mapped, or read into w[p]. */
+static const float *layer_weight(quant_job *j, int l, int p)
+{
+    const src_tensor *t = source_proj(&j->m.src, l, p);
+    const float *direct = src_direct_f32(t);
+    if (direct)
+        return direct;
+    if (!j->w[p] && !(j->w[p] = xcalloc(t->rows, t->cols * sizeof(float), "layer weights")))
+        return NULL;
+    src_read_rows(t, 0, t->rows, j->w[p]);
+    return j->w[p];
+}
+
 static int quant_proj(quant_job *j, int l, int p, const qlib_calib *calib)
 {
-    const llama_config *c = &j->s.m.cfg;
-    qlib_tensor *t = NULL, **slot = model_proj(&j->s.m, l, p);
+    const llama_config *c = &j->m.cfg;
+    qlib_tensor *t = NULL, **slot = model_proj(&j->m, l, p);
     size_t k = proj_cols(c, p);
+    const float *w = layer_weight(j, l, p);
     char what[64];
-    qlib_status st = qlib_quantize(j->s.ctx, raw_weight(&j->s.m, l, p), proj_rows(c, p), k, k,
-                                   j->cfg, calib, &t);
+    qlib_status st;
+    if (!w)
+        return RC_FAIL;
+    st = qlib_quantize(j->ctx, w, proj_rows(c, p), k, k, j->cfg, calib, &t);
     if (st != QLIB_OK) {
         snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
         return status_outcome(st, what);
@@ -119,25 +222,25 @@ static int calib_hook(void *user, llama_stage st, const float *x, int n, int k)
  * outputs as the next layer's input when stop is STAGE_END. */
 static int run_layer_all(quant_job *j, int l, llama_stage stop)
 {
-    size_t d = (size_t)j->s.m.cfg.dim, i;
+    size_t d = (size_t)j->m.cfg.dim, i;
     for (i = 0; i < j->seqs.count; i++) {
         float *h = j->hidden + j->seqs.start[i] * d;
         int n = (int)(j->seqs.start[i + 1] - j->seqs.start[i]);
-        memcpy(j->s.r.s.x, h, (size_t)n * d * sizeof(float));
-        if (llama_layer(&j->s.r, l, n, 0, stop, stop == STAGE_END ? NULL : calib_hook, j) != 0)
+        memcpy(j->r.s.x, h, (size_t)n * d * sizeof(float));
+        if (llama_layer(&j->r, l, n, 0, stop, stop == STAGE_END ? NULL : calib_hook, j) != 0)
             return -1;
         if (stop == STAGE_END)
-            memcpy(h, j->s.r.s.x, (size_t)n * d * sizeof(float));
+            memcpy(h, j->r.s.x, (size_t)n * d * sizeof(float));
     }
     return 0;
 }
 
 static int quantize_stage(quant_job *j, int l, llama_stage st)
 {
-    const llama_config *c = &j->s.m.cfg;
+    const llama_config *c = &j->m.cfg;
     size_t k = (size_t)(st == STAGE_DOWN ? c->hidden_dim : c->dim);
     int i, rc;
-    if (qlib_calib_create(j->s.ctx, k, QLIB_CALIB_ALL, CALIB_MAX_SAMPLES, &j->calib) != QLIB_OK) {
+    if (qlib_calib_create(j->ctx, k, QLIB_CALIB_ALL, CALIB_MAX_SAMPLES, &j->calib) != QLIB_OK) {
         report_qlib_error("calibration");
         return RC_FAIL;
     }
@@ -165,105 +268,161 @@ static int quantize_layer(quant_job *j, int l)
     return rc;
 }
 
+/* Writes layer l's tensors, keeps their digests, and frees them. */
+static int write_layer(quant_job *j, int l)
+{
+    int p;
+    for (p = 0; p < N_PROJ; p++) {
+        qlib_tensor **t = model_proj(&j->m, l, p);
+        if (l == 0 && p == 0) {
+            j->method = (int)qlib_tensor_method(*t);
+            j->bits = qlib_tensor_bits(*t);
+            j->group = qlib_tensor_group_size(*t);
+        }
+        j->proj_bytes += qlib_tensor_storage_bytes(*t);
+        j->proj_weights += (double)qlib_tensor_rows(*t) * (double)qlib_tensor_cols(*t);
+        if (tensor_digest(j, *t, &j->digest[(size_t)l * N_PROJ + (size_t)p])
+            || qm_write_tensor(&j->qw, *t, l, p))
+            return -1;
+        qlib_tensor_destroy(*t);
+        *t = NULL;
+    }
+    return 0;
+}
+
 static int quantize_layers(quant_job *j)
 {
     int l, p, rc;
-    for (l = 0; l < j->s.m.cfg.n_layers; l++) {
+    for (l = 0; l < j->m.cfg.n_layers; l++) {
         double t0 = now_seconds();
         if ((rc = quantize_layer(j, l)) != RC_OK)
             return rc;
-        fprintf(stderr, "layer %d/%d quant error:", l + 1, j->s.m.cfg.n_layers);
+        fprintf(stderr, "layer %d/%d quant error:", l + 1, j->m.cfg.n_layers);
         for (p = 0; p < N_PROJ; p++)
             fprintf(stderr, " %s %.3g", proj_names[p], j->err[p]);
         fprintf(stderr, " (%.2f s)\n", now_seconds() - t0);
+        if (write_layer(j, l) != 0)
+            return RC_FAIL;
     }
     return RC_OK;
+}
+
+/* ------------------------------------------------------------ calibration */
+/* --calib-tokens FILE: token ids separated by blanks, one sequence a line,
+ * each cut to seq_len, until the budget. */
+static int parse_ids(const char *path, char *text, int vocab, int seq_len, size_t budget,
+                     token_seqs *out)
+{
+    char *line = text, *next;
+    size_t lineno = 1, lines = 1, i;
+    for (i = 0; text[i]; i++)
+        lines += text[i] == '\n';
+    out->start = xcalloc(lines + 1, sizeof(size_t), path);
+    if (!out->start)
+        return -1;
+    for (; line && out->total + 2 <= budget; line = next, lineno++) {
+        char *p = line, *end;
+        size_t before = out->total, n = 0;
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        while (*p) {
+            long v;
+            if (isspace((unsigned char)*p)) {
+                p++;
+                continue;
+            }
+            v = strtol(p, &end, 10);
+            if (end == p || v < 0 || v >= vocab || (*end && !isspace((unsigned char)*end))) {
+                llama_err("%s:%zu: '%.20s' is not a token id below %d", path, lineno, p, vocab);
+                return -1;
+            }
+            p = end;
+            if (n < (size_t)seq_len && out->total < budget) {
+                if (out->total == out->cap) {
+                    size_t cap = out->cap ? 2 * out->cap : 4096;
+                    int *q = realloc(out->tokens, cap * sizeof(int));
+                    if (!q) {
+                        llama_err("out of memory for tokens");
+                        return -1;
+                    }
+                    out->tokens = q;
+                    out->cap = cap;
+                }
+                out->tokens[out->total++] = (int)v;
+                n++;
+            }
+        }
+        if (n == 1)
+            out->total = before;        /* a single token feeds nothing */
+        else if (n > 1)
+            out->start[++out->count] = out->total;
+    }
+    return 0;
+}
+
+static int load_calib_ids(const char *path, int vocab, int seq_len, size_t budget, token_seqs *out)
+{
+    char *text;
+    size_t len;
+    int rc;
+    memset(out, 0, sizeof(*out));
+    if (read_text_file(path, &text, &len) != 0)
+        return -1;
+    rc = parse_ids(path, text, vocab, seq_len, budget, out);
+    free(text);
+    if (rc == 0 && out->count == 0) {
+        llama_err("%s: no sequence of at least two token ids", path);
+        rc = -1;
+    }
+    if (rc != 0)
+        token_seqs_free(out);
+    return rc;
 }
 
 /* Calibration sequences and their embeddings, the input of layer 0. */
 static int prepare_calibration(quant_job *j)
 {
-    const llama_model *m = &j->s.m;
-    size_t d = (size_t)m->cfg.dim, t;
-    if (encode_stories(j->o->calib, &j->s.tok, m->cfg.seq_len, 1, (size_t)j->o->calib_tokens,
-                       &j->seqs) != 0)
+    const llama_config *c = &j->m.cfg;
+    size_t d = (size_t)c->dim, t;
+    if (j->o->calib_ids) {
+        if (load_calib_ids(j->o->calib_ids, c->vocab_size, c->seq_len, (size_t)j->o->calib_tokens,
+                           &j->seqs) != 0)
+            return -1;
+    } else if (encode_stories(j->o->calib, &j->tok, c->seq_len, 1, (size_t)j->o->calib_tokens,
+                              &j->seqs) != 0) {
         return -1;
+    }
     j->hidden = xcalloc(j->seqs.total, d * sizeof(float), "calibration activations");
     if (!j->hidden)
         return -1;
     for (t = 0; t < j->seqs.total; t++)
-        memcpy(j->hidden + t * d, m->tok_emb + (size_t)j->seqs.tokens[t] * d, d * sizeof(float));
-    fprintf(stderr, "calibration: %zu tokens in %zu sequences from %s (ASCII stories only)\n",
-            j->seqs.total, j->seqs.count, j->o->calib);
+        src_read_rows(&j->m.src.emb, (size_t)j->seqs.tokens[t], 1, j->hidden + t * d);
+    fprintf(stderr, "calibration: %zu tokens in %zu sequences from %s%s\n", j->seqs.total,
+            j->seqs.count, j->o->calib_ids ? j->o->calib_ids : j->o->calib,
+            j->o->calib_ids ? "" : " (ASCII stories only)");
     return 0;
 }
 
 /* ------------------------------------------------------- round-trip check */
-static int same_tensor(qlib_ctx *ctx, const qlib_tensor *a, const qlib_tensor *b, float *wa,
-                       float *wb, const float *x, float *ya, float *yb)
-{
-    size_t n = qlib_tensor_rows(a), k = qlib_tensor_cols(a);
-    if (qlib_tensor_method(a) != qlib_tensor_method(b) || qlib_tensor_bits(a) != qlib_tensor_bits(b)
-        || qlib_tensor_group_size(a) != qlib_tensor_group_size(b) || qlib_tensor_rows(b) != n
-        || qlib_tensor_cols(b) != k)
-        return 0;
-    if (qlib_dequantize(ctx, a, wa, k) != QLIB_OK || qlib_dequantize(ctx, b, wb, k) != QLIB_OK
-        || qlib_matmul(ctx, a, x, CHECK_ROWS, k, ya, n) != QLIB_OK
-        || qlib_matmul(ctx, b, x, CHECK_ROWS, k, yb, n) != QLIB_OK) {
-        report_qlib_error("round trip");
-        return 0;
-    }
-    return memcmp(wa, wb, n * k * sizeof(float)) == 0
-           && memcmp(ya, yb, CHECK_ROWS * n * sizeof(float)) == 0;
-}
-
-static int same_floats(const llama_model *a, const llama_model *b)
-{
-    const llama_config *c = &a->cfg;
-    size_t d = (size_t)c->dim, L = (size_t)c->n_layers, v = (size_t)c->vocab_size;
-    return memcmp(&a->cfg, &b->cfg, sizeof(a->cfg)) == 0
-           && !memcmp(a->tok_emb, b->tok_emb, v * d * sizeof(float))
-           && !memcmp(a->rms_att, b->rms_att, L * d * sizeof(float))
-           && !memcmp(a->rms_ffn, b->rms_ffn, L * d * sizeof(float))
-           && !memcmp(a->rms_final, b->rms_final, d * sizeof(float))
-           && !memcmp(a->wcls, b->wcls, v * d * sizeof(float));
-}
-
-static int compare_models(qlib_ctx *ctx, const llama_model *a, const llama_model *b, float *buf)
-{
-    const llama_config *c = &a->cfg;
-    size_t big = (size_t)c->hidden_dim * (size_t)c->dim, i;
-    float *wa = buf, *wb = wa + big, *x = wb + big, *ya, *yb;
-    int l, p;
-    ya = x + CHECK_ROWS * (size_t)c->hidden_dim;
-    yb = ya + CHECK_ROWS * (size_t)c->hidden_dim;
-    for (i = 0; i < CHECK_ROWS * (size_t)c->hidden_dim; i++)
-        x[i] = sinf(0.37f * (float)i) * (1.0f + (float)(i % 7));
-    if (!same_floats(a, b))
-        return -1;
-    for (l = 0; l < c->n_layers; l++)
-        for (p = 0; p < N_PROJ; p++)
-            if (!same_tensor(ctx, *model_proj(a, l, p), *model_proj(b, l, p), wa, wb, x, ya, yb)) {
-                llama_err("round trip: layer %d %s differs after reloading", l, proj_names[p]);
-                return -1;
-            }
-    return 0;
-}
-
-static int verify_round_trip(quant_job *j)
+static int verify_round_trip(quant_job *j, const char *path)
 {
     llama_model back;
-    const llama_config *c = &j->s.m.cfg;
-    size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim;
-    float *buf;
-    int rc;
-    if (model_load(j->s.ctx, j->o->out, &back) != 0)
+    int l, p, rc = 0;
+    uint64_t h;
+    if (model_load(j->ctx, path, &back) != 0)
         return -1;
-    buf = xcalloc(2 * h * d + 3 * CHECK_ROWS * (h > d ? h : d), sizeof(float), "round trip");
-    rc = buf ? compare_models(j->s.ctx, &j->s.m, &back, buf) : -1;
-    if (rc != 0)
-        llama_err("%s: the reloaded model differs from the one written", j->o->out);
-    free(buf);
+    if (memcmp(&back.cfg, &j->m.cfg, sizeof(back.cfg)) != 0) {
+        llama_err("%s: the configuration read back differs from the model's", path);
+        rc = -1;
+    }
+    for (l = 0; rc == 0 && l < back.cfg.n_layers; l++)
+        for (p = 0; rc == 0 && p < N_PROJ; p++)
+            if (tensor_digest(j, *model_proj(&back, l, p), &h) != 0
+                || h != j->digest[(size_t)l * N_PROJ + (size_t)p]) {
+                llama_err("round trip: layer %d %s differs after reloading", l, proj_names[p]);
+                rc = -1;
+            }
     model_free(&back);
     return rc;
 }
@@ -271,58 +430,111 @@ static int verify_round_trip(quant_job *j)
 /* --------------------------------------------------------------- command */
 static void print_summary(const quant_job *j, size_t file_bytes, double seconds)
 {
-    const qlib_tensor *t = *model_proj(&j->s.m, 0, P_WQ);
-    size_t proj_bytes;
-    double bpw = model_bits_per_weight(&j->s.m, &proj_bytes);
+    const char *name = qlib_method_name((qlib_method)j->method);
+    double bpw = j->proj_weights > 0 ? (double)j->proj_bytes * 8.0 / j->proj_weights : 0.0;
     printf("wrote %s: %s, %d bits, group %d, %.3f bits/weight, projections %.1f KiB, file %.1f KiB,"
-           " %.2f s\n", j->o->out, method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
-           qlib_tensor_group_size(t), bpw, (double)proj_bytes / 1024.0, (double)file_bytes / 1024.0, seconds);
+           " %.2f s\n", j->o->out, name, j->bits, j->group, bpw, (double)j->proj_bytes / 1024.0,
+           (double)file_bytes / 1024.0, seconds);
     printf("round trip: reloaded with QLIB_LOAD_BORROW, every tensor identical\n");
     printf("summary: method=%s bits=%d group=%d bits_per_weight=%.4f proj_bytes=%zu "
-           "file_bytes=%zu seconds=%.3f\n", method_name(qlib_tensor_method(t)), qlib_tensor_bits(t),
-           qlib_tensor_group_size(t), bpw, proj_bytes, file_bytes, seconds);
+           "file_bytes=%zu seconds=%.3f\n", name, j->bits, j->group, bpw, j->proj_bytes, file_bytes,
+           seconds);
 }
 
-static int run_quantize(quant_job *j)
+/* The source, its norms, a tensor table, the tokenizer when needed, and the
+ * state for one layer. */
+static int open_job(quant_job *j)
+{
+    const llama_opts *o = j->o;
+    llama_model *m = &j->m;
+    mapped_file f;
+    size_t big;
+    int rc;
+    if (!hf_is_dir(o->model)) {
+        if (map_file(o->model, &f) != 0)
+            return RC_FAIL;
+        rc = qmodel_is_quantized_file(&f);
+        unmap_file(&f);
+        if (rc) {
+            llama_err("%s: quantize reads a float model, not a quantized file", o->model);
+            return RC_FAIL;
+        }
+    }
+    if (setup_ctx(o, &j->ctx) != 0 || source_open(o->model, &m->src) != 0)
+        return RC_FAIL;
+    m->cfg = m->src.cfg;
+    m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
+    j->digest = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(uint64_t), "digests");
+    big = (size_t)(m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim);
+    j->check = xcalloc(2 * CHECK_ROWS * big + (size_t)m->cfg.hidden_dim * (size_t)m->cfg.dim,
+                       sizeof(float), "round trip");
+    if (!m->proj || !j->digest || !j->check || model_norms_from_source(m) != 0)
+        return RC_FAIL;
+    if (j->calibrated && !o->calib_ids
+        && (rc = session_tokenizer(o, &m->src, m->cfg.vocab_size, 1, &j->tok)) != 0)
+        return rc == -2 ? RC_USAGE : RC_FAIL;
+    return run_init(&j->r, m, j->ctx, RUN_NO_LOGITS | RUN_ONE_LAYER) == 0 ? RC_OK : RC_FAIL;
+}
+
+static int run_quantize(quant_job *j, output_file *out)
 {
     double t0 = now_seconds(), seconds;
     size_t file_bytes = 0;
     int rc;
-    if (j->s.m.quantized) {
-        llama_err("%s: quantize reads a float llama2.c checkpoint, not a quantized file",
-                  j->o->model);
-        return RC_FAIL;
-    }
+    if ((rc = open_job(j)) != RC_OK)
+        return rc;
     if (j->calibrated && prepare_calibration(j) != 0)
+        return RC_FAIL;
+    j->qw.f = out->f;
+    j->qw.path = out->tmp;
+    if (qm_write_floats(&j->qw, &j->m.src) != 0)
         return RC_FAIL;
     if ((rc = quantize_layers(j)) != RC_OK)
         return rc;
     seconds = now_seconds() - t0;
-    if (qmodel_save(&j->s.m, j->o->out, &file_bytes) != 0 || verify_round_trip(j) != 0)
+    file_bytes = j->qw.written;
+    if (fflush(out->f) != 0 || verify_round_trip(j, out->tmp) != 0 || out_commit(out) != 0)
         return RC_FAIL;
     print_summary(j, file_bytes, seconds);
     return RC_OK;
 }
 
+static void free_job(quant_job *j)
+{
+    int p;
+    for (p = 0; p < N_PROJ; p++)
+        free(j->w[p]);
+    free(j->hidden);
+    free(j->digest);
+    free(j->check);
+    token_seqs_free(&j->seqs);
+    run_free(&j->r);
+    tokenizer_free(&j->tok);
+    model_free(&j->m);
+    qlib_config_destroy(j->cfg);
+    qlib_ctx_destroy(j->ctx);
+}
+
 int cmd_quantize(const llama_opts *o)
 {
     quant_job j;
+    output_file out;
     int rc;
-    if (check_quant_opts(o) != 0)
-        return RC_USAGE;
+    if ((rc = check_quant_opts(o)) != 0)
+        return rc == -3 ? RC_UNAVAILABLE : RC_USAGE;
     memset(&j, 0, sizeof(j));
     j.o = o;
     j.calibrated = o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ;
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
-    if (session_open(o, &j.s) != 0) {
+    /* the output is created first: a bad -o fails before any work */
+    if (out_open(&out, o->out) != 0) {
         qlib_config_destroy(j.cfg);
         return RC_FAIL;
     }
-    rc = run_quantize(&j);
-    free(j.hidden);
-    token_seqs_free(&j.seqs);
-    session_close(&j.s);
-    qlib_config_destroy(j.cfg);
+    rc = run_quantize(&j, &out);
+    if (rc != RC_OK)
+        out_abort(&out);
+    free_job(&j);
     return rc;
 }

@@ -154,3 +154,23 @@ void token_seqs_free(token_seqs *s)
     free(s->start);
     memset(s, 0, sizeof(*s));
 }
+
+int write_token_lines(const char *path, const int *tokens, const size_t *start, size_t count)
+{
+    FILE *f = fopen(path, "w");
+    size_t i, t;
+    int rc = 0;
+    if (!f) {
+        llama_err("%s: cannot create", path);
+        return -1;
+    }
+    for (i = 0; i < count; i++)
+        for (t = start[i]; t < start[i + 1]; t++)
+            if (fprintf(f, "%d%c", tokens[t], t + 1 < start[i + 1] ? ' ' : '\n') < 0)
+                rc = -1;
+    if (fclose(f) != 0 || rc != 0) {
+        llama_err("%s: write failed", path);
+        return -1;
+    }
+    return 0;
+}

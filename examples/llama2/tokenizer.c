@@ -45,9 +45,61 @@ static int read_records(const char *path, const mapped_file *f, llama_tokenizer 
     return 0;
 }
 
-static int tokenizer_parse(const char *path, const mapped_file *f, llama_tokenizer *t)
+static int hex_value(char c);
+
+/* "<0xAB>" is the byte 0xAB */
+static int byte_piece(const char *piece)
+{
+    int hi, lo;
+    if (strlen(piece) != 6 || strncmp(piece, "<0x", 3) != 0 || piece[5] != '>')
+        return -1;
+    hi = hex_value(piece[3]);
+    lo = hex_value(piece[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+/* Token types where the file has none (llama2.c): <unk>, BOS and EOS
+ * (llama2.c's 1 and 2), byte tokens, and normal pieces. */
+static void default_types(llama_tokenizer *t)
 {
     int i;
+    for (i = 0; i < t->vocab_size; i++)
+        t->type[i] = i == t->bos || i == t->eos ? TT_CONTROL
+                     : i == t->unk && !strcmp(t->vocab[i], "<unk>") ? TT_UNKNOWN
+                     : byte_piece(t->vocab[i]) >= 0 ? TT_BYTE : TT_NORMAL;
+}
+
+/* The lookup table of pieces text can turn into (normal and user tokens),
+ * and the byte tokens. */
+static void build_index(llama_tokenizer *t)
+{
+    int i, n = 0, b;
+    for (i = 0; i < 256; i++)
+        t->byte_id[i] = -1;
+    for (i = 0; i < t->vocab_size; i++) {
+        if (t->type[i] == TT_BYTE && (b = byte_piece(t->vocab[i])) >= 0 && t->byte_id[b] < 0)
+            t->byte_id[b] = i;
+        if (t->type[i] == TT_NORMAL || t->type[i] == TT_USER) {
+            t->sorted[n].str = t->vocab[i];
+            t->sorted[n].id = i;
+            n++;
+        }
+    }
+    t->n_sorted = n;
+    qsort(t->sorted, (size_t)n, sizeof(token_index), cmp_index);
+}
+
+static int alloc_tables(llama_tokenizer *t)
+{
+    t->vocab = xcalloc((size_t)t->vocab_size, sizeof(char *), "tokenizer");
+    t->scores = xcalloc((size_t)t->vocab_size, sizeof(float), "tokenizer");
+    t->sorted = xcalloc((size_t)t->vocab_size, sizeof(token_index), "tokenizer");
+    t->type = xcalloc((size_t)t->vocab_size, 1, "tokenizer");
+    return t->vocab && t->scores && t->sorted && t->type ? 0 : -1;
+}
+
+static int tokenizer_parse(const char *path, const mapped_file *f, llama_tokenizer *t)
+{
     if (f->size < 4) {
         llama_err("%s: too short for a llama2.c tokenizer", path);
         return -1;
@@ -58,28 +110,174 @@ static int tokenizer_parse(const char *path, const mapped_file *f, llama_tokeniz
                   MAX_PIECE_BYTES);
         return -1;
     }
-    t->vocab = xcalloc((size_t)t->vocab_size, sizeof(char *), "tokenizer");
-    t->scores = xcalloc((size_t)t->vocab_size, sizeof(float), "tokenizer");
-    t->sorted = xcalloc((size_t)t->vocab_size, sizeof(token_index), "tokenizer");
     t->piece_buf = xcalloc(2 * (size_t)t->max_token_length + 1, 1, "tokenizer");
-    if (!t->vocab || !t->scores || !t->sorted || !t->piece_buf || read_records(path, f, t))
+    if (alloc_tables(t) || !t->piece_buf || read_records(path, f, t))
         return -1;
-    for (i = 0; i < t->vocab_size; i++) {
-        t->sorted[i].str = t->vocab[i];
-        t->sorted[i].id = i;
+    t->unk = 0;
+    t->bos = 1;
+    t->eos = 2;
+    default_types(t);
+    build_index(t);
+    return 0;
+}
+
+/* ------------------------------------------------------ GGUF vocabulary */
+/* SentencePiece writes a space as U+2581 (E2 96 81); the pieces here hold
+ * spaces, as llama2.c's do. */
+static char *piece_from_spm(const char *s, size_t len)
+{
+    char *out = xcalloc(len + 1, 1, "token");
+    size_t i, n = 0;
+    if (!out)
+        return NULL;
+    for (i = 0; i < len; i++) {
+        if (i + 2 < len && (unsigned char)s[i] == 0xe2 && (unsigned char)s[i + 1] == 0x96
+            && (unsigned char)s[i + 2] == 0x81) {
+            out[n++] = ' ';
+            i += 2;
+        } else {
+            out[n++] = s[i];
+        }
     }
-    qsort(t->sorted, (size_t)t->vocab_size, sizeof(token_index), cmp_index);
+    return out;
+}
+
+static int gguf_token_ids(const char *path, const gguf_file *g, llama_tokenizer *t)
+{
+    long long v;
+    int rc;
+    t->bos = 1;
+    t->eos = 2;
+    t->unk = 0;
+    if ((rc = gguf_get_int(path, g, "tokenizer.ggml.bos_token_id", 1, 0, t->vocab_size - 1, &v)) < 0)
+        return -1;
+    if (rc == 0)
+        t->bos = (int)v;
+    if ((rc = gguf_get_int(path, g, "tokenizer.ggml.eos_token_id", 1, 0, t->vocab_size - 1, &v)) < 0)
+        return -1;
+    if (rc == 0)
+        t->eos = (int)v;
+    if ((rc = gguf_get_int(path, g, "tokenizer.ggml.unknown_token_id", 1, 0, t->vocab_size - 1, &v)) < 0)
+        return -1;
+    if (rc == 0)
+        t->unk = (int)v;
+    return 0;
+}
+
+static int gguf_pieces(const char *path, const gguf_kv *tokens, llama_tokenizer *t)
+{
+    const unsigned char *p = tokens->elems;
+    size_t longest = 1;
+    int i;
+    for (i = 0; i < t->vocab_size; i++) {
+        size_t len = (size_t)get_u64le(p);
+        if (len > MAX_PIECE_BYTES) {
+            llama_err("%s: token %d is %zu bytes long (at most %u)", path, i, len, MAX_PIECE_BYTES);
+            return -1;
+        }
+        if (memchr(p + 8, '\0', len)) {
+            llama_err("%s: token %d holds a NUL byte", path, i);
+            return -1;
+        }
+        if (!(t->vocab[i] = piece_from_spm((const char *)p + 8, len)))
+            return -1;
+        if (strlen(t->vocab[i]) > longest)
+            longest = strlen(t->vocab[i]);
+        p += 8 + len;
+    }
+    t->max_token_length = (unsigned)longest;
+    return 0;
+}
+
+static int gguf_array(const char *path, const gguf_file *g, const char *key, uint32_t type,
+                      int vocab_size, const gguf_kv **out)
+{
+    const gguf_kv *kv = gguf_find(g, key);
+    *out = kv;
+    if (!kv)
+        return 1;
+    if (kv->type != GV_ARR || kv->elem_type != type || kv->count != (uint64_t)vocab_size) {
+        llama_err("%s: %s is not an array of %d %s", path, key, vocab_size,
+                  type == GV_STR ? "strings" : "numbers");
+        return -1;
+    }
+    return 0;
+}
+
+static int gguf_scores_types(const char *path, const gguf_file *g, llama_tokenizer *t)
+{
+    const gguf_kv *scores, *types;
+    int rc, i;
+    if ((rc = gguf_array(path, g, "tokenizer.ggml.scores", GV_F32, t->vocab_size, &scores)) < 0)
+        return -1;
+    for (i = 0; rc == 0 && i < t->vocab_size; i++) {
+        uint32_t u = get_u32le(scores->elems + 4 * (size_t)i);
+        memcpy(&t->scores[i], &u, 4);
+    }
+    if ((rc = gguf_array(path, g, "tokenizer.ggml.token_type", GV_I32, t->vocab_size, &types)) < 0)
+        return -1;
+    if (rc == 1) {
+        default_types(t);
+        return 0;
+    }
+    for (i = 0; i < t->vocab_size; i++) {
+        int32_t ty = (int32_t)get_u32le(types->elems + 4 * (size_t)i);
+        t->type[i] = ty >= TT_NORMAL && ty <= TT_BYTE ? (unsigned char)ty : TT_UNUSED;
+    }
+    return 0;
+}
+
+int tokenizer_from_gguf(const char *path, const gguf_file *g, int vocab_size, llama_tokenizer *t)
+{
+    const gguf_kv *tokens;
+    const char *model;
+    size_t len;
+    int rc;
+    memset(t, 0, sizeof(*t));
+    t->vocab_size = vocab_size;
+    if (gguf_get_str(path, g, "tokenizer.ggml.model", 0, &model, &len) < 0)
+        return -1;
+    if (len != 5 || memcmp(model, "llama", 5) != 0) {
+        llama_err("%s: tokenizer model '%.*s'; this program reads 'llama' (SentencePiece)", path,
+                  (int)len, model);
+        return -1;
+    }
+    rc = gguf_array(path, g, "tokenizer.ggml.tokens", GV_STR, vocab_size, &tokens);
+    if (rc == 1)
+        llama_err("%s: tokenizer.ggml.tokens is missing", path);
+    if (rc != 0 || alloc_tables(t) || gguf_token_ids(path, g, t) || gguf_pieces(path, tokens, t)
+        || gguf_scores_types(path, g, t)) {
+        tokenizer_free(t);
+        return -1;
+    }
+    t->piece_buf = xcalloc(2 * (size_t)t->max_token_length + 1, 1, "tokenizer");
+    if (!t->piece_buf) {
+        tokenizer_free(t);
+        return -1;
+    }
+    build_index(t);
     return 0;
 }
 
 int tokenizer_load(const char *path, int vocab_size, llama_tokenizer *t)
 {
     mapped_file f;
+    gguf_file g;
     int rc;
     memset(t, 0, sizeof(*t));
     t->vocab_size = vocab_size;
     if (map_file(path, &f) != 0)
         return -1;
+    if (gguf_is_gguf(&f)) {
+        rc = gguf_parse(path, &f, &g);
+        if (rc == 0) {
+            rc = tokenizer_from_gguf(path, &g, vocab_size, t);
+            free(g.kv);
+            free(g.tensors);
+        }
+        unmap_file(&f);
+        return rc;
+    }
     rc = tokenizer_parse(path, &f, t);
     unmap_file(&f);
     if (rc != 0)
@@ -96,6 +294,7 @@ void tokenizer_free(llama_tokenizer *t)
     free(t->scores);
     free(t->sorted);
     free(t->piece_buf);
+    free(t->type);
     memset(t, 0, sizeof(*t));
 }
 
@@ -104,7 +303,7 @@ static int lookup(const llama_tokenizer *t, const char *str)
     token_index key, *hit;
     key.str = str;
     key.id = 0;
-    hit = bsearch(&key, t->sorted, (size_t)t->vocab_size, sizeof(token_index), cmp_index);
+    hit = bsearch(&key, t->sorted, (size_t)t->n_sorted, sizeof(token_index), cmp_index);
     return hit ? hit->id : -1;
 }
 
@@ -118,8 +317,8 @@ static int emit_char(const llama_tokenizer *t, const char *buf, size_t len, int 
         return n;
     }
     for (i = 0; i < len; i++) {
-        id = (int)(unsigned char)buf[i] + 3;
-        if (id >= t->vocab_size) {
+        id = t->byte_id[(unsigned char)buf[i]];
+        if (id < 0) {
             llama_err("tokenizer: no token for byte 0x%02X", (unsigned char)buf[i]);
             return -1;
         }
@@ -196,7 +395,7 @@ int tokenizer_encode(const llama_tokenizer *t, const char *text, int bos, int *t
 {
     int n = 0, first;
     if (bos)
-        tokens[n++] = TOKEN_BOS;
+        tokens[n++] = t->bos;
     /* llama2.c (like sentencepiece's add_dummy_prefix) starts non-empty text with " " */
     if (text[0] != '\0' && (first = lookup(t, " ")) >= 0)
         tokens[n++] = first;
@@ -215,25 +414,18 @@ static int hex_value(char c)
     return -1;
 }
 
-/* "<0xAB>" is the byte 0xAB */
-static int byte_token(const char *piece, char *byte_buf)
-{
-    int hi, lo;
-    if (strlen(piece) != 6 || strncmp(piece, "<0x", 3) != 0 || piece[5] != '>')
-        return 0;
-    hi = hex_value(piece[3]);
-    lo = hex_value(piece[4]);
-    if (hi < 0 || lo < 0)
-        return 0;
-    byte_buf[0] = (char)(hi * 16 + lo);
-    byte_buf[1] = '\0';
-    return 1;
-}
-
 const char *tokenizer_decode(const llama_tokenizer *t, int prev, int next, char *byte_buf)
 {
     const char *piece = t->vocab[next];
-    if (prev == TOKEN_BOS && piece[0] == ' ')
+    int b;
+    if (t->type[next] == TT_CONTROL || t->type[next] == TT_UNKNOWN || t->type[next] == TT_UNUSED)
+        return "";
+    if (prev == t->bos && piece[0] == ' ')
         piece++;  /* the dummy prefix */
-    return byte_token(piece, byte_buf) ? byte_buf : piece;
+    if (t->type[next] == TT_BYTE && (b = byte_piece(piece)) >= 0) {
+        byte_buf[0] = (char)b;
+        byte_buf[1] = '\0';
+        return byte_buf;
+    }
+    return piece;
 }

@@ -24,7 +24,7 @@ static void check_tokens(const llama_tokenizer *t, const int *tokens, int n, siz
     FZ_CHECK(n >= 0 && (size_t)n <= text_len + 2);
     for (int i = 0; i < n; i++) {
         FZ_CHECK(tokens[i] >= 0 && tokens[i] < t->vocab_size);
-        const char *piece = tokenizer_decode(t, i ? tokens[i - 1] : TOKEN_BOS, tokens[i], byte_buf);
+        const char *piece = tokenizer_decode(t, i ? tokens[i - 1] : t->bos, tokens[i], byte_buf);
         FZ_CHECK(piece != NULL && strlen(piece) <= t->max_token_length);
     }
 }

@@ -369,25 +369,26 @@ static void qmodel_seed(const uint8_t *ckpt, size_t len, int bits, int group)
     snprintf(qm, sizeof qm, "%s", tmp_path("qmodel"));
     FILE *f = fopen(ck, "wb");
     FZ_CHECK(f && fwrite(ckpt, 1, len, f) == len && fclose(f) == 0);
-    llama_model m;
-    FZ_CHECK(model_load(ctx, ck, &m) == 0);
+    model_source src;
+    FZ_CHECK(source_open(ck, &src) == 0);
     qlib_config *cfg;
     FZ_CHECK(qlib_config_create(QLIB_METHOD_RTN, &cfg) == QLIB_OK);
     FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_BITS, bits) == QLIB_OK);
     FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_GROUP_SIZE, group) == QLIB_OK);
-    for (int l = 0; l < m.cfg.n_layers; l++)
+    qm_writer w = { fopen(qm, "w+b"), qm, 0 };
+    FZ_CHECK(w.f && qm_write_floats(&w, &src) == 0);
+    for (int l = 0; l < src.cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++) {
-            qlib_tensor **t = model_proj(&m, l, p);
-            size_t k = proj_cols(&m.cfg, p);
-            qlib_tensor_destroy(*t);
-            *t = NULL;
-            FZ_CHECK(qlib_quantize(ctx, raw_weight(&m, l, p), proj_rows(&m.cfg, p), k, k, cfg, NULL,
-                                   t) == QLIB_OK);
+            const src_tensor *st = source_proj(&src, l, p);
+            qlib_tensor *t = NULL;
+            FZ_CHECK(qlib_quantize(ctx, src_direct_f32(st), st->rows, st->cols, st->cols, cfg, NULL,
+                                   &t) == QLIB_OK);
+            FZ_CHECK(qm_write_tensor(&w, t, l, p) == 0);
+            qlib_tensor_destroy(t);
         }
+    FZ_CHECK(fclose(w.f) == 0);
     qlib_config_destroy(cfg);
-    size_t bytes;
-    FZ_CHECK(qmodel_save(&m, qm, &bytes) == 0);
-    model_free(&m);
+    source_close(&src);
     size_t qlen;
     uint8_t *q = read_all(qm, &qlen);
     out_file("fuzz_llama_checkpoint", bits == 8 ? "qmodel-b8" : "qmodel-b4", q, qlen, NULL, 0);

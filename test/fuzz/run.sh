@@ -17,14 +17,18 @@
 # (files named NNN-*); inputs kept from past findings (other names) stay.
 set -eu
 cd "$(dirname "$0")/../.."
+# the example's readers, for the fuzz_llama_* targets
+LLAMA_READERS="examples/llama2/util.c examples/llama2/model.c examples/llama2/qmodel.c examples/llama2/tokenizer.c
+    examples/llama2/source.c examples/llama2/gguf.c examples/llama2/safetensors.c examples/llama2/hf.c
+    examples/llama2/dtype.c"
 
 if [ "${1:-}" = seeds ]; then
     make -s build/release/libqlib_internal.a
     mkdir -p build/fuzz
     # shellcheck disable=SC2046
     ${CC:-cc} -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc -Iexamples/llama2 -o build/fuzz/make_corpus \
-        test/fuzz/make_corpus.c examples/llama2/util.c examples/llama2/model.c \
-        examples/llama2/qmodel.c examples/llama2/tokenizer.c build/release/libqlib_internal.a \
+        test/fuzz/make_corpus.c $LLAMA_READERS build/release/libqlib_internal.a \
+        $(pkg-config --libs jansson 2>/dev/null || echo -ljansson) \
         $(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lpthread -lm
     rm -f test/fuzz/corpus/*/[0-9][0-9][0-9]-*
     mkdir -p test/fuzz/corpus
@@ -39,8 +43,6 @@ OUT=build/fuzz
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 CFLAGS_FUZZ="-std=c11 -D_GNU_SOURCE -g -O1 -pthread -Iinclude $(pkg-config --cflags openblas 2>/dev/null || true)"
 LIBS="$(pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lpthread -lm"
-# the example's readers, for the fuzz_llama_* targets
-LLAMA_READERS="examples/llama2/util.c examples/llama2/model.c examples/llama2/qmodel.c examples/llama2/tokenizer.c"
 
 have_libfuzzer() {
     printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
@@ -88,7 +90,7 @@ status=0
 summary=""
 for t in $targets; do
     extra=""
-    case "$t" in fuzz_llama_*) extra="$reader_objs -Iexamples/llama2" ;; esac
+    case "$t" in fuzz_llama_*) extra="$reader_objs -Iexamples/llama2 $(pkg-config --libs jansson 2>/dev/null || echo -ljansson)" ;; esac
     # shellcheck disable=SC2086
     "$CLANG" $CFLAGS_FUZZ -Isrc $SAN -fsanitize=fuzzer "test/fuzz/$t.c" $extra $objs $LIBS -o "$OUT/$t"
     mkdir -p "$OUT/corpus/$t"
