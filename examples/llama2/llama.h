@@ -153,6 +153,7 @@ typedef struct llama_opts {
     int threads;            /* -1: qlib's default */
     int compute;            /* qlib_compute */
     int method, bits, group, act_order, sym;  /* bits, group: -2 = unset */
+    int clip_grid, awq_rounding;              /* OPT_UNSET: qlib's default */
     int calib_tokens;
     float temperature, topp;
     int steps;

@@ -20,18 +20,25 @@ enum { FAIL_SCALE = 1, FAIL_NONFINITE = 2 };
 
 typedef struct gptq {
     qlib_ctx *ctx;
-    qlib_tensor *t;
+    qlib_tensor *t;       /* the tensor being filled */
     const float *h;       /* the calibration's H: k x k, upper triangle */
-    const float *w;
-    size_t ldw, n, k, kp, block;
+    const float *w;       /* its weights */
+    size_t ldw, n;        /* its row stride and rows */
+    size_t max_n;         /* the most rows of any tensor sharing the factor: buffers' size */
+    size_t k, kp, block;
     size_t group, n_groups;   /* in stored column order (the tensor's) */
-    int bits, symmetric, per_tensor;
+    int bits, symmetric, per_tensor, act_order;
     int dynamic;          /* group parameters computed when the sweep enters a group */
     float damp;
+    qlib_clip clip;       /* the clipping search (grid > 1), else off */
+    const float *s, *inv; /* NULL, or k floats: rounds W diag(s) in the space of
+                             diag(inv) H diag(inv), inv = 1/s (AWQ's input scales) */
     qlib_qparams tensor_p;
     float *wk;            /* n x k working weights in stored order; a rounded column holds codes */
     float *hf;            /* k x k: H permuted, then its inverse factor U, then a Gram matrix */
+    float *gram;          /* k x k Gram matrix scratch when hf must keep U (shared), else hf */
     float *err;           /* n x block: rounding errors of the current block, over U's pivots */
+    float *wt;            /* k: 1/U_jj^2, the weight of column j's error in the clipping search */
     uint8_t *zeros;       /* n x n_groups zero points (asymmetric, per group), else NULL */
     int32_t *perm;        /* k: stored position -> original column */
     int32_t *dead;        /* the columns with H_jj = 0 */
@@ -118,17 +125,18 @@ qlib_status qlib_gptq_inverse_factor(float *a, size_t k, float damp, float *diag
                      "(damp %g x mean diag H %g)", fn, tried, (double)damp, mean);
 }
 
-/* hf = the calibration's H in full, dead columns' diagonal set to 1. */
+/* hf = the calibration's H in full (in the scaled space: inv_i H_ij inv_j),
+ * dead columns' diagonal set to 1. */
 static void hessian_full(gptq *g)
 {
     size_t k = g->k;
-    const float *h = g->h;
+    const float *h = g->h, *inv = g->inv;
     float *s = g->hf;
     for (size_t i0 = 0; i0 < k; i0 += TILE)
         for (size_t j0 = i0; j0 < k; j0 += TILE)
             for (size_t i = i0; i < min_size(i0 + TILE, k); i++)
                 for (size_t j = j0 > i ? j0 : i; j < min_size(j0 + TILE, k); j++) {
-                    float v = h[i * k + j];
+                    float v = inv ? h[i * k + j] * inv[i] * inv[j] : h[i * k + j];
                     s[i * k + j] = v;
                     s[j * k + i] = v;
                 }
@@ -210,7 +218,7 @@ static void order_columns(gptq *g, int act_order)
     }
     col_key *keys = (col_key *)(void *)g->wk;
     for (size_t j = 0; j < k; j++) {
-        keys[j].h = g->h[j * (k + 1)];
+        keys[j].h = g->inv ? g->h[j * (k + 1)] * g->inv[j] * g->inv[j] : g->h[j * (k + 1)];
         keys[j].col = (int32_t)j;
     }
     for (size_t d = 0; d < g->n_dead; d++) keys[g->dead[d]].h = 1.0f;
@@ -239,6 +247,23 @@ static void set_failed(gptq *g, int why)
     __atomic_store_n(&g->failed, why, __ATOMIC_RELAXED);
 }
 
+/* Parameters of one group of one row, its len values v[j * stride] (from
+ * column c0 in stored order): the plain range, or with the clipping search
+ * the ratio whose error sum_j (v_j - v^_j)^2 / U_jj^2 is least, the error
+ * each column adds to GPTQ's loss when the sweep rounds it. */
+static int search_params(const gptq *g, const float *v, size_t stride, size_t c0, size_t len,
+                         qlib_qparams *p)
+{
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t j = 0; j < len; j++) {
+        lo = fminf(lo, v[j * stride]);
+        hi = fmaxf(hi, v[j * stride]);
+    }
+    if (g->clip.grid <= 1) return qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, p);
+    qlib_span sp = { v, 1, 0, len, stride, g->wt + c0 };
+    return qlib_rtn_params_search(&sp, lo, hi, g->bits, g->symmetric, &g->clip, p);
+}
+
 /* ---- passes over rows, split evenly over the threads (rows are independent) ---- */
 
 static void row_range(const gptq *g, size_t task, size_t *r0, size_t *r1)
@@ -257,6 +282,16 @@ static void load_task(void *arg, size_t task)
         memcpy(wr, g->w + r * g->ldw, k * sizeof(float));
         for (size_t d = 0; d < g->n_dead; d++) wr[g->dead[d]] = 0.0f;
     }
+}
+
+/* W diag(s): the weights in the space GPTQ rounds them in. */
+static void scale_task(void *arg, size_t task)
+{
+    gptq *g = arg;
+    size_t r0, r1, k = g->k;
+    row_range(g, task, &r0, &r1);
+    for (size_t r = r0; r < r1; r++)
+        for (size_t c = 0; c < k; c++) g->wk[r * k + c] *= g->s[c];
 }
 
 static void permute_task(void *arg, size_t task)
@@ -282,7 +317,7 @@ static void static_params_task(void *arg, size_t task)
         for (size_t grp = 0; grp < g->n_groups; grp++) {
             size_t c0 = grp * g->group, len = min_size(g->group, k - c0);
             qlib_qparams p;
-            if (!qlib_rtn_params(g->wk + r * k + c0, len, g->bits, g->symmetric, &p)) {
+            if (!search_params(g, g->wk + r * k + c0, 1, c0, len, &p)) {
                 set_failed(g, FAIL_SCALE);
                 return;
             }
@@ -311,7 +346,7 @@ static void finish_task(void *arg, size_t task)
         g->ctx->kern->dequant_row(&t->w, r, deq);
         for (size_t j = 0; j < k; j++) {
             size_t c = (size_t)g->perm[j];
-            wr[c] = w0[c] - deq[j];
+            wr[c] = w0[c] - (g->inv ? deq[j] * g->inv[c] : deq[j]);
         }
     }
 }
@@ -332,16 +367,10 @@ static int panel_params(gptq *g, size_t p0, size_t nr, const float *seg, size_t 
             continue;
         }
         int ok;
-        if (c0 + len <= g->i2) {
-            float lo = 0.0f, hi = 0.0f;
-            for (size_t c = 0; c < len; c++) {
-                lo = fminf(lo, seg[(i + c) * PANEL + r]);
-                hi = fmaxf(hi, seg[(i + c) * PANEL + r]);
-            }
-            ok = qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &p[r]);
-        } else {
-            ok = qlib_rtn_params(g->wk + (p0 + r) * g->k + c0, len, g->bits, g->symmetric, &p[r]);
-        }
+        if (c0 + len <= g->i2)
+            ok = search_params(g, seg + i * PANEL + r, PANEL, c0, len, &p[r]);
+        else
+            ok = search_params(g, g->wk + (p0 + r) * g->k + c0, 1, c0, len, &p[r]);
         if (!ok) return FAIL_SCALE;
         params_store(g, p0 + r, grp, &p[r]);
     }
@@ -416,14 +445,15 @@ static size_t block_end(const gptq *g, size_t i1)
 
 /* ---- the Hessian-weighted error ---- */
 
-/* <H, A^T A> = tr(A H A^T) for A (n x k, stride k), through hf. */
-static double hessian_inner(gptq *g, const float *a)
+/* <H, A^T A> = tr(A H A^T) for A (n x k, stride k), with the calibration's H
+ * (the original space) and A^T A formed in scratch (k x k). */
+static double hessian_inner(gptq *g, const float *a, float *scratch)
 {
     size_t k = g->k;
-    qlib_la_syrk_upper(k, g->n, 1.0f, a, k, 0.0f, g->hf, k);
+    qlib_la_syrk_upper(k, g->n, 1.0f, a, k, 0.0f, scratch, k);
     double sum = 0.0;
     for (size_t i = 0; i < k; i++) {
-        const float *hr = g->h + i * k, *gr = g->hf + i * k;
+        const float *hr = g->h + i * k, *gr = scratch + i * k;
         double off = 0.0;
         for (size_t j = i + 1; j < k; j++) off += (double)hr[j] * gr[j];
         sum += (double)hr[i] * gr[i] + 2.0 * off;
@@ -433,42 +463,49 @@ static double hessian_inner(gptq *g, const float *a)
 
 /* ---- setup ---- */
 
-static qlib_status gptq_alloc(gptq *g, int act_order)
+/* Buffers for tensors of up to max_n rows; shared: a Gram matrix of its own,
+ * since hf keeps the factor from one tensor to the next. */
+static qlib_status gptq_alloc(gptq *g, int shared)
 {
     static const char fn[] = "qlib_quantize";
     const qlib_allocator *a = &g->ctx->alloc;
     size_t nk, kk, ne, nz = 0;
     if (qlib_mul_overflows(g->k, g->k, &kk) || kk > SIZE_MAX / 4 ||
-        qlib_mul_overflows(g->n, g->block, &ne) || ne > SIZE_MAX / 4 ||
-        qlib_mul_overflows(g->n, g->k, &nk) || nk > SIZE_MAX / 4)
-        return qlib_fail(QLIB_ERR_ARG, "%s: GPTQ buffers for %zu x %zu overflow", fn, g->n, g->k);
+        qlib_mul_overflows(g->max_n, g->block, &ne) || ne > SIZE_MAX / 4 ||
+        qlib_mul_overflows(g->max_n, g->k, &nk) || nk > SIZE_MAX / 4)
+        return qlib_fail(QLIB_ERR_ARG, "%s: GPTQ buffers for %zu x %zu overflow", fn, g->max_n,
+                         g->k);
     if (nk < 2 * g->k) nk = 2 * g->k;   /* the sort keys borrow wk's first 2k floats */
-    if (!g->symmetric && !g->per_tensor) nz = g->n * g->n_groups;
-    g->n_sweep_tasks = (g->n + ROW_CHUNK - 1) / ROW_CHUNK;
-    g->n_row_tasks = min_size((size_t)g->ctx->n_threads, g->n);
+    if (!g->symmetric && !g->per_tensor) nz = g->max_n * g->n_groups;
+    size_t n_sweep = (g->max_n + ROW_CHUNK - 1) / ROW_CHUNK;
+    size_t n_rows = min_size((size_t)g->ctx->n_threads, g->max_n);
     g->sweep_bytes = qlib_round_up(PANEL * g->block * sizeof(float), QLIB_ALIGN);
     g->row_bytes = qlib_round_up(g->kp * (sizeof(float) + 1), QLIB_ALIGN);
-    size_t task_mem = g->n_sweep_tasks * g->sweep_bytes;
-    if (task_mem < g->n_row_tasks * g->row_bytes) task_mem = g->n_row_tasks * g->row_bytes;
+    size_t task_mem = n_sweep * g->sweep_bytes;
+    if (task_mem < n_rows * g->row_bytes) task_mem = n_rows * g->row_bytes;
     g->wk = qlib_mem_alloc(a, nk * sizeof(float));
     g->hf = g->wk ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL;
     g->err = g->hf ? qlib_mem_alloc(a, ne * sizeof(float)) : NULL;
     g->task_mem = g->err ? qlib_mem_alloc(a, task_mem) : NULL;
-    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + sizeof(float) + 1))
+    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + 2 * sizeof(float) + 1))
                          : NULL;
     g->zeros = g->vec && nz ? qlib_mem_alloc(a, nz) : NULL;
-    if (!g->vec || (nz && !g->zeros))
-        return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for GPTQ on %zu x %zu", fn, g->n,
+    g->gram = shared ? (g->vec && (!nz || g->zeros) ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL)
+                     : g->hf;
+    if (!g->vec || (nz && !g->zeros) || !g->gram)
+        return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for GPTQ on %zu x %zu", fn, g->max_n,
                          g->k);
     g->dead = (int32_t *)(void *)(g->vec + g->k);
-    g->perm = act_order ? (int32_t *)g->t->perm : g->dead + g->k;
-    g->seen = (uint8_t *)(g->dead + 2 * g->k);
+    g->perm = g->dead + g->k;
+    g->wt = (float *)(void *)(g->perm + g->k);
+    g->seen = (uint8_t *)(g->wt + g->k);
     return QLIB_OK;
 }
 
 static void gptq_release(gptq *g)
 {
     const qlib_allocator *a = &g->ctx->alloc;
+    if (g->gram != g->hf) qlib_mem_free(a, g->gram);
     qlib_mem_free(a, g->wk);
     qlib_mem_free(a, g->hf);
     qlib_mem_free(a, g->err);
@@ -492,7 +529,11 @@ static qlib_status tensor_params(gptq *g)
         lo = fminf(lo, g->wk[i]);
         hi = fmaxf(hi, g->wk[i]);
     }
-    if (!qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &g->tensor_p))
+    qlib_span sp = { g->wk, g->n, g->k, g->k, 1, g->wt };
+    int ok = g->clip.grid > 1
+             ? qlib_rtn_params_search(&sp, lo, hi, g->bits, g->symmetric, &g->clip, &g->tensor_p)
+             : qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &g->tensor_p);
+    if (!ok)
         return qlib_fail(QLIB_ERR_NUMERIC, "qlib_quantize: weight range too large for an fp16 scale");
     qlib_tensor_put_params(g->t, 0, 0, &g->tensor_p);
     return QLIB_OK;
@@ -507,8 +548,8 @@ static qlib_status sweep_failure(const gptq *g)
                      "(columns %zu..%zu in stored order)", g->i1, g->i2 - 1);
 }
 
-/* The share of the call before the column sweep (the Hessian's factor), and
- * after it (packing). */
+/* The share of a tensor's part before the column sweep (the Hessian's
+ * factor), and after it (packing). */
 #define SHARE_HESSIAN 0.1
 #define SHARE_SWEEP 0.85
 
@@ -533,20 +574,54 @@ static qlib_status sweep_blocks(gptq *g)
     return QLIB_OK;
 }
 
-static qlib_status gptq_run(gptq *g, int act_order, double *error)
+/* The tensor t (n rows of w, stride ldw) is the one being filled. */
+static void gptq_bind(gptq *g, qlib_tensor *t, const float *w, size_t ldw)
+{
+    g->t = t;
+    g->w = w;
+    g->ldw = ldw;
+    g->n = t->d.n;
+    g->n_sweep_tasks = (g->n + ROW_CHUNK - 1) / ROW_CHUNK;
+    g->n_row_tasks = min_size((size_t)g->ctx->n_threads, g->n);
+    g->failed = 0;
+}
+
+/* The inverse factor U of the (scaled, permuted) Hessian, and the clipping
+ * search's column weights 1/U_jj^2 (U_jj = 1/R_jj for R the Cholesky factor
+ * of H: finite and at most diag(H) + lambda). */
+static qlib_status gptq_factor(gptq *g)
 {
     float lambda;
-    if (qlib_progress(g->ctx, "hessian", 0.0))
-        return qlib_progress_cancelled("qlib_quantize", "hessian");
-    find_dead(g);
-    order_columns(g, act_order);
-    qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
-    double den = hessian_inner(g, g->wk);
-    if (act_order) qlib_ctx_parallel_for(g->ctx, permute_task, g, g->n_row_tasks);
     hessian_full(g);
-    if (act_order) hessian_permute(g);
+    if (g->act_order) hessian_permute(g);
     qlib_status s = qlib_gptq_inverse_factor(g->hf, g->k, g->damp, g->vec, &lambda);
     if (s != QLIB_OK) return s;
+    if (g->clip.grid > 1)
+        for (size_t j = 0; j < g->k; j++) {
+            double u = g->hf[j * (g->k + 1)];
+            g->wt[j] = (float)(1.0 / (u * u));
+        }
+    return QLIB_OK;
+}
+
+/* The bound tensor's working weights, in the rounding space and the stored
+ * order; *den = tr(W H W^T) in the original space. */
+static void gptq_load(gptq *g, double *den)
+{
+    qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
+    *den = hessian_inner(g, g->wk, g->gram);
+    if (g->s) qlib_ctx_parallel_for(g->ctx, scale_task, g, g->n_row_tasks);
+    if (g->act_order) {
+        qlib_ctx_parallel_for(g->ctx, permute_task, g, g->n_row_tasks);
+        memcpy((int32_t *)g->t->perm, g->perm, g->k * sizeof(int32_t));
+    }
+}
+
+/* Rounds the loaded weights into the bound tensor; *error = tr(dW H dW^T) /
+ * den in the original space. */
+static qlib_status gptq_round(gptq *g, double den, double *error)
+{
+    qlib_status s;
     if (g->per_tensor) {
         s = tensor_params(g);
         if (s != QLIB_OK) return s;
@@ -564,9 +639,86 @@ static qlib_status gptq_run(gptq *g, int act_order, double *error)
     /* Both are >= 0 for a positive semidefinite H; a Hessian of subnormal
      * values is that only up to rounding, and the error stays >= 0 so that
      * the blob loads (docs/FORMAT.md). */
-    double num = hessian_inner(g, g->wk);
+    double num = hessian_inner(g, g->wk, g->gram);
     *error = den > 0.0 && num > 0.0 ? num / den : 0.0;
     return QLIB_OK;
+}
+
+/* One tensor: its weights load before the factor, whose buffer serves as the
+ * Gram matrix's scratch until then. Several: the factor once, then each
+ * tensor in its share of the progress (by rows). */
+static qlib_status gptq_run(gptq *g, size_t count, qlib_tensor *const *t, const float *const *w,
+                            const size_t *ldw, double *error)
+{
+    double den;
+    if (qlib_progress(g->ctx, "hessian", 0.0))
+        return qlib_progress_cancelled("qlib_quantize", "hessian");
+    find_dead(g);
+    order_columns(g, g->act_order);
+    qlib_status s;
+    if (count == 1) {
+        gptq_bind(g, t[0], w[0], ldw[0]);
+        gptq_load(g, &den);
+        s = gptq_factor(g);
+        return s == QLIB_OK ? gptq_round(g, den, &error[0]) : s;
+    }
+    s = gptq_factor(g);
+    double rows = 0.0, done = 0.0;
+    for (size_t i = 0; i < count; i++) rows += (double)t[i]->d.n;
+    for (size_t i = 0; i < count && s == QLIB_OK; i++) {
+        qlib_part part = qlib_progress_sub(g->ctx, done / rows, (done + (double)t[i]->d.n) / rows);
+        gptq_bind(g, t[i], w[i], ldw[i]);
+        gptq_load(g, &den);
+        s = gptq_round(g, den, &error[i]);
+        qlib_progress_restore(g->ctx, part);
+        done += (double)t[i]->d.n;
+    }
+    return s;
+}
+
+qlib_gptq_opts qlib_gptq_opts_of(const qlib_config *cfg)
+{
+    qlib_gptq_opts o;
+    memset(&o, 0, sizeof o);
+    const qlib_method_row *row = qlib_cfg_row(cfg);
+    o.damp = qlib_method_param(row, QLIB_PARAM_GPTQ_DAMP)
+             ? qlib_cfg_float(cfg, QLIB_PARAM_GPTQ_DAMP) : GPTQ_DEFAULT_DAMP;
+    o.block = qlib_method_param(row, QLIB_PARAM_GPTQ_BLOCK_SIZE)
+              ? (size_t)qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_BLOCK_SIZE) : GPTQ_DEFAULT_BLOCK;
+    o.act_order = qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_ACT_ORDER);
+    o.static_groups = qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_STATIC_GROUPS);
+    o.clip = qlib_clip_of(cfg);
+    return o;
+}
+
+qlib_status qlib_gptq_fill(qlib_ctx *ctx, size_t count, qlib_tensor *const *t,
+                           const float *const *w, const size_t *ldw, const qlib_calib *calib,
+                           const qlib_gptq_opts *o, double *error)
+{
+    const qlib_tensor *t0 = t[0];
+    gptq g;
+    memset(&g, 0, sizeof g);
+    g.ctx = ctx;
+    g.h = calib->hessian;
+    g.k = t0->d.k;
+    g.kp = t0->w.kp;
+    for (size_t i = 0; i < count; i++) g.max_n = t[i]->d.n > g.max_n ? t[i]->d.n : g.max_n;
+    g.block = min_size(o->block, g.k);
+    g.group = t0->w.group;
+    g.n_groups = t0->w.n_groups;
+    g.bits = t0->d.bits;
+    g.symmetric = t0->d.symmetric;
+    g.per_tensor = t0->d.group_size < 0;
+    g.act_order = o->act_order;
+    g.dynamic = !g.per_tensor && !o->static_groups;
+    g.damp = o->damp;
+    g.clip = o->clip;
+    g.s = o->s;
+    g.inv = o->inv;
+    qlib_status s = gptq_alloc(&g, count > 1);
+    if (s == QLIB_OK) s = gptq_run(&g, count, t, w, ldw, error);
+    gptq_release(&g);
+    return s;
 }
 
 static qlib_status calib_check(const qlib_calib *calib, size_t k)
@@ -584,44 +736,38 @@ static qlib_status calib_check(const qlib_calib *calib, size_t k)
     return QLIB_OK;
 }
 
+/* count tensors of one calibration into out[0 .. count-1]; on failure the
+ * caller destroys what out holds. */
+static qlib_status gptq_tensors(qlib_ctx *ctx, size_t count, const float *const *w,
+                                const size_t *n, size_t k, const size_t *ldw,
+                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+{
+    qlib_status s = calib_check(calib, k);
+    qlib_gptq_opts o = qlib_gptq_opts_of(cfg);
+    for (size_t i = 0; i < count && s == QLIB_OK; i++) {
+        qlib_tensor_desc d = qlib_quant_desc(cfg, n[i], k);
+        d.has_perm = o.act_order;
+        s = qlib_tensor_create(&ctx->alloc, &d, &out[i], "qlib_quantize");
+    }
+    double one, *error = count == 1 ? &one : qlib_mem_alloc(&ctx->alloc, count * sizeof(double));
+    if (s == QLIB_OK && !error) s = qlib_fail(QLIB_ERR_NOMEM, "qlib_quantize: out of memory");
+    if (s == QLIB_OK) s = qlib_gptq_fill(ctx, count, out, w, ldw, calib, &o, error);
+    for (size_t i = 0; i < count && s == QLIB_OK; i++) qlib_tensor_seal(out[i], error[i], 1);
+    if (error != &one) qlib_mem_free(&ctx->alloc, error);
+    return s;
+}
+
 static qlib_status quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                  const qlib_config *cfg, const qlib_calib *calib,
                                  qlib_tensor **out)
 {
-    qlib_status s = calib_check(calib, k);
-    if (s != QLIB_OK) return s;
-    qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
-    int act_order = qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_ACT_ORDER);
-    d.has_perm = act_order;
-    gptq g;
-    memset(&g, 0, sizeof g);
-    s = qlib_tensor_create(&ctx->alloc, &d, &g.t, "qlib_quantize");
-    if (s != QLIB_OK) return s;
-    g.ctx = ctx;
-    g.h = calib->hessian;
-    g.w = w;
-    g.ldw = ldw;
-    g.n = n;
-    g.k = k;
-    g.kp = g.t->w.kp;
-    g.block = min_size((size_t)qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_BLOCK_SIZE), k);
-    g.group = g.t->w.group;
-    g.n_groups = g.t->w.n_groups;
-    g.bits = d.bits;
-    g.symmetric = d.symmetric;
-    g.per_tensor = d.group_size < 0;
-    g.dynamic = !g.per_tensor && !qlib_cfg_int(cfg, QLIB_PARAM_GPTQ_STATIC_GROUPS);
-    g.damp = qlib_cfg_float(cfg, QLIB_PARAM_GPTQ_DAMP);
-    double error = 0.0;
-    s = gptq_alloc(&g, act_order);
-    if (s == QLIB_OK) s = gptq_run(&g, act_order, &error);
-    gptq_release(&g);
+    qlib_tensor *t = NULL;
+    qlib_status s = gptq_tensors(ctx, 1, &w, &n, k, &ldw, cfg, calib, &t);
     if (s != QLIB_OK) {
-        qlib_tensor_destroy(g.t);
+        qlib_tensor_destroy(t);
         return s;
     }
-    qlib_tensor_seal(g.t, error, 1);
-    *out = g.t;
+    *out = t;
     return QLIB_OK;
 }
 
@@ -629,10 +775,13 @@ static const qlib_param_spec gptq_params[] = {
     QLIB_SPEC_BITS(QLIB_QUANT_WIDTHS, 4),
     QLIB_SPEC_GROUP(128),
     QLIB_SPEC_SYMMETRIC,
-    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, 0.01, 0, "GPTQ damp" },
-    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, 128, 0, "GPTQ block size" },
+    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, GPTQ_DEFAULT_DAMP, 0, "GPTQ damp" },
+    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, GPTQ_DEFAULT_BLOCK, 0,
+      "GPTQ block size" },
     { QLIB_PARAM_GPTQ_ACT_ORDER, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ act-order" },
     { QLIB_PARAM_GPTQ_STATIC_GROUPS, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ static groups" },
+    QLIB_SPEC_CLIP_GRID,
+    QLIB_SPEC_MAX_SHRINK,
 };
 
 const qlib_method_row qlib_method_gptq = {
@@ -644,4 +793,5 @@ const qlib_method_row qlib_method_gptq = {
     .n_params = sizeof gptq_params / sizeof gptq_params[0],
     .sections = QLIB_SEC_BIT(QLIB_SEC_PERM),
     .quantize = quantize_gptq,
+    .quantize_shared = gptq_tensors,
 };
