@@ -38,7 +38,6 @@ typedef struct gptq {
     float *hf;            /* k x k: H permuted, then its inverse factor U, then a Gram matrix */
     float *gram;          /* k x k Gram matrix scratch when hf must keep U (shared), else hf */
     float *err;           /* n x block: rounding errors of the current block, over U's pivots */
-    float *wt;            /* k: 1/U_jj^2, the weight of column j's error in the clipping search */
     uint8_t *zeros;       /* n x n_groups zero points (asymmetric, per group), else NULL */
     int32_t *perm;        /* k: stored position -> original column */
     int32_t *dead;        /* the columns with H_jj = 0 */
@@ -47,6 +46,8 @@ typedef struct gptq {
     uint8_t *seen;        /* k bytes of scratch */
     uint8_t *task_mem;    /* scratch per task: sweep_bytes (sweep) or row_bytes (row passes) */
     size_t sweep_bytes, row_bytes, n_sweep_tasks, n_row_tasks;
+    float *clip_mem;      /* the clipping search's scratch: clip_floats per task of either kind */
+    size_t clip_floats;
     size_t i1, i2;        /* the block being swept */
     int failed;           /* FAIL_* from a task */
 } gptq;
@@ -247,21 +248,89 @@ static void set_failed(gptq *g, int why)
     __atomic_store_n(&g->failed, why, __ATOMIC_RELAXED);
 }
 
-/* Parameters of one group of one row, its len values v[j * stride] (from
- * column c0 in stored order): the plain range, or with the clipping search
- * the ratio whose error sum_j (v_j - v^_j)^2 / U_jj^2 is least, the error
- * each column adds to GPTQ's loss when the sweep rounds it. */
-static int search_params(const gptq *g, const float *v, size_t stride, size_t c0, size_t len,
-                         qlib_qparams *p)
+/* Parameters of one group of one row from its len values v[j * stride]:
+ * the plain range. */
+static int plain_params(const gptq *g, const float *v, size_t stride, size_t len, qlib_qparams *p)
 {
     float lo = 0.0f, hi = 0.0f;
     for (size_t j = 0; j < len; j++) {
         lo = fminf(lo, v[j * stride]);
         hi = fmaxf(hi, v[j * stride]);
     }
-    if (g->clip.grid <= 1) return qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, p);
-    qlib_span sp = { v, 1, 0, len, stride, g->wt + c0 };
-    return qlib_rtn_params_search(&sp, lo, hi, g->bits, g->symmetric, &g->clip, p);
+    return qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, p);
+}
+
+/* GPTQ's loss on one group (stored columns c0 .. c0+len-1) of a panel's
+ * rows, their values v[j * PANEL + r] as the sweep enters the group, under
+ * parameters c[r]: the group swept as GPTQ's loop sweeps it, each column
+ * rounded and its error e_j = (v_j - v^_j) / U_jj spread over the group's
+ * later columns through row j of U; e[r] = sum_j e_j^2 (which is that
+ * group's share of tr(dW H dW^T), U H U^T being I). work: len * PANEL
+ * floats. */
+static void panel_loss(const gptq *g, const float *v, size_t c0, size_t len,
+                       const qlib_qparams *c, float *work, double *e)
+{
+    size_t k = g->k;
+    for (size_t r = 0; r < PANEL; r++) e[r] = 0.0;
+    memcpy(work, v, len * PANEL * sizeof(float));
+    for (size_t j = 0; j < len; j++) {
+        const float *u = g->hf + (c0 + j) * k + c0;
+        float *wj = work + j * PANEL, d[PANEL];
+        for (size_t r = 0; r < PANEL; r++) {
+            float x = wj[r];
+            d[r] = (x - qlib_rtn_value(&c[r], qlib_rtn_code(&c[r], x))) / u[j];
+            e[r] += (double)d[r] * d[r];
+        }
+        for (size_t l = j + 1; l < len; l++) {
+            float ul = u[l], *wl = work + l * PANEL;
+            for (size_t r = 0; r < PANEL; r++) wl[r] -= d[r] * ul;
+        }
+    }
+}
+
+/* The clipping search for one group of a panel's rows r < nr (values as
+ * panel_loss takes them): each row keeps the ratio whose loss is least, the
+ * larger ratio on ties. work: len * PANEL floats. Returns 0 when a plain
+ * range's scale exceeds fp16. */
+static int panel_search(const gptq *g, const float *v, size_t nr, size_t c0, size_t len,
+                        float *work, qlib_qparams *p)
+{
+    float lo[PANEL], hi[PANEL];
+    double best[PANEL], e[PANEL];
+    for (size_t r = 0; r < PANEL; r++) lo[r] = hi[r] = 0.0f;
+    for (size_t j = 0; j < len; j++)
+        for (size_t r = 0; r < nr; r++) {
+            lo[r] = fminf(lo[r], v[j * PANEL + r]);
+            hi[r] = fmaxf(hi[r], v[j * PANEL + r]);
+        }
+    for (size_t r = 0; r < nr; r++)
+        if (!qlib_rtn_params_range(lo[r], hi[r], g->bits, g->symmetric, &p[r])) return 0;
+    for (int i = 0; i < g->clip.grid; i++) {
+        float ratio = qlib_clip_ratio(&g->clip, i);
+        qlib_qparams c[PANEL];
+        for (size_t r = 0; r < PANEL; r++) {
+            c[r] = p[r < nr ? r : 0];
+            if (r < nr && i > 0 &&
+                !qlib_rtn_params_range(lo[r] * ratio, hi[r] * ratio, g->bits, g->symmetric, &c[r]))
+                c[r] = p[r];
+        }
+        panel_loss(g, v, c0, len, c, work, e);
+        for (size_t r = 0; r < nr; r++)
+            if (i == 0 || e[r] < best[r]) {
+                best[r] = e[r];
+                p[r] = c[r];
+            }
+    }
+    return 1;
+}
+
+/* Rows p0 .. p0+nr-1, stored columns c0 .. c0+len-1 of the working weights
+ * into out[j * PANEL + r] (rows past nr zero), for panel_search. */
+static void gather_panel(const gptq *g, size_t p0, size_t nr, size_t c0, size_t len, float *out)
+{
+    for (size_t j = 0; j < len; j++)
+        for (size_t r = 0; r < PANEL; r++)
+            out[j * PANEL + r] = r < nr ? g->wk[(p0 + r) * g->k + c0 + j] : 0.0f;
 }
 
 /* ---- passes over rows, split evenly over the threads (rows are independent) ---- */
@@ -313,11 +382,27 @@ static void static_params_task(void *arg, size_t task)
     gptq *g = arg;
     size_t r0, r1, k = g->k;
     row_range(g, task, &r0, &r1);
+    if (g->clip.grid > 1) {
+        float *v = g->clip_mem + task * g->clip_floats, *work = v + g->clip_floats / 2;
+        for (size_t p0 = r0; p0 < r1; p0 += PANEL)
+            for (size_t grp = 0; grp < g->n_groups; grp++) {
+                size_t c0 = grp * g->group, len = min_size(g->group, k - c0);
+                size_t nr = min_size(PANEL, r1 - p0);
+                qlib_qparams p[PANEL];
+                gather_panel(g, p0, nr, c0, len, v);
+                if (!panel_search(g, v, nr, c0, len, work, p)) {
+                    set_failed(g, FAIL_SCALE);
+                    return;
+                }
+                for (size_t r = 0; r < nr; r++) params_store(g, p0 + r, grp, &p[r]);
+            }
+        return;
+    }
     for (size_t r = r0; r < r1; r++)
         for (size_t grp = 0; grp < g->n_groups; grp++) {
             size_t c0 = grp * g->group, len = min_size(g->group, k - c0);
             qlib_qparams p;
-            if (!search_params(g, g->wk + r * k + c0, 1, c0, len, &p)) {
+            if (!plain_params(g, g->wk + r * k + c0, 1, len, &p)) {
                 set_failed(g, FAIL_SCALE);
                 return;
             }
@@ -358,9 +443,19 @@ static void finish_task(void *arg, size_t task)
  * group reaches past the block, which only happens at the block's start,
  * before any update), else loaded. */
 static int panel_params(gptq *g, size_t p0, size_t nr, const float *seg, size_t i, size_t grp,
-                        qlib_qparams *p)
+                        qlib_qparams *p, float *clip)
 {
     size_t col = g->i1 + i, c0 = grp * g->group, len = min_size(g->group, g->k - c0);
+    if (g->dynamic && c0 == col && g->clip.grid > 1) {
+        const float *v = seg + i * PANEL;
+        if (c0 + len > g->i2) {
+            gather_panel(g, p0, nr, c0, len, clip);
+            v = clip;
+        }
+        if (!panel_search(g, v, nr, c0, len, clip + g->clip_floats / 2, p)) return FAIL_SCALE;
+        for (size_t r = 0; r < nr; r++) params_store(g, p0 + r, grp, &p[r]);
+        return 0;
+    }
     for (size_t r = 0; r < nr; r++) {
         if (!g->dynamic || c0 != col) {
             params_load(g, p0 + r, grp, &p[r]);
@@ -368,9 +463,9 @@ static int panel_params(gptq *g, size_t p0, size_t nr, const float *seg, size_t 
         }
         int ok;
         if (c0 + len <= g->i2)
-            ok = search_params(g, seg + i * PANEL + r, PANEL, c0, len, &p[r]);
+            ok = plain_params(g, seg + i * PANEL + r, PANEL, len, &p[r]);
         else
-            ok = search_params(g, g->wk + (p0 + r) * g->k + c0, 1, c0, len, &p[r]);
+            ok = plain_params(g, g->wk + (p0 + r) * g->k + c0, 1, len, &p[r]);
         if (!ok) return FAIL_SCALE;
         params_store(g, p0 + r, grp, &p[r]);
     }
@@ -379,7 +474,7 @@ static int panel_params(gptq *g, size_t p0, size_t nr, const float *seg, size_t 
 
 /* Rows p0 .. p0+nr-1 through columns i1 .. i2-1. seg holds the block
  * transposed (PANEL values per column); rows past nr stay zero. */
-static int sweep_panel(gptq *g, size_t p0, size_t nr, float *seg)
+static int sweep_panel(gptq *g, size_t p0, size_t nr, float *seg, float *clip)
 {
     size_t i1 = g->i1, bc = g->i2 - i1, k = g->k;
     for (size_t i = 0; i < bc; i++)
@@ -392,7 +487,7 @@ static int sweep_panel(gptq *g, size_t p0, size_t nr, float *seg)
     for (size_t i = 0; i < bc; i++) {
         size_t col = i1 + i, grp = g->per_tensor ? 0 : col / g->group;
         if (!g->per_tensor && grp != cur) {
-            int why = panel_params(g, p0, nr, seg, i, grp, p);
+            int why = panel_params(g, p0, nr, seg, i, grp, p, clip);
             if (why) return why;
             cur = grp;
         }
@@ -421,8 +516,9 @@ static void sweep_task(void *arg, size_t task)
     gptq *g = arg;
     size_t r0 = task * ROW_CHUNK, r1 = min_size(r0 + ROW_CHUNK, g->n);
     float *seg = (float *)(void *)(g->task_mem + task * g->sweep_bytes);
+    float *clip = g->clip_mem ? g->clip_mem + task * g->clip_floats : NULL;
     for (size_t p0 = r0; p0 < r1; p0 += PANEL) {
-        int why = sweep_panel(g, p0, min_size(PANEL, r1 - p0), seg);
+        int why = sweep_panel(g, p0, min_size(PANEL, r1 - p0), seg, clip);
         if (why) {
             set_failed(g, why);
             return;
@@ -487,18 +583,25 @@ static qlib_status gptq_alloc(gptq *g, int shared)
     g->hf = g->wk ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL;
     g->err = g->hf ? qlib_mem_alloc(a, ne * sizeof(float)) : NULL;
     g->task_mem = g->err ? qlib_mem_alloc(a, task_mem) : NULL;
-    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + 2 * sizeof(float) + 1))
+    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + sizeof(float) + 1))
                          : NULL;
     g->zeros = g->vec && nz ? qlib_mem_alloc(a, nz) : NULL;
     g->gram = shared ? (g->vec && (!nz || g->zeros) ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL)
                      : g->hf;
-    if (!g->vec || (nz && !g->zeros) || !g->gram)
+    int clip_mem = g->clip.grid > 1;
+    if (clip_mem) {   /* a panel's group twice: its values and the search's copy */
+        size_t len = g->per_tensor ? g->k : min_size(g->group, g->k);
+        g->clip_floats = qlib_round_up(2 * PANEL * len, QLIB_ALIGN / 4);
+        g->clip_mem = g->gram ? qlib_mem_alloc(a, (n_sweep > n_rows ? n_sweep : n_rows) *
+                                                  g->clip_floats * sizeof(float))
+                              : NULL;
+    }
+    if (!g->vec || (nz && !g->zeros) || !g->gram || (clip_mem && !g->clip_mem))
         return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for GPTQ on %zu x %zu", fn, g->max_n,
                          g->k);
     g->dead = (int32_t *)(void *)(g->vec + g->k);
     g->perm = g->dead + g->k;
-    g->wt = (float *)(void *)(g->perm + g->k);
-    g->seen = (uint8_t *)(g->wt + g->k);
+    g->seen = (uint8_t *)(g->perm + g->k);
     return QLIB_OK;
 }
 
@@ -506,6 +609,7 @@ static void gptq_release(gptq *g)
 {
     const qlib_allocator *a = &g->ctx->alloc;
     if (g->gram != g->hf) qlib_mem_free(a, g->gram);
+    qlib_mem_free(a, g->clip_mem);
     qlib_mem_free(a, g->wk);
     qlib_mem_free(a, g->hf);
     qlib_mem_free(a, g->err);
@@ -521,7 +625,36 @@ static void find_dead(gptq *g)
         if (g->h[j * (g->k + 1)] == 0.0f) g->dead[g->n_dead++] = (int32_t)j;
 }
 
-/* group -1: one scale for the tensor, from the weights before any update. */
+/* A per-tensor search's job: the candidates, and each row's loss under each. */
+typedef struct tensor_search {
+    gptq *g;
+    const qlib_qparams *cand;   /* grid */
+    double *loss;               /* n x grid */
+} tensor_search;
+
+static void tensor_search_task(void *arg, size_t task)
+{
+    tensor_search *ts = arg;
+    gptq *g = ts->g;
+    size_t r0, r1, grid = (size_t)g->clip.grid;
+    float *v = g->clip_mem + task * g->clip_floats, *work = v + g->clip_floats / 2;
+    row_range(g, task, &r0, &r1);
+    for (size_t p0 = r0; p0 < r1; p0 += PANEL) {
+        size_t nr = min_size(PANEL, r1 - p0);
+        gather_panel(g, p0, nr, 0, g->k, v);
+        for (size_t i = 0; i < grid; i++) {
+            qlib_qparams c[PANEL];
+            double e[PANEL];
+            for (size_t r = 0; r < PANEL; r++) c[r] = ts->cand[i];
+            panel_loss(g, v, 0, g->k, c, work, e);
+            for (size_t r = 0; r < nr; r++) ts->loss[(p0 + r) * grid + i] = e[r];
+        }
+    }
+}
+
+/* group -1: one scale for the tensor, from the weights before any update;
+ * with the clipping search, the ratio whose GPTQ loss summed over the rows
+ * (each row swept whole, in row order) is least. */
 static qlib_status tensor_params(gptq *g)
 {
     float lo = 0.0f, hi = 0.0f;
@@ -529,12 +662,38 @@ static qlib_status tensor_params(gptq *g)
         lo = fminf(lo, g->wk[i]);
         hi = fmaxf(hi, g->wk[i]);
     }
-    qlib_span sp = { g->wk, g->n, g->k, g->k, 1, g->wt };
-    int ok = g->clip.grid > 1
-             ? qlib_rtn_params_search(&sp, lo, hi, g->bits, g->symmetric, &g->clip, &g->tensor_p)
-             : qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &g->tensor_p);
-    if (!ok)
+    if (!qlib_rtn_params_range(lo, hi, g->bits, g->symmetric, &g->tensor_p))
         return qlib_fail(QLIB_ERR_NUMERIC, "qlib_quantize: weight range too large for an fp16 scale");
+    if (g->clip.grid > 1) {
+        size_t grid = (size_t)g->clip.grid;
+        const qlib_allocator *a = &g->ctx->alloc;
+        qlib_qparams *cand = qlib_mem_alloc(a, grid * sizeof(qlib_qparams));
+        double *loss = qlib_mem_alloc(a, g->n * grid * sizeof(double));
+        if (!cand || !loss) {
+            qlib_mem_free(a, cand);
+            qlib_mem_free(a, loss);
+            return qlib_fail(QLIB_ERR_NOMEM, "qlib_quantize: out of memory for the clipping search");
+        }
+        for (size_t i = 0; i < grid; i++) {
+            float ratio = qlib_clip_ratio(&g->clip, (int)i);
+            if (i == 0 || !qlib_rtn_params_range(lo * ratio, hi * ratio, g->bits, g->symmetric,
+                                                 &cand[i]))
+                cand[i] = g->tensor_p;
+        }
+        tensor_search ts = { g, cand, loss };
+        qlib_ctx_parallel_for(g->ctx, tensor_search_task, &ts, g->n_row_tasks);
+        double best = 0.0;
+        for (size_t i = 0; i < grid; i++) {
+            double e = 0.0;
+            for (size_t r = 0; r < g->n; r++) e += loss[r * grid + i];
+            if (i == 0 || e < best) {
+                best = e;
+                g->tensor_p = cand[i];
+            }
+        }
+        qlib_mem_free(a, cand);
+        qlib_mem_free(a, loss);
+    }
     qlib_tensor_put_params(g->t, 0, 0, &g->tensor_p);
     return QLIB_OK;
 }
@@ -586,9 +745,7 @@ static void gptq_bind(gptq *g, qlib_tensor *t, const float *w, size_t ldw)
     g->failed = 0;
 }
 
-/* The inverse factor U of the (scaled, permuted) Hessian, and the clipping
- * search's column weights 1/U_jj^2 (U_jj = 1/R_jj for R the Cholesky factor
- * of H: finite and at most diag(H) + lambda). */
+/* The inverse factor U of the (scaled, permuted) Hessian. */
 static qlib_status gptq_factor(gptq *g)
 {
     float lambda;
@@ -596,11 +753,6 @@ static qlib_status gptq_factor(gptq *g)
     if (g->act_order) hessian_permute(g);
     qlib_status s = qlib_gptq_inverse_factor(g->hf, g->k, g->damp, g->vec, &lambda);
     if (s != QLIB_OK) return s;
-    if (g->clip.grid > 1)
-        for (size_t j = 0; j < g->k; j++) {
-            double u = g->hf[j * (g->k + 1)];
-            g->wt[j] = (float)(1.0 / (u * u));
-        }
     return QLIB_OK;
 }
 
