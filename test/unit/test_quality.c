@@ -13,6 +13,7 @@
 #include "testutil.h"
 #include "core/core.h"
 #include "schemes/schemes.h"
+#include "linalg/linalg.h"
 
 #define REQUIRE(expr, ...) \
     do { if (!(expr)) ck_abort_msg("'" #expr "' failed: " __VA_ARGS__); } while (0)
@@ -1012,6 +1013,178 @@ START_TEST(test_threads_identical)
 }
 END_TEST
 
+/* ------------------------------------------------------------ golden blobs */
+
+/* The new settings' blobs, on test_golden.c's fixture (40 x 200 weights,
+ * seed 20261204, 96 calibration tokens of test_golden.c's activations),
+ * against the entries of test/unit/golden_blobs.txt named below: RTN ones in
+ * [portable] (qlib's own arithmetic), GPTQ and AWQ ones in the section of
+ * this build's linear algebra ("openblas x86_64"), compared only when the
+ * build has that section, as test_golden.c does. The file may hold a section
+ * more than once. QLIB_GOLDEN_QUALITY_WRITE=<file> writes these entries
+ * instead (to append to golden_blobs.txt). */
+#define GOLDEN_FILE "test/unit/golden_blobs.txt"
+#define GN 40
+#define GK 200
+#define GTOK 96
+
+typedef struct qgolden {
+    const char *name;
+    qlib_method m;
+    int bits, group, sym, with_calib;
+    opt o[3];
+    size_t n_o;
+    int shared_part;          /* 0: one tensor; 1..3: that part of a 3-way shared call */
+} qgolden;
+
+static const qgolden qgolden_cases[] = {
+    { "rtn-b4-g32-s0-clip20", QLIB_METHOD_RTN, 4, 32, 0, 0, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "rtn-b3-g128-s1-clip20", QLIB_METHOD_RTN, 3, 128, 1, 0, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "rtn-b2-g-1-s0-clip20", QLIB_METHOD_RTN, 2, -1, 0, 0, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "rtn-b8-g0-s1-clip20", QLIB_METHOD_RTN, 8, 0, 1, 0, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "rtn-b3-g32-s0-clip20-act", QLIB_METHOD_RTN, 3, 32, 0, 1, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "rtn-b4-g64-s0-clip7-shrink0.8-act", QLIB_METHOD_RTN, 4, 64, 0, 1,
+      { OI(QLIB_PARAM_CLIP_GRID, 7), OF(QLIB_PARAM_AWQ_MAX_SHRINK, 0.8f) }, 2, 0 },
+    { "gptq-b4-g32-s0-clip20", QLIB_METHOD_GPTQ, 4, 32, 0, 1, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "gptq-b3-g32-s0-clip20", QLIB_METHOD_GPTQ, 3, 32, 0, 1, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "gptq-b3-g128-s1-ao1-clip20", QLIB_METHOD_GPTQ, 3, 128, 1, 1,
+      { OI(QLIB_PARAM_CLIP_GRID, 20), OI(QLIB_PARAM_GPTQ_ACT_ORDER, 1) }, 2, 0 },
+    { "gptq-b4-g64-s0-sg1-clip20", QLIB_METHOD_GPTQ, 4, 64, 0, 1,
+      { OI(QLIB_PARAM_CLIP_GRID, 20), OI(QLIB_PARAM_GPTQ_STATIC_GROUPS, 1) }, 2, 0 },
+    { "gptq-b2-g0-s0-clip20", QLIB_METHOD_GPTQ, 2, 0, 0, 1, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "gptq-b8-g-1-s1-clip20", QLIB_METHOD_GPTQ, 8, -1, 1, 1, { OI(QLIB_PARAM_CLIP_GRID, 20) }, 1, 0 },
+    { "awq-b4-g32-s0-round1", QLIB_METHOD_AWQ, 4, 32, 0, 1, { OI(QLIB_PARAM_AWQ_ROUNDING, 1) }, 1, 0 },
+    { "awq-b3-g32-s0-round1-clip20", QLIB_METHOD_AWQ, 3, 32, 0, 1,
+      { OI(QLIB_PARAM_AWQ_ROUNDING, 1), OI(QLIB_PARAM_CLIP_GRID, 20) }, 2, 0 },
+    { "awq-b4-g-1-s1-round1-clip20", QLIB_METHOD_AWQ, 4, -1, 1, 1,
+      { OI(QLIB_PARAM_AWQ_ROUNDING, 1), OI(QLIB_PARAM_CLIP_GRID, 20) }, 2, 0 },
+    { "awq-b3-g64-s0-clipgrid10", QLIB_METHOD_AWQ, 3, 64, 0, 1, { OI(QLIB_PARAM_CLIP_GRID, 10) }, 1, 0 },
+    { "awq-b4-g32-s0-shared-1", QLIB_METHOD_AWQ, 4, 32, 0, 1, { OI(QLIB_PARAM_AWQ_GRID, 10) }, 1, 1 },
+    { "awq-b4-g32-s0-shared-2", QLIB_METHOD_AWQ, 4, 32, 0, 1, { OI(QLIB_PARAM_AWQ_GRID, 10) }, 1, 2 },
+    { "awq-b4-g32-s0-shared-3", QLIB_METHOD_AWQ, 4, 32, 0, 1, { OI(QLIB_PARAM_AWQ_GRID, 10) }, 1, 3 },
+    { "awq-b3-g32-s0-round1-clip20-shared-1", QLIB_METHOD_AWQ, 3, 32, 0, 1,
+      { OI(QLIB_PARAM_AWQ_ROUNDING, 1), OI(QLIB_PARAM_CLIP_GRID, 20), OI(QLIB_PARAM_AWQ_GRID, 10) },
+      3, 1 },
+    { "awq-b3-g32-s0-round1-clip20-shared-3", QLIB_METHOD_AWQ, 3, 32, 0, 1,
+      { OI(QLIB_PARAM_AWQ_ROUNDING, 1), OI(QLIB_PARAM_CLIP_GRID, 20), OI(QLIB_PARAM_AWQ_GRID, 10) },
+      3, 3 },
+};
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t qgolden_hash(qlib_ctx *ctx, const qgolden *g, const float *w, const qlib_calib *c)
+{
+    qlib_config *cfg = config(g->m, g->bits, g->group, g->sym, g->o, g->n_o);
+    const qlib_calib *cal = g->with_calib ? c : NULL;
+    qlib_tensor *t = NULL;
+    if (g->shared_part) {   /* rows 0-9, 10-24, 25-39 */
+        const float *ws[3] = { w, w + 10 * GK, w + 25 * GK };
+        const size_t ns[3] = { 10, 15, 15 }, lds[3] = { GK, GK, GK };
+        qlib_tensor *out[3];
+        ck_assert_msg(qlib_quantize_shared(ctx, 3, ws, ns, GK, lds, cfg, cal, out) == QLIB_OK,
+                      "%s: %s", g->name, qlib_last_error());
+        for (int i = 0; i < 3; i++)
+            if (i + 1 == g->shared_part) t = out[i];
+            else qlib_tensor_destroy(out[i]);
+    } else {
+        t = quantize(ctx, w, GN, GK, GK, cfg, cal);
+    }
+    size_t bytes;
+    uint8_t *blob = blob_of(t, &bytes);
+    uint64_t h = fnv1a(blob, bytes);
+    free(blob);
+    qlib_tensor_destroy(t);
+    qlib_config_destroy(cfg);
+    return h;
+}
+
+/* The hash recorded for name in section, or 0 with *found 0. */
+static uint64_t golden_lookup(const char *section, const char *name, int *found)
+{
+    FILE *f = fopen(GOLDEN_FILE, "r");
+    ck_assert_msg(f != NULL, "cannot open %s (run the tests from the source tree)", GOLDEN_FILE);
+    char line[256], sec[256] = "", nm[128];
+    unsigned long long h = 0, got = 0;
+    *found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '[') {
+            char *end = strchr(line, ']');
+            ck_assert_ptr_nonnull(end);
+            *end = '\0';
+            snprintf(sec, sizeof sec, "%s", line + 1);
+        } else if (line[0] != '#' && sscanf(line, "%127s %llx", nm, &h) == 2 &&
+                   !strcmp(sec, section) && !strcmp(nm, name)) {
+            *found = 1;
+            got = h;
+        }
+    }
+    fclose(f);
+    return got;
+}
+
+START_TEST(test_golden_quality)
+{
+    char backend[64];
+    snprintf(backend, sizeof backend, "%s %s", qlib_la_backend(),
+#if defined(__x86_64__)
+             "x86_64"
+#elif defined(__aarch64__)
+             "aarch64"
+#else
+             "other"
+#endif
+    );
+    tu_rng r = { 20261204 };
+    float *w = tu_alloc_floats((size_t)GN * GK), *x = tu_alloc_floats((size_t)GTOK * GK);
+    tu_llm_weights(&r, w, GN, GK, GK);
+    tu_act_model am;
+    tu_act_model_init(&am, GK, 12.0f, 7);
+    tu_act_model_sample(&am, &r, x, GTOK, GK);
+    tu_act_model_free(&am);
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    qlib_calib *c = calib_of(ctx, x, GTOK, GK, QLIB_CALIB_ALL, 64);
+    const char *out = getenv("QLIB_GOLDEN_QUALITY_WRITE");
+    FILE *f = out && *out ? fopen(out, "w") : NULL;
+    size_t checked = 0, skipped = 0;
+    for (int portable = 1; portable >= 0; portable--) {
+        const char *sec = portable ? "portable" : backend;
+        if (f) fprintf(f, "[%s]\n", sec);
+        for (size_t i = 0; i < COUNT(qgolden_cases); i++) {
+            const qgolden *g = &qgolden_cases[i];
+            if ((g->m == QLIB_METHOD_RTN) != portable) continue;
+            uint64_t h = qgolden_hash(ctx, g, w, c);
+            if (f) {
+                fprintf(f, "%s %016llx\n", g->name, (unsigned long long)h);
+                continue;
+            }
+            int found;
+            uint64_t want = golden_lookup(sec, g->name, &found);
+            if (!found) {
+                ck_assert_msg(!portable, "%s: no golden checksum", g->name);
+                skipped++;
+                continue;
+            }
+            ck_assert_msg(h == want, "%s [%s]: blob checksum %016llx, golden %016llx", g->name,
+                          sec, (unsigned long long)h, (unsigned long long)want);
+            checked++;
+        }
+    }
+    if (f) fclose(f);
+    else if (skipped)
+        printf("golden (quality): %zu blobs checked; no [%s] entries for %zu GPTQ/AWQ blobs\n",
+               checked, backend, skipped);
+    qlib_calib_destroy(c);
+    qlib_ctx_destroy(ctx);
+    free(w);
+    free(x);
+}
+END_TEST
+
 Suite *suite_quality(void)
 {
     Suite *s = suite_create("quality");
@@ -1031,6 +1204,7 @@ Suite *suite_quality(void)
     tcase_add_test(sh, test_shared_alloc_failures);
     tcase_add_test(sh, test_shared_progress);
     tcase_add_test(det, test_threads_identical);
+    tcase_add_test(det, test_golden_quality);
     suite_add_tcase(s, search);
     suite_add_tcase(s, held_tc);
     suite_add_tcase(s, awq_gptq);
