@@ -271,14 +271,20 @@ static void panel_loss(const gptq *g, const float *v, size_t c0, size_t len,
                        const qlib_qparams *c, float *work, double *e)
 {
     size_t k = g->k;
-    for (size_t r = 0; r < PANEL; r++) e[r] = 0.0;
+    float sc[PANEL], lo[PANEL], hi[PANEL];
+    for (size_t r = 0; r < PANEL; r++) {
+        e[r] = 0.0;
+        sc[r] = c[r].scale;
+        lo[r] = (float)-c[r].zero;
+        hi[r] = (float)(c[r].maxq - c[r].zero);
+    }
     memcpy(work, v, len * PANEL * sizeof(float));
     for (size_t j = 0; j < len; j++) {
         const float *u = g->hf + (c0 + j) * k + c0;
         float *wj = work + j * PANEL, d[PANEL];
         for (size_t r = 0; r < PANEL; r++) {
             float x = wj[r];
-            d[r] = (x - qlib_rtn_value(&c[r], qlib_rtn_code(&c[r], x))) / u[j];
+            d[r] = (x - sc[r] * qlib_rtn_level(x, sc[r], lo[r], hi[r])) / u[j];
             e[r] += (double)d[r] * d[r];
         }
         for (size_t l = j + 1; l < len; l++) {

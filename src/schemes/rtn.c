@@ -50,11 +50,12 @@ qlib_clip qlib_clip_of(const qlib_config *cfg)
  * rounds them. */
 static double span_error(const qlib_span *sp, const qlib_qparams *p)
 {
+    const float sc = p->scale, lo = (float)-p->zero, hi = (float)(p->maxq - p->zero);
     double e = 0.0;
     for (size_t r = 0; r < sp->rows; r++) {
         const float *v = sp->v + r * sp->ld;
         for (size_t j = 0; j < sp->len; j++) {
-            float x = v[j * sp->stride], d = x - qlib_rtn_value(p, qlib_rtn_code(p, x));
+            float x = v[j * sp->stride], d = x - sc * qlib_rtn_level(x, sc, lo, hi);
             e += (double)(sp->wt ? sp->wt[j] : 1.0f) * ((double)d * d);
         }
     }

@@ -111,6 +111,18 @@ static inline float qlib_rtn_value(const qlib_qparams *p, int code)
     return p->scale * (float)(code - p->zero);
 }
 
+/* qlib_rtn_code(p, w) - p->zero as a float, for searches that round every
+ * weight once per candidate: without a libm call, and over arrays of lanes
+ * the compiler can vectorize. (v + 1.5 * 2^23) - 1.5 * 2^23 rounds |v| <
+ * 2^22 to nearest even, as nearbyintf does in the default rounding mode;
+ * larger magnitudes come out large with their sign and clamp to the same end
+ * as qlib_rtn_code's. lo = -zero, hi = maxq - zero. */
+static inline float qlib_rtn_level(float w, float scale, float lo, float hi)
+{
+    float r = (w / scale + 12582912.0f) - 12582912.0f;
+    return r < lo ? lo : r > hi ? hi : r;
+}
+
 /* Values a search scores: value (r, j) is v[r * ld + j * stride] for r <
  * rows, j < len, its error weighted by wt[j] (wt NULL: weights 1). */
 typedef struct qlib_span {
