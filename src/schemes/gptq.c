@@ -522,7 +522,7 @@ static void sweep_task(void *arg, size_t task)
     gptq *g = arg;
     size_t r0 = task * ROW_CHUNK, r1 = min_size(r0 + ROW_CHUNK, g->n);
     float *seg = (float *)(void *)(g->task_mem + task * g->sweep_bytes);
-    float *clip = g->clip_mem ? g->clip_mem + task * g->clip_floats : NULL;
+    float *clip = g->dynamic && g->clip_mem ? g->clip_mem + task * g->clip_floats : NULL;
     for (size_t p0 = r0; p0 < r1; p0 += PANEL) {
         int why = sweep_panel(g, p0, min_size(PANEL, r1 - p0), seg, clip);
         if (why) {
@@ -595,10 +595,11 @@ static qlib_status gptq_alloc(gptq *g, int shared)
     g->gram = shared ? (g->vec && (!nz || g->zeros) ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL)
                      : g->hf;
     int clip_mem = g->clip.grid > 1;
-    if (clip_mem) {   /* a panel's group twice: its values and the search's copy */
+    if (clip_mem) {   /* a panel's group twice: its values and the search's copy, per task of
+                         the sweep (dynamic groups) or of the row passes (static, per tensor) */
         size_t len = g->per_tensor ? g->k : min_size(g->group, g->k);
         g->clip_floats = qlib_round_up(2 * PANEL * len, QLIB_ALIGN / 4);
-        g->clip_mem = g->gram ? qlib_mem_alloc(a, (n_sweep > n_rows ? n_sweep : n_rows) *
+        g->clip_mem = g->gram ? qlib_mem_alloc(a, (g->dynamic ? n_sweep : n_rows) *
                                                   g->clip_floats * sizeof(float))
                               : NULL;
     }

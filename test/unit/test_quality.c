@@ -1190,6 +1190,7 @@ Suite *suite_quality(void)
     Suite *s = suite_create("quality");
     TCase *search = tu_tcase("search"), *held_tc = tu_tcase("held-out");
     TCase *awq_gptq = tu_tcase("awq-gptq"), *sh = tu_tcase("shared"), *det = tu_tcase("determinism");
+    TCase *golden = tu_tcase("golden");
     tcase_add_test(search, test_rtn_clip_least_error);
     tcase_add_test(search, test_rtn_clip_reads_act_stats);
     tcase_add_test(search, test_clip_off_is_plain);
@@ -1204,11 +1205,12 @@ Suite *suite_quality(void)
     tcase_add_test(sh, test_shared_alloc_failures);
     tcase_add_test(sh, test_shared_progress);
     tcase_add_test(det, test_threads_identical);
-    tcase_add_test(det, test_golden_quality);
+    tcase_add_test(golden, test_golden_quality);
     suite_add_tcase(s, search);
     suite_add_tcase(s, held_tc);
     suite_add_tcase(s, awq_gptq);
     suite_add_tcase(s, sh);
     suite_add_tcase(s, det);
+    suite_add_tcase(s, golden);
     return s;
 }
