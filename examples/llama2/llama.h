@@ -358,6 +358,7 @@ typedef struct llama_opts {
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
     const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
+    int clip_grid, awq_rounding;              /* OPT_UNSET: qlib's default */
     float temperature, topp;
     int steps;
     unsigned long long seed;
