@@ -82,7 +82,7 @@ typedef struct qlib_method_row {
     /* Further validity rule for a tensor description (created or loaded), or
      * NULL: returns code with a message naming fn when d breaks it. */
     qlib_status (*check)(const struct qlib_tensor_desc *d, const char *fn, qlib_status code);
-    qlib_quantize_fn quantize;
+    qlib_quantize_fn quantize;                 /* NULL: quantize_shared with a count of 1 */
     qlib_quantize_shared_fn quantize_shared;   /* NULL: one quantize call per matrix */
     qlib_matmul_plan_fn matmul_plan;   /* NULL: the quantized product as is */
 } qlib_method_row;

@@ -915,17 +915,3 @@ qlib_status qlib_quantize_shared_gptq(qlib_ctx *ctx, size_t count, const float *
     if (error != &one) qlib_mem_free(&ctx->alloc, error);
     return s;
 }
-
-qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                                 const qlib_config *cfg, const qlib_calib *calib,
-                                 qlib_tensor **out)
-{
-    qlib_tensor *t = NULL;
-    qlib_status s = qlib_quantize_shared_gptq(ctx, 1, &w, &n, k, &ldw, cfg, calib, &t);
-    if (s != QLIB_OK) {
-        qlib_tensor_destroy(t);
-        return s;
-    }
-    *out = t;
-    return QLIB_OK;
-}

@@ -26,8 +26,13 @@ qlib_status qlib_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, siz
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: w contains NaN or Inf", fn);
     qlib_progress_begin(ctx);
     qlib_tensor *t = NULL;
-    qlib_status s = row->quantize(ctx, w, n, k, ldw, cfg, row->calib ? calib : NULL, &t);
-    if (s != QLIB_OK) return s;
+    const qlib_calib *c = row->calib ? calib : NULL;
+    qlib_status s = row->quantize ? row->quantize(ctx, w, n, k, ldw, cfg, c, &t)
+                                  : row->quantize_shared(ctx, 1, &w, &n, k, &ldw, cfg, c, &t);
+    if (s != QLIB_OK) {
+        qlib_tensor_destroy(t);   /* a joint quantizer may leave what it made */
+        return s;
+    }
     /* the last report: a caller that stops here gets no tensor either */
     if (qlib_progress(ctx, "done", 1.0)) {
         qlib_tensor_destroy(t);

@@ -9,14 +9,11 @@
  * pinned enum; QLIB_METHOD_COUNT rows ---- */
 #define QLIB_METHOD_COUNT 5
 
-/* Each method's entry points, called through its row. */
+/* Each method's entry points, called through its row (GPTQ and AWQ have
+ * only the joint one: one matrix is a count of 1). */
 qlib_status qlib_quantize_none(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
 qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                              const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
-qlib_status qlib_quantize_gptq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
-qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out);
 qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                    const qlib_config *cfg, const qlib_calib *calib,
