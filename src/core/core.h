@@ -64,6 +64,7 @@ struct qlib_ctx {
     qlib_progress_fn progress;   /* NULL: none */
     void *progress_user;
     double progress_last;        /* the last fraction reported in this call */
+    const char *progress_stage;  /* and its stage; NULL before the first report */
     double progress_lo, progress_hi;   /* the share of the call the current part covers */
     int cancelled;               /* the callback asked to stop during this call */
 };
@@ -85,6 +86,11 @@ QLIB_HIDDEN void *qlib_ctx_scratch_aux(qlib_ctx *ctx, size_t size, const char *f
 QLIB_HIDDEN void qlib_progress_begin(qlib_ctx *ctx);
 QLIB_HIDDEN void qlib_progress_part(qlib_ctx *ctx, double lo, double hi);
 QLIB_HIDDEN int  qlib_progress(qlib_ctx *ctx, const char *stage, double fraction);
+/* The last report again (the same stage and fraction), for long stretches of
+ * one stage: nonzero when the call must stop. Nothing before a first report.
+ * qlib_progress_stage names the stage under way. */
+QLIB_HIDDEN int  qlib_progress_poll(qlib_ctx *ctx);
+QLIB_HIDDEN const char *qlib_progress_stage(const qlib_ctx *ctx);
 QLIB_HIDDEN qlib_status qlib_progress_cancelled(const char *fn, const char *stage);
 
 /* ---- config: an opaque set of a method's parameter values (config.c;

@@ -148,6 +148,7 @@ qlib_status qlib_ctx_set_progress(qlib_ctx *ctx, qlib_progress_fn fn, void *user
 void qlib_progress_begin(qlib_ctx *ctx)
 {
     ctx->progress_last = 0.0;
+    ctx->progress_stage = NULL;
     ctx->cancelled = 0;
     qlib_progress_part(ctx, 0.0, 1.0);
 }
@@ -166,8 +167,23 @@ int qlib_progress(qlib_ctx *ctx, const char *stage, double fraction)
     if (!(fraction >= ctx->progress_last)) fraction = ctx->progress_last;   /* NaN too */
     if (fraction > 1.0) fraction = 1.0;
     ctx->progress_last = fraction;
+    ctx->progress_stage = stage;
     ctx->cancelled = ctx->progress(ctx->progress_user, stage, fraction) != 0;
     return ctx->cancelled;
+}
+
+int qlib_progress_poll(qlib_ctx *ctx)
+{
+    if (ctx->cancelled) return 1;
+    if (!ctx->progress || !ctx->progress_stage) return 0;
+    ctx->cancelled = ctx->progress(ctx->progress_user, ctx->progress_stage,
+                                   ctx->progress_last) != 0;
+    return ctx->cancelled;
+}
+
+const char *qlib_progress_stage(const qlib_ctx *ctx)
+{
+    return ctx->progress_stage ? ctx->progress_stage : "start";
 }
 
 qlib_status qlib_progress_cancelled(const char *fn, const char *stage)

@@ -326,6 +326,9 @@ static int score(const awq_layer *L, const awq_cand *cand, double *err)
     double total = 0.0;
     size_t span = L->rows * L->n_slots;
     for (size_t r0 = 0; r0 < L->n; r0 += span) {
+        /* a stop asked here fails the candidate; the search's next report
+         * then stops the call */
+        if (r0 && qlib_progress_poll(L->ctx)) return 0;
         score_job j = { L, cand, r0, 0 };
         awq_phases p = { score_prep, score_gemm, score_finish, &j };
         size_t n_chunks = (min_size(span, L->n - r0) + L->rows - 1) / L->rows;

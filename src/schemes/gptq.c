@@ -547,12 +547,19 @@ static size_t block_end(const gptq *g, size_t i1)
 
 /* ---- the Hessian-weighted error ---- */
 
+#define INNER_ROWS 256   /* rows of A per SYRK: the caller can stop in between */
+
 /* <H, A^T A> = tr(A H A^T) for A (n x k, stride k), with the calibration's H
- * (the original space) and A^T A formed in scratch (k x k). */
-static double hessian_inner(gptq *g, const float *a, float *scratch)
+ * (the original space) and A^T A formed in scratch (k x k), INNER_ROWS rows
+ * at a time. Returns nonzero when the progress callback asked to stop. */
+static int hessian_inner(gptq *g, const float *a, float *scratch, double *out)
 {
     size_t k = g->k;
-    qlib_la_syrk_upper(k, g->n, 1.0f, a, k, 0.0f, scratch, k);
+    for (size_t r0 = 0; r0 < g->n; r0 += INNER_ROWS) {
+        if (r0 && qlib_progress_poll(g->ctx)) return 1;
+        qlib_la_syrk_upper(k, min_size(INNER_ROWS, g->n - r0), 1.0f, a + r0 * k, k,
+                           r0 ? 1.0f : 0.0f, scratch, k);
+    }
     double sum = 0.0;
     for (size_t i = 0; i < k; i++) {
         const float *hr = g->h + i * k, *gr = scratch + i * k;
@@ -560,7 +567,8 @@ static double hessian_inner(gptq *g, const float *a, float *scratch)
         for (size_t j = i + 1; j < k; j++) off += (double)hr[j] * gr[j];
         sum += (double)hr[i] * gr[i] + 2.0 * off;
     }
-    return sum;
+    *out = sum;
+    return 0;
 }
 
 /* ---- setup ---- */
@@ -758,6 +766,7 @@ static qlib_status gptq_factor(gptq *g)
     float lambda;
     hessian_full(g);
     if (g->act_order) hessian_permute(g);
+    if (qlib_progress_poll(g->ctx)) return qlib_progress_cancelled("qlib_quantize", "hessian");
     qlib_status s = qlib_gptq_inverse_factor(g->hf, g->k, g->damp, g->vec, &lambda);
     if (s != QLIB_OK) return s;
     return QLIB_OK;
@@ -765,15 +774,17 @@ static qlib_status gptq_factor(gptq *g)
 
 /* The bound tensor's working weights, in the rounding space and the stored
  * order; *den = tr(W H W^T) in the original space. */
-static void gptq_load(gptq *g, double *den)
+static qlib_status gptq_load(gptq *g, double *den)
 {
     qlib_ctx_parallel_for(g->ctx, load_task, g, g->n_row_tasks);
-    *den = hessian_inner(g, g->wk, g->gram);
+    if (hessian_inner(g, g->wk, g->gram, den))
+        return qlib_progress_cancelled("qlib_quantize", qlib_progress_stage(g->ctx));
     if (g->s) qlib_ctx_parallel_for(g->ctx, scale_task, g, g->n_row_tasks);
     if (g->act_order) {
         qlib_ctx_parallel_for(g->ctx, permute_task, g, g->n_row_tasks);
         memcpy((int32_t *)g->t->perm, g->perm, g->k * sizeof(int32_t));
     }
+    return QLIB_OK;
 }
 
 /* Rounds the loaded weights into the bound tensor; *error = tr(dW H dW^T) /
@@ -798,7 +809,9 @@ static qlib_status gptq_round(gptq *g, double den, double *error)
     /* Both are >= 0 for a positive semidefinite H; a Hessian of subnormal
      * values is that only up to rounding, and the error stays >= 0 so that
      * the blob loads (docs/FORMAT.md). */
-    double num = hessian_inner(g, g->wk, g->gram);
+    double num;
+    if (hessian_inner(g, g->wk, g->gram, &num))
+        return qlib_progress_cancelled("qlib_quantize", "pack");
     *error = den > 0.0 && num > 0.0 ? num / den : 0.0;
     return QLIB_OK;
 }
@@ -817,8 +830,8 @@ static qlib_status gptq_run(gptq *g, size_t count, qlib_tensor *const *t, const 
     qlib_status s;
     if (count == 1) {
         gptq_bind(g, t[0], w[0], ldw[0]);
-        gptq_load(g, &den);
-        s = gptq_factor(g);
+        s = gptq_load(g, &den);
+        if (s == QLIB_OK) s = gptq_factor(g);
         return s == QLIB_OK ? gptq_round(g, den, &error[0]) : s;
     }
     s = gptq_factor(g);
@@ -827,8 +840,8 @@ static qlib_status gptq_run(gptq *g, size_t count, qlib_tensor *const *t, const 
     for (size_t i = 0; i < count && s == QLIB_OK; i++) {
         qlib_part part = qlib_progress_sub(g->ctx, done / rows, (done + (double)t[i]->d.n) / rows);
         gptq_bind(g, t[i], w[i], ldw[i]);
-        gptq_load(g, &den);
-        s = gptq_round(g, den, &error[i]);
+        s = gptq_load(g, &den);
+        if (s == QLIB_OK) s = gptq_round(g, den, &error[i]);
         qlib_progress_restore(g->ctx, part);
         done += (double)t[i]->d.n;
     }

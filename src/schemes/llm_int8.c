@@ -17,6 +17,7 @@ qlib_status qlib_quantize_llm_int8(qlib_ctx *ctx, const float *w, size_t n, size
 {
     static const char fn[] = "qlib_quantize";
     (void)calib;
+    if (qlib_progress(ctx, "rtn", 0.0)) return qlib_progress_cancelled(fn, "rtn");
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
     qlib_tensor *t;
     qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, fn);

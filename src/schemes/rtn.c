@@ -105,6 +105,8 @@ void qlib_tensor_put_params(qlib_tensor *t, size_t r, size_t g, const qlib_qpara
 
 /* ---- RTN fill, rows in parallel ---- */
 
+#define FILL_ROWS 512   /* rows per pass: the caller can stop in between */
+
 typedef struct rtn_job {
     qlib_tensor *t;
     const float *w;
@@ -114,6 +116,7 @@ typedef struct rtn_job {
     int failed;                /* a scale overflowed fp16 */
     const qlib_clip *clip;     /* the clipping search, or NULL */
     const float *wt;           /* k: its error weights, or NULL */
+    size_t r0, r1;             /* the rows of this pass */
 } rtn_job;
 
 static int group_params(const rtn_job *j, const float *v, size_t c0, size_t len, qlib_qparams *p)
@@ -153,7 +156,8 @@ static void rtn_row(rtn_job *j, size_t r, uint8_t *codes)
 static void rtn_task(void *arg, size_t i)
 {
     rtn_job *j = arg;
-    size_t n = j->t->d.n, r0 = n * i / j->n_tasks, r1 = n * (i + 1) / j->n_tasks;
+    size_t n = j->r1 - j->r0, r0 = j->r0 + n * i / j->n_tasks;
+    size_t r1 = j->r0 + n * (i + 1) / j->n_tasks;
     for (size_t r = r0; r < r1; r++) rtn_row(j, r, j->codes + i * j->t->w.kp);
 }
 
@@ -166,7 +170,7 @@ qlib_status qlib_rtn_fill_clip(qlib_ctx *ctx, qlib_tensor *t, const float *w, si
                                const qlib_clip *clip, const float *wt)
 {
     static const char fn[] = "qlib_quantize";
-    rtn_job j = { t, w, ldw, (size_t)ctx->n_threads, NULL, { 0, 0, 0, 0 }, 0, NULL, wt };
+    rtn_job j = { t, w, ldw, (size_t)ctx->n_threads, NULL, { 0, 0, 0, 0 }, 0, NULL, wt, 0, 0 };
     if (clip && clip->grid > 1) j.clip = clip;
     if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
     if (t->d.group_size < 0) {
@@ -186,8 +190,14 @@ qlib_status qlib_rtn_fill_clip(qlib_ctx *ctx, qlib_tensor *t, const float *w, si
     }
     j.codes = qlib_mem_alloc(&ctx->alloc, j.n_tasks * t->w.kp);
     if (!j.codes) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
-    qlib_ctx_parallel_for(ctx, rtn_task, &j, j.n_tasks);
+    int stop = 0;
+    for (j.r0 = 0; j.r0 < t->d.n && !stop; j.r0 = j.r1) {
+        if (j.r0) stop = qlib_progress_poll(ctx);
+        j.r1 = t->d.n - j.r0 < FILL_ROWS ? t->d.n : j.r0 + FILL_ROWS;
+        if (!stop) qlib_ctx_parallel_for(ctx, rtn_task, &j, j.n_tasks);
+    }
     qlib_mem_free(&ctx->alloc, j.codes);
+    if (stop) return qlib_progress_cancelled(fn, qlib_progress_stage(ctx));
     if (j.failed)
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale",
                          fn);
@@ -203,13 +213,15 @@ typedef struct err_job {
     size_t ldw, n_tasks;
     float *tmp;                 /* n_tasks x (kp + k) */
     double *num, *den;          /* n: per row, added in row order */
+    size_t r0, r1;              /* the rows of this pass */
 } err_job;
 
 static void err_task(void *arg, size_t i)
 {
     err_job *j = arg;
-    size_t n = j->t->d.n, k = j->t->d.k, kp = j->t->w.kp ? j->t->w.kp : k;
-    size_t r0 = n * i / j->n_tasks, r1 = n * (i + 1) / j->n_tasks;
+    size_t k = j->t->d.k, kp = j->t->w.kp ? j->t->w.kp : k;
+    size_t rows = j->r1 - j->r0, r0 = j->r0 + rows * i / j->n_tasks;
+    size_t r1 = j->r0 + rows * (i + 1) / j->n_tasks;
     float *row = j->tmp + i * (kp + k), *tmp = row + k;
     for (size_t r = r0; r < r1; r++) {
         double num = 0.0, den = 0.0;
@@ -228,7 +240,7 @@ qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float
                                 double *out)
 {
     size_t k = t->d.k, kp = t->w.kp ? t->w.kp : k;
-    err_job j = { t, ctx->kern, w, ldw, (size_t)ctx->n_threads, NULL, NULL, NULL };
+    err_job j = { t, ctx->kern, w, ldw, (size_t)ctx->n_threads, NULL, NULL, NULL, 0, 0 };
     if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
     /* Per-row sums added in row order: the error is stored in the blob's
      * header, so it must not depend on the thread count either. */
@@ -237,7 +249,16 @@ qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float
     j.num = mem;
     j.den = j.num + t->d.n;
     j.tmp = (float *)(void *)(j.den + t->d.n);
-    qlib_ctx_parallel_for(ctx, err_task, &j, j.n_tasks);
+    int stop = 0;
+    for (j.r0 = 0; j.r0 < t->d.n && !stop; j.r0 = j.r1) {
+        if (j.r0) stop = qlib_progress_poll(ctx);
+        j.r1 = t->d.n - j.r0 < FILL_ROWS ? t->d.n : j.r0 + FILL_ROWS;
+        if (!stop) qlib_ctx_parallel_for(ctx, err_task, &j, j.n_tasks);
+    }
+    if (stop) {
+        qlib_mem_free(&ctx->alloc, mem);
+        return qlib_progress_cancelled("qlib_quantize", qlib_progress_stage(ctx));
+    }
     double num = 0.0, den = 0.0;
     for (size_t r = 0; r < t->d.n; r++) {
         num += j.num[r];

@@ -171,7 +171,7 @@ static void check_cancel(qlib_method m)
     tu_counting c;
     qlib_ctx *ctx = tu_counting_ctx(&c, 2);
     layer L;
-    layer_make(&L, ctx, 40, 640, 9);
+    layer_make(&L, ctx, 600, 640, 9);   /* several passes of the long stages */
     qlib_config *cfg = config(m, 64);
     progress_log p;
     ck_assert_int_eq(qlib_ctx_set_progress(ctx, record, &p), QLIB_OK);
