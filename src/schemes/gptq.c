@@ -5,6 +5,7 @@
  * paper's reference code. */
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 
 #include "schemes.h"
@@ -39,7 +40,10 @@ typedef struct gptq {
     float *gram;          /* k x k Gram matrix scratch when hf must keep U (shared), else hf */
     float *err;           /* n x block: rounding errors of the current block, over U's pivots */
     uint8_t *zeros;       /* n x n_groups zero points (asymmetric, per group), else NULL */
-    int32_t *perm;        /* k: stored position -> original column */
+    int32_t *perm;        /* k: sweep position -> original column (act order) */
+    int32_t *store;       /* k: stored position -> sweep position; each group's columns
+                             stored in increasing original column (act_order only) */
+    int32_t *colpos;      /* k of scratch: original column -> sweep position */
     int32_t *dead;        /* the columns with H_jj = 0 */
     size_t n_dead;
     float *vec;           /* k floats of scratch */
@@ -208,6 +212,31 @@ static void sort_keys(col_key *a, size_t n)
     }
 }
 
+static int cmp_int32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The storage order of act-order tensors: the sweep takes columns by
+ * decreasing diag(H) and groups consecutive ones; the tensor stores each
+ * group's columns in increasing original column. The grouping, hence every
+ * code and group parameter, is the sweep's; only the order of columns inside
+ * a group changes, so a GPTQ checkpoint's g_idx (which records the groups,
+ * not that order) carries the tensor exactly (docs/FORMATS.md). */
+static void store_order(gptq *g)
+{
+    size_t k = g->k, G = g->group < k ? g->group : k;
+    for (size_t j = 0; j < k; j++) g->colpos[g->perm[j]] = (int32_t)j;
+    for (size_t c0 = 0; c0 < k; c0 += G) {
+        size_t len = min_size(G, k - c0);
+        int32_t *cols = g->store + c0;
+        memcpy(cols, g->perm + c0, len * sizeof(int32_t));
+        qsort(cols, len, sizeof(int32_t), cmp_int32);
+        for (size_t i = 0; i < len; i++) cols[i] = g->colpos[cols[i]];
+    }
+}
+
 /* act_order: decreasing diag(H) after the dead-column fix, ties by column.
  * keys borrows the working weights' first 2k floats, not yet filled. */
 static void order_columns(gptq *g, int act_order)
@@ -225,6 +254,7 @@ static void order_columns(gptq *g, int act_order)
     for (size_t d = 0; d < g->n_dead; d++) keys[g->dead[d]].h = 1.0f;
     sort_keys(keys, k);
     for (size_t j = 0; j < k; j++) g->perm[j] = keys[j].col;
+    store_order(g);
 }
 
 /* ---- group parameters ---- */
@@ -429,14 +459,17 @@ static void finish_task(void *arg, size_t task)
     for (size_t r = r0; r < r1; r++) {
         float *wr = g->wk + r * k;
         const float *w0 = g->w + r * g->ldw;
-        for (size_t j = 0; j < k; j++) codes[j] = (uint8_t)wr[j];
+        if (g->act_order)
+            for (size_t j = 0; j < k; j++) codes[j] = (uint8_t)wr[g->store[j]];
+        else
+            for (size_t j = 0; j < k; j++) codes[j] = (uint8_t)wr[j];
         int pad = g->per_tensor ? g->tensor_p.zero
                 : g->zeros ? g->zeros[r * g->n_groups + g->n_groups - 1] : 1 << (g->bits - 1);
         memset(codes + k, pad, kp - k);
         qlib_pack_row(g->bits, codes, kp, qlib_t_codes(t) + r * t->w.row_bytes);
         g->ctx->kern->dequant_row(&t->w, r, deq);
         for (size_t j = 0; j < k; j++) {
-            size_t c = (size_t)g->perm[j];
+            size_t c = (size_t)(g->act_order ? g->perm[g->store[j]] : g->perm[j]);
             wr[c] = w0[c] - (g->inv ? deq[j] * g->inv[c] : deq[j]);
         }
     }
@@ -597,7 +630,7 @@ static qlib_status gptq_alloc(gptq *g, int shared)
     g->hf = g->wk ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL;
     g->err = g->hf ? qlib_mem_alloc(a, ne * sizeof(float)) : NULL;
     g->task_mem = g->err ? qlib_mem_alloc(a, task_mem) : NULL;
-    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (2 * sizeof(int32_t) + sizeof(float) + 1))
+    g->vec = g->task_mem ? qlib_mem_alloc(a, g->k * (4 * sizeof(int32_t) + sizeof(float) + 1))
                          : NULL;
     g->zeros = g->vec && nz ? qlib_mem_alloc(a, nz) : NULL;
     g->gram = shared ? (g->vec && (!nz || g->zeros) ? qlib_mem_alloc(a, kk * sizeof(float)) : NULL)
@@ -616,7 +649,9 @@ static qlib_status gptq_alloc(gptq *g, int shared)
                          g->k);
     g->dead = (int32_t *)(void *)(g->vec + g->k);
     g->perm = g->dead + g->k;
-    g->seen = (uint8_t *)(g->perm + g->k);
+    g->store = g->perm + g->k;
+    g->colpos = g->store + g->k;
+    g->seen = (uint8_t *)(g->colpos + g->k);
     return QLIB_OK;
 }
 
@@ -782,7 +817,8 @@ static qlib_status gptq_load(gptq *g, double *den)
     if (g->s) qlib_ctx_parallel_for(g->ctx, scale_task, g, g->n_row_tasks);
     if (g->act_order) {
         qlib_ctx_parallel_for(g->ctx, permute_task, g, g->n_row_tasks);
-        memcpy((int32_t *)g->t->perm, g->perm, g->k * sizeof(int32_t));
+        int32_t *tp = (int32_t *)g->t->perm;
+        for (size_t j = 0; j < g->k; j++) tp[j] = g->perm[g->store[j]];
     }
     return QLIB_OK;
 }

@@ -215,8 +215,9 @@ START_TEST(test_gptq_hand_symmetric)
             ck_assert_double_eq_tol(qlib_tensor_quant_error(t), want_err, 1e-7 * want_err);
             const int32_t *perm = qlib_tensor_permutation(t);
             if (act) {
-                /* diag(H) = 2, 1, 2, 1: decreasing, ties by index */
-                static const int32_t want_perm[4] = { 0, 2, 1, 3 };
+                /* diag(H) = 2, 1, 2, 1: the sweep takes 0, 2, 1, 3 (decreasing,
+                 * ties by index); one group a row, stored by column */
+                static const int32_t want_perm[4] = { 0, 1, 2, 3 };
                 ck_assert_ptr_nonnull(perm);
                 for (int j = 0; j < 4; j++) ck_assert_int_eq(perm[j], want_perm[j]);
             } else {
@@ -692,15 +693,35 @@ START_TEST(test_gptq_act_order_permutation)
     ck_assert_ptr_nonnull(perm);
     int *seen = calloc(k, sizeof(int));
     ck_assert_ptr_nonnull(seen);
+    /* the sweep's order: decreasing diag(H) (dead inputs count as 1), ties
+     * by index; each group of 32 consecutive columns of it is stored in
+     * increasing column */
+    int32_t *sweep = malloc(k * sizeof(int32_t));
+    ck_assert_ptr_nonnull(sweep);
+    for (size_t j = 0; j < k; j++) sweep[j] = (int32_t)j;
+    for (size_t j = 1; j < k; j++)
+        for (size_t i = j; i > 0; i--) {
+            double a = h[(size_t)sweep[i - 1] * (k + 1)], b = h[(size_t)sweep[i] * (k + 1)];
+            a = a == 0.0 ? 1.0 : a;
+            b = b == 0.0 ? 1.0 : b;
+            if (a > b || (a == b && sweep[i - 1] < sweep[i])) break;
+            int32_t tmp = sweep[i];
+            sweep[i] = sweep[i - 1];
+            sweep[i - 1] = tmp;
+        }
     for (size_t j = 0; j < k; j++) {
         ck_assert(perm[j] >= 0 && (size_t)perm[j] < k);
         ck_assert_int_eq(seen[perm[j]]++, 0);
-        if (j == 0) continue;
-        double a = h[(size_t)perm[j - 1] * (k + 1)], b = h[(size_t)perm[j] * (k + 1)];
-        a = a == 0.0 ? 1.0 : a;
-        b = b == 0.0 ? 1.0 : b;
-        ck_assert(a > b || (a == b && perm[j - 1] < perm[j]));
+        if (j % 32) ck_assert_int_lt(perm[j - 1], perm[j]);
     }
+    for (size_t g0 = 0; g0 < k; g0 += 32)
+        for (size_t j = g0; j < k && j < g0 + 32; j++) {
+            size_t i = g0;
+            while (i < k && i < g0 + 32 && sweep[i] != perm[j]) i++;
+            ck_assert_msg(i < k && i < g0 + 32, "column %d is not in sweep group %zu", perm[j],
+                          g0 / 32);
+        }
+    free(sweep);
     free(seen);
     /* AUTO matmul (x permuted, then quantized to int8 in blocks of 32 of the
      * stored order) against x * W^T from dequantize, element by element. */

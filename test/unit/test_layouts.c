@@ -568,8 +568,9 @@ static void round_trip(const qlib_tensor *t, const char *name)
         same_parts(&p, &again, what);
         /* The layouts record neither the order of columns within a group
          * nor whether midpoint zero points were symmetric: an act-order
-         * tensor stored otherwise than ascending within its groups comes
-         * back ascending, and sums its products in another order; an
+         * tensor stored otherwise than ascending within its groups (as
+         * qlib 0.1's GPTQ stored them) comes back ascending, and sums its
+         * products in another order; an
          * asymmetric one whose zero points are all 2^(bits-1) comes back
          * symmetric, and the 8-bit SIMD GEMV sums symmetric codes in
          * other lanes. Everything else multiplies bit for bit. */
@@ -669,6 +670,9 @@ START_TEST(test_round_trip_gptq)
         qlib_tensor *t = quantize_cfg(ctx, w, n, k, QLIB_METHOD_GPTQ, cases[i].bits, cases[i].group,
                                       cases[i].sym, cases[i].act, c);
         REQUIRE(!cases[i].act || cases[i].group == 0 || qlib_tensor_permutation(t), "act-order");
+        /* qlib's GPTQ stores each group's columns in increasing column, so
+         * its act-order tensors too come back bit for bit */
+        REQUIRE(perm_ascending_in_groups(t), "act-order groups not stored by column");
         snprintf(name, sizeof name, "GPTQ %d-bit group %d%s%s %zux%zu", cases[i].bits,
                  cases[i].group, cases[i].sym ? " sym" : "", cases[i].act ? " act-order" : "", n, k);
         round_trip(t, name);
