@@ -94,6 +94,7 @@ $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
 $(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
 $(B)/obj/src/kernels/x86_avx2_vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavxvnni
 $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavx512vnni -mavx512vl
+$(B)/obj/src/kernels/x86_avx512.o: ISA_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
 # units that compile another one again with their own flags
 $(B)/obj/src/kernels/x86_avx2_vnni.o $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: src/kernels/x86_avx2.c

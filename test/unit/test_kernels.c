@@ -453,7 +453,11 @@ static void matmul_isa_threads(const char *isa, int compute, size_t m)
 {
     tu_rng r = { 321 };
     size_t n = 300, k = 1000, ldx = k + 1, ldy = n + 1;
-    int own_order = m == 1 && compute == QLIB_COMPUTE_AUTO && strncmp(isa, "avx2", 4) == 0;
+    /* whether the table's kernel for these weights sums in its own order */
+    const qlib_kernels *kern = qlib_kernels_pick(isa, qlib_cpu_features());
+    qk_weights probe = { .bits = 4, .symmetric = 0 };
+    int own_order = compute == QLIB_COMPUTE_AUTO ? qk_pick_q8(kern, &probe, m)->order == QK_ORDER_OWN
+                                                 : kern->gemm_f32.order == QK_ORDER_OWN;
     float *w = tu_alloc_floats(n * k);
     tu_llm_weights(&r, w, n, k, k);
     float *xb = make_x(&r, m * ldx + 1, 1, 0), *x = xb + 1;
@@ -635,10 +639,14 @@ START_TEST(test_kernels_isa_choice)
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni",
                                          QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C |
                                              QK_CPU_AVX_VNNI));
+    /* AVX512F + VL + VNNI without BW is not enough for the 512-bit table */
+    ck_assert_ptr_null(qlib_kernels_pick("avx512", QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C |
+                                                       QK_CPU_AVX512_VNNI));
 #elif defined(__aarch64__)
     ck_assert_ptr_null(qlib_kernels_pick("avx2", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-vnni", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni", ~0u));
+    ck_assert_ptr_null(qlib_kernels_pick("avx512", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("neon-dotprod", QK_CPU_NEON));
 #endif
     qlib_ctx_destroy(ctx);
@@ -654,7 +662,8 @@ START_TEST(test_kernels_tables)
 {
     static const char *const isa_suffix[][2] = {
         { "scalar", "scalar" }, { "avx2", "avx2" }, { "avx2-vnni", "avxvnni" },
-        { "avx2-avx512vnni", "avx512vnni" }, { "neon", "neon" }, { "neon-dotprod", "neondot" },
+        { "avx2-avx512vnni", "avx512vnni" }, { "avx512", "avx512" }, { "neon", "neon" },
+        { "neon-dotprod", "neondot" },
     };
     static const int widths[] = { 2, 3, 4, 8 };
     size_t seen = 0;
