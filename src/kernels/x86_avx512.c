@@ -651,16 +651,16 @@ GEMV(8)
 /* ---- GEMM, AUTO mode (M > 1) ---- */
 
 #define NR 32                /* weight rows (output columns) per tile */
-#define MR 4                 /* rows of x per register tile */
-#define MC 64                /* rows of x sharing one unpacked weight tile */
-#define KB 16                /* blocks of 32 codes per tile */
+#define MR 4                 /* rows of x per register tile (fewer for the last ones) */
+#define MC 128               /* rows of x sharing one unpacked weight tile */
+#define KB 32                /* blocks of 32 codes per tile */
 
 typedef struct wtile {
     /* [block][quad s][half h]: columns 16h .. 16h+15 (one per int32 lane),
      * the 4 codes at k = 4s .. 4s+3 of the block, as stored (see top) */
     __m512i w[KB][8][2];
     float scale[KB][NR];         /* the scale of the block's group, per column */
-    float zero[KB][NR];          /* 8-bit asymmetric: the zero point, per column */
+    float zero[KB][NR];          /* the zero point of the block's group, per column */
     int group_end[KB];           /* the block is the last of its group */
     size_t r[NR];                /* weight rows (clamped) */
     size_t base[NR];             /* r * scale_stride */
@@ -694,15 +694,46 @@ AI void transpose16x8(__m512i z[8])
     }
 }
 
-/* 32 bytes of each of 16 rows (row j at src[j] + off), as transpose16x8
- * takes them; bytes at or past avail read as zero. */
-AI void load16x32(const uint8_t *const src[16], size_t off, size_t avail, __m512i z[8])
+/* Transposes 16 x 16 dwords in place: v[r] lane c -> v[c] lane r. */
+AI void transpose16x16(__m512i v[16])
 {
-    __mmask32 m = avail >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << avail) - 1u);
+    __m512i t[16], u[16];
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    /* per 128-bit lane L of row quad q (rows 4q .. 4q+3): u[4q + c'] holds
+     * column 4L + c' of those rows */
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* 4 x 4 transpose of the 128-bit lanes of u[c'], u[4 + c'], u[8 + c'], u[12 + c'] */
+    #pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m512i s0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44);
+        __m512i s1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);
+        __m512i s2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+        __m512i s3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
+        v[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+        v[4 + c] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
+        v[8 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+        v[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
+    }
+}
+
+/* 32 bytes of each of 16 rows (row j at src[j] + off), as transpose16x8
+ * takes them. */
+AI void load16x32(const uint8_t *const src[16], size_t off, __m512i z[8])
+{
     #pragma GCC unroll 8
     for (int j = 0; j < 8; j++) {
-        __m256i a = _mm256_maskz_loadu_epi8(m, (const void *)(src[j] + off));
-        __m256i b = _mm256_maskz_loadu_epi8(m, (const void *)(src[j + 8] + off));
+        __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(src[j] + off));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(src[j + 8] + off));
         z[j] = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
     }
 }
@@ -722,9 +753,8 @@ AI __m256i unpack_block_small(int bits, const uint8_t *row, size_t b)
     return _mm256_mask_blend_epi8((__mmask32)hi, v, _mm256_or_si256(v, _mm256_set1_epi8(4)));
 }
 
-/* Per half of a tile and group: the column's zero points, and the byte
- * added to each of its codes (2^bits - z when asymmetric with up to 4 bits,
- * else 0), in all four bytes of its lane. */
+/* The byte added to each code of a column (2^bits - z when asymmetric
+ * with up to 4 bits, else 0), in all four bytes of its lane. */
 AI __m512i code_offset(const qk_weights *w, __m512i z)
 {
     if (w->symmetric || w->bits == 8) return _mm512_setzero_si512();
@@ -732,53 +762,64 @@ AI __m512i code_offset(const qk_weights *w, __m512i z)
     return _mm512_mullo_epi32(o, _mm512_set1_epi32(0x01010101));
 }
 
-/* The zero points of 16 columns (rows r[] of the tile half) for group g. */
-AI __m512i tile_zeros(const qk_weights *w, const size_t base[16], size_t g)
+/* The scales and zero points of groups g0 .. g0+count-1 (count <= 16) of
+ * the 16 columns base[0..15], as vectors over the columns: s[j], z[j] for
+ * group g0 + j. Each column's run is read as one vector and the 16 x 16
+ * block transposed. */
+AI void tile_params(const qk_weights *w, const size_t base[16], size_t g0, size_t count,
+                    __m512 s[16], __m512i z[16])
 {
-    if (w->symmetric) return _mm512_set1_epi32(1 << (w->bits - 1));
-    int32_t z[16];
-    for (int t = 0; t < 16; t++) z[t] = qk_zero(w, 0, base[t] + g);
-    return _mm512_loadu_si512((const void *)z);
+    if (!w->scale_stride) {   /* one group for the tensor */
+        s[0] = _mm512_set1_ps(_cvtsh_ss(w->scales[0]));
+        z[0] = _mm512_set1_epi32(qk_zero(w, 0, 0));
+        return;
+    }
+    __m512i sv[16];
+    #pragma GCC unroll 16
+    for (int c = 0; c < 16; c++) {
+        sv[c] = _mm512_castps_si512(scales16(w, base[c] + g0, count));
+        z[c] = zeros16(w, base[c] + g0, count);
+    }
+    transpose16x16(sv);
+    if (!w->symmetric) transpose16x16(z);
+    #pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) s[j] = _mm512_castsi512_ps(sv[j]);
 }
 
-AI __m512 tile_scales(const qk_weights *w, const size_t base[16], size_t g)
-{
-    uint16_t h[16];
-    for (int t = 0; t < 16; t++) h[t] = w->scales[base[t] + g];
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)h));
-}
-
-/* Blocks b0 .. b0+kb-1 of the tile's 32 rows into t (b0 a multiple of 8). */
+/* Blocks b0 .. b0+kb-1 of the tile's 32 rows into t (b0 a multiple of 16). */
 AI void unpack_tile(int bits, const qk_weights *w, size_t b0, size_t kb, wtile *t)
 {
     size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK;
     const __m512i nib = _mm512_set1_epi8(15);
     for (int h = 0; h < 2; h++) {
+        size_t g0 = b0 / bpg, ng = (b0 + kb - 1) / bpg - g0 + 1;
         const uint8_t *src[16];
         for (int c = 0; c < 16; c++) src[c] = w->codes + t->r[16 * h + c] * w->row_bytes;
-        /* group parameters, read once per group; off[bb]: the code offset */
-        __m512i off[KB];
-        size_t g_params = SIZE_MAX;
-        for (size_t bb = 0; bb < kb; bb++) {
-            size_t b = b0 + bb, g = b / bpg;
-            t->group_end[bb] = (b + 1) % bpg == 0 || b + 1 == nb;
-            if (g != g_params) {
-                g_params = g;
-                __m512i z = tile_zeros(w, t->base + 16 * h, g);
-                off[bb] = code_offset(w, z);
-                _mm512_storeu_ps(t->zero[bb] + 16 * h, _mm512_cvtepi32_ps(z));
-                _mm512_storeu_ps(t->scale[bb] + 16 * h, tile_scales(w, t->base + 16 * h, g));
-            } else {
-                off[bb] = off[bb - 1];
-                memcpy(t->zero[bb] + 16 * h, t->zero[bb - 1] + 16 * h, 16 * sizeof(float));
-                memcpy(t->scale[bb] + 16 * h, t->scale[bb - 1] + 16 * h, 16 * sizeof(float));
+        __m512 gs[16];
+        __m512i gz[16], off[KB];
+        /* the span's groups, 16 at a time */
+        tile_params(w, t->base + 16 * h, g0, ng < 16 ? ng : 16, gs, gz);
+        for (size_t bb = 0, j = 0, left = bpg - b0 % bpg; bb < kb; bb++) {
+            if (left == 0) {
+                left = bpg;
+                if (++j == 16) {
+                    j = 0;
+                    g0 += 16;
+                    ng -= 16;
+                    tile_params(w, t->base + 16 * h, g0, ng < 16 ? ng : 16, gs, gz);
+                }
             }
+            left--;
+            size_t jj = w->scale_stride ? j : 0;
+            t->group_end[bb] = left == 0 || b0 + bb + 1 == nb;
+            off[bb] = code_offset(w, gz[jj]);
+            _mm512_storeu_ps(t->zero[bb] + 16 * h, _mm512_cvtepi32_ps(gz[jj]));
+            _mm512_storeu_ps(t->scale[bb] + 16 * h, gs[jj]);
         }
         if (bits == 4) {
             for (size_t bb = 0; bb < kb; bb += 2) {
                 __m512i z[8];
-                size_t b = b0 + bb;
-                load16x32(src, 16 * b, w->row_bytes - 16 * b, z);
+                load16x32(src, 16 * (b0 + bb), z);
                 transpose16x8(z);
                 #pragma GCC unroll 8
                 for (int s = 0; s < 8; s++)
@@ -792,7 +833,7 @@ AI void unpack_tile(int bits, const qk_weights *w, size_t b0, size_t kb, wtile *
         } else if (bits == 8) {
             for (size_t bb = 0; bb < kb; bb++) {
                 __m512i z[8];
-                load16x32(src, 32 * (b0 + bb), 32, z);
+                load16x32(src, 32 * (b0 + bb), z);
                 transpose16x8(z);
                 #pragma GCC unroll 8
                 for (int s = 0; s < 8; s++) t->w[bb][s][h] = z[s];
@@ -814,10 +855,48 @@ AI void unpack_tile(int bits, const qk_weights *w, size_t b0, size_t kb, wtile *
     }
 }
 
-/* Per (row of x, column) float state of a panel across the spans of k:
- * the running group sum and the output. */
+/* The codes of the tile after this one, fetched into L2 while this one
+ * computes, a share per register tile of x. */
+typedef struct tile_fetch {
+    const uint8_t *row[NR];      /* the next tile's first byte in each row; NULL: none */
+    size_t lines;                /* its cache lines per row */
+} tile_fetch;
+
+static void fetch_share(const tile_fetch *nf, size_t part, size_t parts)
+{
+    if (!nf->row[0]) return;
+    size_t total = NR * nf->lines, l0 = total * part / parts, l1 = total * (part + 1) / parts;
+    for (size_t l = l0; l < l1; l++)
+        _mm_prefetch((const char *)(nf->row[l % NR] + l / NR * 64), _MM_HINT_T1);
+}
+
+/* The tile after (r0, b0) within columns [n0, n1): the next span of k, or
+ * the next 32 columns from k = 0, or (last) the first tile of [n0, n1). */
+static void plan_fetch(const qk_weights *w, size_t r0, size_t b0, size_t n0, size_t n1,
+                       tile_fetch *nf)
+{
+    size_t nb = n_blocks(w), r[NR];
+    if (b0 + KB < nb) {
+        b0 += KB;
+    } else if (r0 + NR < n1) {
+        b0 = 0;
+        r0 += NR;
+    } else {
+        b0 = 0;
+        r0 = n0;
+    }
+    size_t kb = nb - b0 < KB ? nb - b0 : KB;
+    tile_rows(r0, n1, NR, r);
+    for (int c = 0; c < NR; c++)
+        nf->row[c] = w->codes + r[c] * w->row_bytes + b0 * QK_BLOCK * (size_t)w->bits / 8;
+    nf->lines = (kb * QK_BLOCK * (size_t)w->bits / 8 + 63) / 64;
+}
+
+/* Per (row of x, column) running group sum of a panel across the spans of
+ * k (a group may straddle two spans); the outputs' partial sums wait in y
+ * itself. */
 typedef struct gstate {
-    __m512 ga[MC][2], y[MC][2];
+    __m512 ga[MC][2];
 } gstate;
 
 /* The operands of one GEMM call. */
@@ -840,43 +919,75 @@ static int code_shift(const qk_weights *w)
     return w->bits == 8 ? -1 : w->bits;
 }
 
-/* Rows ri[] of x (rows ii .. ii+3 of the panel) times the tile over blocks
- * b0 .. b0+kb-1: the scalar reference's float steps per block (exact dot,
- * times d, into the group's sum; at the group's end times s into y). */
-AI void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb, const size_t ri[MR],
-                       gstate *st, size_t ii, int first, int last, size_t r0, size_t nr, size_t rows)
+/* Writes rows [0, mr) of a register tile to y (columns r0 .. r0+nr-1). */
+AI void store_rows(const gemm_args *g, int mr, const size_t *ri, size_t r0, size_t nr,
+                   __m512 y[MR][2])
+{
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        float *yr = g->y + ri[i] * g->ldy + r0;
+        _mm512_mask_storeu_ps(yr, m0, y[i][0]);
+        _mm512_mask_storeu_ps(yr + 16, m1, y[i][1]);
+    }
+}
+
+/* The partial outputs stored by store_rows at the end of the last span. */
+AI void load_rows(const gemm_args *g, int mr, const size_t *ri, size_t r0, size_t nr,
+                  __m512 y[MR][2])
+{
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
+    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        const float *yr = g->y + ri[i] * g->ldy + r0;
+        y[i][0] = _mm512_maskz_loadu_ps(m0, yr);
+        y[i][1] = _mm512_maskz_loadu_ps(m1, yr + 16);
+    }
+}
+
+/* mr rows ri[] of x (rows ii .. ii+mr-1 of the panel) times the tile over
+ * blocks b0 .. b0+kb-1: the scalar reference's float steps per block
+ * (exact dot, times d, into the group's sum; at the group's end times s
+ * into y). */
+AI void gemm_tile_rows(int mr, const gemm_args *g, const wtile *t, size_t b0, size_t kb,
+                       const size_t *ri, gstate *st, size_t ii, int first, int last, size_t r0,
+                       size_t nr)
 {
     const qk_acts *a = g->a;
     size_t nbk = a->kp / QK_BLOCK;
     int shift = code_shift(g->w);
     __m512 ga[MR][2], y[MR][2];
-    #pragma GCC unroll 8
-    for (int i = 0; i < MR; i++)
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
         #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             ga[i][h] = first ? _mm512_setzero_ps() : st->ga[ii + (size_t)i][h];
-            y[i][h] = first ? _mm512_setzero_ps() : st->y[ii + (size_t)i][h];
+            y[i][h] = _mm512_setzero_ps();
         }
+    if (!first) load_rows(g, mr, ri, r0, nr, y);
     const int8_t *q[MR];
     const int32_t *sum[MR];
     const float *d[MR];
-    for (int i = 0; i < MR; i++) {
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
         q[i] = a->q + ri[i] * a->kp + b0 * QK_BLOCK;
         sum[i] = a->sum + ri[i] * nbk + b0;
         d[i] = a->d + ri[i] * nbk + b0;
     }
     for (size_t bb = 0; bb < kb; bb++) {
         __m512i acc[MR][2];
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
+        #pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
             int32_t init = shift < 0 ? 0 : -(int32_t)((uint32_t)sum[i][bb] << shift);
             acc[i][0] = acc[i][1] = _mm512_set1_epi32(init);
         }
         #pragma GCC unroll 8
         for (int s = 0; s < 8; s++) {
             __m512i w0 = t->w[bb][s][0], w1 = t->w[bb][s][1];
-            #pragma GCC unroll 8
-            for (int i = 0; i < MR; i++) {
+            #pragma GCC unroll 4
+            for (int i = 0; i < mr; i++) {
                 int32_t v;
                 memcpy(&v, q[i] + bb * QK_BLOCK + 4 * (size_t)s, 4);
                 __m512i xb = _mm512_set1_epi32(v);
@@ -884,8 +995,8 @@ AI void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb,
                 acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], w1, xb);
             }
         }
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
+        #pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
             __m512 dv = _mm512_set1_ps(d[i][bb]);
             #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
@@ -900,56 +1011,48 @@ AI void gemm_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb,
             #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m512 s = _mm512_loadu_ps(t->scale[bb] + 16 * h);
-                #pragma GCC unroll 8
-                for (int i = 0; i < MR; i++) {
+                #pragma GCC unroll 4
+                for (int i = 0; i < mr; i++) {
                     y[i][h] = _mm512_add_ps(y[i][h], _mm512_mul_ps(s, ga[i][h]));
                     ga[i][h] = _mm512_setzero_ps();
                 }
             }
         }
     }
-    if (!last) {
-        #pragma GCC unroll 8
-        for (int i = 0; i < MR; i++)
-            #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                st->ga[ii + (size_t)i][h] = ga[i][h];
-                st->y[ii + (size_t)i][h] = y[i][h];
-            }
-        return;
-    }
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-    for (size_t i = 0; i < MR && i < rows; i++) {
-        float *yr = g->y + ri[i] * g->ldy + r0;
-        _mm512_mask_storeu_ps(yr, m0, y[i][0]);
-        _mm512_mask_storeu_ps(yr + 16, m1, y[i][1]);
-    }
+    store_rows(g, mr, ri, r0, nr, y);
+    if (last) return;
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+        #pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            st->ga[ii + (size_t)i][h] = ga[i][h];
+        }
 }
 
 /* COMPUTE_F32: the same tile with x in fp32; per block and column the
  * scalar reference's sum over k in order (multiply, then add), into the
  * group's sum, times s at its end. */
-AI void gemm_f32_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb,
-                           const size_t ri[MR], gstate *st, size_t ii, int first, int last,
-                           size_t r0, size_t nr, size_t rows)
+AI void gemm_f32_tile_rows(int mr, const gemm_args *g, const wtile *t, size_t b0, size_t kb,
+                           const size_t *ri, gstate *st, size_t ii, int first, int last,
+                           size_t r0, size_t nr)
 {
     int shift = code_shift(g->w);
     __m512 fo[2];
     __m512 ga[MR][2], y[MR][2];
-    for (int i = 0; i < MR; i++)
+    for (int i = 0; i < mr; i++)
         for (int h = 0; h < 2; h++) {
             ga[i][h] = first ? _mm512_setzero_ps() : st->ga[ii + (size_t)i][h];
-            y[i][h] = first ? _mm512_setzero_ps() : st->y[ii + (size_t)i][h];
+            y[i][h] = _mm512_setzero_ps();
         }
+    if (!first) load_rows(g, mr, ri, r0, nr, y);
     const float *x[MR];
-    for (int i = 0; i < MR; i++) x[i] = g->x + ri[i] * g->ldx + b0 * QK_BLOCK;
+    for (int i = 0; i < mr; i++) x[i] = g->x + ri[i] * g->ldx + b0 * QK_BLOCK;
     for (size_t bb = 0; bb < kb; bb++) {
         for (int h = 0; h < 2; h++)
             fo[h] = shift < 0 ? _mm512_loadu_ps(t->zero[bb] + 16 * h)
                               : _mm512_set1_ps((float)(1 << shift));
         __m512 acc[MR][2];
-        for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         #pragma GCC unroll 2
         for (int s = 0; s < 8; s++) {
             #pragma GCC unroll 4
@@ -962,7 +1065,7 @@ AI void gemm_f32_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t
                     wf[h] = _mm512_sub_ps(_mm512_cvtepi32_ps(c), fo[h]);   /* c - z, exact */
                 }
                 #pragma GCC unroll 4
-                for (int i = 0; i < MR; i++) {
+                for (int i = 0; i < mr; i++) {
                     __m512 xv = _mm512_set1_ps(x[i][bb * QK_BLOCK + 4 * (size_t)s + (size_t)p]);
                     #pragma GCC unroll 2
                     for (int h = 0; h < 2; h++)
@@ -970,38 +1073,42 @@ AI void gemm_f32_tile_rows(const gemm_args *g, const wtile *t, size_t b0, size_t
                 }
             }
         }
-        for (int i = 0; i < MR; i++)
+        for (int i = 0; i < mr; i++)
             for (int h = 0; h < 2; h++) ga[i][h] = _mm512_add_ps(ga[i][h], acc[i][h]);
         if (t->group_end[bb]) {
             for (int h = 0; h < 2; h++) {
                 __m512 s = _mm512_loadu_ps(t->scale[bb] + 16 * h);
-                for (int i = 0; i < MR; i++) {
+                for (int i = 0; i < mr; i++) {
                     y[i][h] = _mm512_add_ps(y[i][h], _mm512_mul_ps(s, ga[i][h]));
                     ga[i][h] = _mm512_setzero_ps();
                 }
             }
         }
     }
-    if (!last) {
-        for (int i = 0; i < MR; i++)
-            for (int h = 0; h < 2; h++) {
-                st->ga[ii + (size_t)i][h] = ga[i][h];
-                st->y[ii + (size_t)i][h] = y[i][h];
-            }
-        return;
-    }
-    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1u);
-    __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xffffu : nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-    for (size_t i = 0; i < MR && i < rows; i++) {
-        float *yr = g->y + ri[i] * g->ldy + r0;
-        _mm512_mask_storeu_ps(yr, m0, y[i][0]);
-        _mm512_mask_storeu_ps(yr + 16, m1, y[i][1]);
-    }
+    store_rows(g, mr, ri, r0, nr, y);
+    if (last) return;
+    for (int i = 0; i < mr; i++)
+        for (int h = 0; h < 2; h++) {
+            st->ga[ii + (size_t)i][h] = ga[i][h];
+        }
 }
 
-static void rows_clamped(size_t i0, size_t i1, size_t count, size_t *ri)
+/* Rows [ii, ii+mr) of the panel, mr = 1 .. 4, with a register tile of mr rows. */
+AI void gemm_rows(const gemm_args *g, const wtile *t, size_t b0, size_t kb, size_t ii, size_t mr,
+                  gstate *st, size_t i0, int first, int last, size_t r0, size_t nr)
 {
-    for (size_t i = 0; i < count; i++) ri[i] = i0 + i < i1 ? i0 + i : i1 - 1;
+    size_t ri[MR];
+    for (size_t i = 0; i < MR; i++) ri[i] = ii + (i < mr ? i : mr - 1);
+    if (g->a) {
+        switch (mr) {
+        case 1: gemm_tile_rows(1, g, t, b0, kb, ri, st, ii - i0, first, last, r0, nr); break;
+        case 2: gemm_tile_rows(2, g, t, b0, kb, ri, st, ii - i0, first, last, r0, nr); break;
+        case 3: gemm_tile_rows(3, g, t, b0, kb, ri, st, ii - i0, first, last, r0, nr); break;
+        default: gemm_tile_rows(4, g, t, b0, kb, ri, st, ii - i0, first, last, r0, nr); break;
+        }
+    } else {
+        gemm_f32_tile_rows((int)mr, g, t, b0, kb, ri, st, ii - i0, first, last, r0, nr);
+    }
 }
 
 AI void gemm_run(int bits, const gemm_args *g, size_t n0, size_t n1)
@@ -1010,8 +1117,9 @@ AI void gemm_run(int bits, const gemm_args *g, size_t n0, size_t n1)
     size_t nb = n_blocks(w);
     wtile t;
     gstate st;
+    tile_fetch nf;
     for (size_t i0 = 0; i0 < g->m; i0 += MC) {
-        size_t i1 = g->m - i0 < MC ? g->m : i0 + MC;
+        size_t i1 = g->m - i0 < MC ? g->m : i0 + MC, parts = (i1 - i0 + MR - 1) / MR;
         for (size_t r0 = n0; r0 < n1; r0 += NR) {
             size_t nr = n1 - r0 < NR ? n1 - r0 : NR;
             tile_rows(r0, n1, NR, t.r);
@@ -1019,17 +1127,178 @@ AI void gemm_run(int bits, const gemm_args *g, size_t n0, size_t n1)
             for (size_t b0 = 0; b0 < nb; b0 += KB) {
                 size_t kb = nb - b0 < KB ? nb - b0 : KB;
                 unpack_tile(bits, w, b0, kb, &t);
+                plan_fetch(w, r0, b0, n0, n1, &nf);
                 for (size_t ii = i0; ii < i1; ii += MR) {
-                    size_t ri[MR];
-                    rows_clamped(ii, i1, MR, ri);
-                    if (g->a)
-                        gemm_tile_rows(g, &t, b0, kb, ri, &st, ii - i0, b0 == 0, b0 + KB >= nb, r0,
-                                       nr, i1 - ii);
-                    else
-                        gemm_f32_tile_rows(g, &t, b0, kb, ri, &st, ii - i0, b0 == 0, b0 + KB >= nb,
-                                           r0, nr, i1 - ii);
+                    fetch_share(&nf, (ii - i0) / MR, parts);
+                    size_t mr = i1 - ii < MR ? i1 - ii : MR;
+                    gemm_rows(g, &t, b0, kb, ii, mr, &st, i0, b0 == 0, b0 + KB >= nb, r0, nr);
                 }
             }
+        }
+    }
+}
+
+/* ---- small batches (M <= SMALL_M): each weight block unpacked once per
+ * pass of up to 4 rows of x, straight into registers ----
+ *
+ * Per 16 columns, the blocks are taken in order: 16 rows' packed bytes
+ * transposed into u8 quads (as unpack_tile does), the zero point folded
+ * in, and every row of the pass multiplied with them at once; the group
+ * sums and outputs stay in registers for the whole row of k. No tile is
+ * stored, so M rows of x cost one transpose per block and pass, not one
+ * per block and panel, and nothing depends on M but the number of passes.
+ * The float steps are the scalar reference's: the same bits as scalar.c. */
+
+#define SMALL_M 8
+#define SMR 4                /* rows of x per pass */
+
+/* Group parameters of 16 columns for 16 groups from g0, as vectors over
+ * the columns. */
+typedef struct small_params {
+    __m512 s[16], z[16];
+    __m512i off[16];
+    size_t g0;
+} small_params;
+
+static void small_params_fill(const qk_weights *w, const size_t base[16], size_t g,
+                              small_params *p)
+{
+    size_t count = w->n_groups - g < 16 ? w->n_groups - g : 16;
+    __m512i z[16];
+    tile_params(w, base, g, count, p->s, z);
+    size_t n = w->scale_stride ? count : 1;
+    for (size_t j = 0; j < n; j++) {
+        p->z[j] = _mm512_cvtepi32_ps(z[j]);
+        p->off[j] = code_offset(w, z[j]);
+    }
+    p->g0 = g;
+}
+
+/* Rows i0 .. i0+mr-1 of x times one block's 16 columns (codes w[8] as the
+ * tile stores them): the exact dots, times d into ga[]. Two accumulator
+ * chains per row, summed exactly in int32. */
+AI void small_block(int mr, int shift, const __m512i wv[8], const qk_acts *a, size_t i0,
+                    size_t b, __m512 zf, __m512 *ga)
+{
+    size_t nbk = a->kp / QK_BLOCK;
+    __m512i acc[SMR][2];
+    const int8_t *q[SMR];
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        size_t row = i0 + (size_t)i;
+        int32_t init = shift < 0 ? 0 : -(int32_t)((uint32_t)a->sum[row * nbk + b] << shift);
+        acc[i][0] = _mm512_set1_epi32(init);
+        acc[i][1] = _mm512_setzero_si512();
+        q[i] = a->q + row * a->kp + b * QK_BLOCK;
+    }
+    #pragma GCC unroll 8
+    for (int s = 0; s < 8; s++) {
+        #pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            int32_t v;
+            memcpy(&v, q[i] + 4 * s, 4);
+            acc[i][s & 1] = _mm512_dpbusd_epi32(acc[i][s & 1], wv[s], _mm512_set1_epi32(v));
+        }
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        size_t row = i0 + (size_t)i;
+        __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][0], acc[i][1]));
+        if (shift < 0)   /* c q less z times the sum of q: integers below 2^24, exact */
+            f = _mm512_fnmadd_ps(zf, _mm512_set1_ps((float)a->sum[row * nbk + b]), f);
+        ga[i] = _mm512_add_ps(ga[i], _mm512_mul_ps(_mm512_set1_ps(a->d[row * nbk + b]), f));
+    }
+}
+
+/* Columns c0 .. c0+nc-1 (rows r[] of w, clamped) for every row of x; mc:
+ * the number of rows when it is a constant 1 .. 4 (the sums then stay in
+ * registers), else 0. */
+AI void small_cols(int bits, int mc, const qk_weights *w, const qk_acts *a, const size_t r[16],
+                   size_t c0, size_t nc, float *y, size_t ldy)
+{
+    size_t nb = n_blocks(w), bpg = w->group / QK_BLOCK, m = mc ? (size_t)mc : a->m;
+    int shift = code_shift(w);
+    const uint8_t *src[16];
+    size_t base[16];
+    for (int c = 0; c < 16; c++) {
+        src[c] = w->codes + r[c] * w->row_bytes;
+        base[c] = r[c] * w->scale_stride;
+    }
+    __m512 ga[SMALL_M], yv[SMALL_M];
+    #pragma GCC unroll 4
+    for (size_t i = 0; i < m; i++) ga[i] = yv[i] = _mm512_setzero_ps();
+    small_params p;
+    small_params_fill(w, base, 0, &p);
+    const __m512i nib = _mm512_set1_epi8(15);
+    size_t g = 0, left = bpg, step = bits == 4 ? 2 : 1, row_step = step * QK_BLOCK * (size_t)bits / 8;
+    __m512i hi[8];
+    #pragma GCC unroll 8
+    for (int s = 0; s < 8; s++) hi[s] = _mm512_setzero_si512();
+    for (size_t b = 0; b < nb; b += step) {
+        __m512i raw[8];
+        if (bits == 4 || bits == 8) {
+            size_t off = b * QK_BLOCK * (size_t)bits / 8;
+            #pragma GCC unroll 16
+            for (int c = 0; c < 16; c++)
+                _mm_prefetch((const char *)(src[c] + off + 8 * row_step), _MM_HINT_T1);
+            load16x32(src, off, raw);
+        } else {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                raw[j] = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(unpack_block_small(bits, src[j], b)),
+                    unpack_block_small(bits, src[j + 8], b), 1);
+        }
+        transpose16x8(raw);
+        if (bits == 4) {
+            #pragma GCC unroll 8
+            for (int s = 0; s < 8; s++) {
+                hi[s] = _mm512_and_si512(_mm512_srli_epi16(raw[s], 4), nib);
+                raw[s] = _mm512_and_si512(raw[s], nib);
+            }
+        }
+        for (size_t bb = b; bb < b + step && bb < nb; bb++) {
+            if (w->scale_stride && g >= p.g0 + 16) small_params_fill(w, base, g, &p);
+            size_t j = w->scale_stride ? g - p.g0 : 0;
+            __m512i wv[8];
+            #pragma GCC unroll 8
+            for (int s = 0; s < 8; s++)
+                wv[s] = _mm512_add_epi8(bb == b ? raw[s] : hi[s], p.off[j]);
+            for (size_t i0 = 0; i0 < m; i0 += SMR) {
+                switch (m - i0 < SMR ? m - i0 : SMR) {
+                case 1: small_block(1, shift, wv, a, i0, bb, p.z[j], ga + i0); break;
+                case 2: small_block(2, shift, wv, a, i0, bb, p.z[j], ga + i0); break;
+                case 3: small_block(3, shift, wv, a, i0, bb, p.z[j], ga + i0); break;
+                default: small_block(4, shift, wv, a, i0, bb, p.z[j], ga + i0); break;
+                }
+            }
+            if (--left == 0 || bb + 1 == nb) {
+                #pragma GCC unroll 4
+                for (size_t i = 0; i < m; i++) {
+                    yv[i] = _mm512_add_ps(yv[i], _mm512_mul_ps(p.s[j], ga[i]));
+                    ga[i] = _mm512_setzero_ps();
+                }
+                g++;
+                left = bpg;
+            }
+        }
+    }
+    __mmask16 mk = (__mmask16)(nc >= 16 ? 0xffffu : (1u << nc) - 1u);
+    #pragma GCC unroll 4
+    for (size_t i = 0; i < m; i++) _mm512_mask_storeu_ps(y + i * ldy + c0, mk, yv[i]);
+}
+
+AI void gemm_small(int bits, const qk_weights *w, const qk_acts *a, size_t n0, size_t n1,
+                   float *y, size_t ldy)
+{
+    for (size_t c0 = n0; c0 < n1; c0 += 16) {
+        size_t r[16], nc = n1 - c0 < 16 ? n1 - c0 : 16;
+        tile_rows(c0, n1, 16, r);
+        switch (a->m) {
+        case 2: small_cols(bits, 2, w, a, r, c0, nc, y, ldy); break;
+        case 3: small_cols(bits, 3, w, a, r, c0, nc, y, ldy); break;
+        case 4: small_cols(bits, 4, w, a, r, c0, nc, y, ldy); break;
+        default: small_cols(bits, 0, w, a, r, c0, nc, y, ldy); break;
         }
     }
 }
@@ -1040,7 +1309,9 @@ AI void gemm_run(int bits, const gemm_args *g, size_t n0, size_t n1)
                                                     size_t ldy)                               \
     {                                                                                         \
         gemm_args g = { w, a, NULL, 0, a->m, y, ldy };                                        \
-        if (n0 < n1) gemm_run(B, &g, n0, n1);                                                 \
+        if (n0 >= n1) return;                                                                 \
+        if (a->m <= SMALL_M) gemm_small(B, w, a, n0, n1, y, ldy);                             \
+        else gemm_run(B, &g, n0, n1);                                                         \
     }
 GEMM(2)
 GEMM(3)
