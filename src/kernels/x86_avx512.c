@@ -219,8 +219,27 @@ typedef struct gemv_x {
     _Alignas(64) int8_t qa[SPAN];
     _Alignas(64) float qs[SPAN / 4];
     _Alignas(64) float dl[SPAN / 4];
+    /* 4-bit, parameters per block: per 8 blocks, the lanes' sums of q and
+     * their blocks' d after the lanes are reduced (reduce_lanes) */
+    _Alignas(64) float rqs[SPAN / 16];
+    _Alignas(64) float rdl[SPAN / 16];
     chunk_map cm[SPAN_BLOCKS / 16];
 } gemv_x;
+
+/* 4-bit, per 8 blocks (two registers of codes, each giving a low-nibble
+ * and a high-nibble register of lanes: A1 holds blocks 0 and 2 in its
+ * low and high 8 int32 lanes, B1 blocks 1 and 3, A2 and B2 blocks 4 to
+ * 7): the lanes of each block added pairwise, exactly, down to 2 per
+ * block, in the order REDUCED_BLOCK gives. */
+#define RED32(a, b) _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+#define RED64(a, b) _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+AI __m512i reduce_lanes(__m512i a1, __m512i b1, __m512i a2, __m512i b2)
+{
+    return RED64(RED32(a1, b1), RED32(a2, b2));
+}
+
+/* The block (0 .. 7) of each lane of reduce_lanes' result. */
+static const int32_t reduced_block[16] = { 0, 1, 4, 5, 0, 1, 4, 5, 2, 3, 6, 7, 2, 3, 6, 7 };
 
 /* q of block b (32 bytes), zero past the row's blocks. */
 AI __m256i q_block(const qk_acts *a, size_t b)
@@ -274,6 +293,19 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
             _mm512_store_ps(gx->qs + 32 * t + 16, lane_qsum(hi));
             _mm512_store_ps(gx->dl + 32 * t, d_pair(a, b, b + 2));
             _mm512_store_ps(gx->dl + 32 * t + 16, d_pair(a, b + 1, b + 3));
+        }
+        const __m512i ones = _mm512_set1_epi8(1), lb = _mm512_loadu_si512((const void *)reduced_block);
+        size_t kb = a->kp / QK_BLOCK;
+        for (size_t u = 0; u < (nbs + 7) / 8; u++) {
+            __m512i s4[4];
+            for (int j = 0; j < 4; j++)
+                s4[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones,
+                                            _mm512_load_si512((const void *)(gx->qa + 256 * u + 64 * j)));
+            _mm512_store_ps(gx->rqs + 16 * u, _mm512_cvtepi32_ps(reduce_lanes(s4[0], s4[1], s4[2], s4[3])));
+            size_t b = b0 + 8 * u;
+            __mmask16 dm = (__mmask16)(b + 8 <= kb ? 0xffu : b >= kb ? 0u : (1u << (kb - b)) - 1u);
+            __m512 d8 = _mm512_maskz_loadu_ps(dm, a->d + b);
+            _mm512_store_ps(gx->rdl + 16 * u, _mm512_permutexvar_ps(lb, d8));
         }
     } else if (bits == 2) {
         /* qword b' of register j = qword 4b' + j of the 256 bytes of q */
@@ -613,6 +645,77 @@ AI void gemv_blocks(int bits, const qk_weights *w, const qk_acts *a, const gemv_
     }
 }
 
+/* 4-bit codes, parameters per block (groups of 32, 64, ...): per 8 blocks
+ * of a row, the four registers of lanes reduced to two lanes a block
+ * (reduce_lanes, exact), then z times the lanes' sums of q taken off and
+ * s d times that into the row's 16 fp32 lanes, each block's s and z
+ * picked from a vector of the 16 blocks of a chunk. */
+AI void gemv4_blocks(const qk_weights *w, const qk_acts *a, const gemv_x *gx, size_t b0,
+                     size_t nbs, const size_t r[GR], float out[GR], int first)
+{
+    size_t nb = n_blocks(w), end = b0 + nbs < nb ? b0 + nbs : nb, kb = a->kp / QK_BLOCK;
+    size_t ahead = PF_TILES * GR * w->row_bytes;
+    const uint8_t *row[GR];
+    __m512 y[GR], sb[GR], zb[GR];
+    #pragma GCC unroll 4
+    for (int i = 0; i < GR; i++) {
+        row[i] = w->codes + r[i] * w->row_bytes;
+        y[i] = _mm512_setzero_ps();
+        zb[i] = _mm512_set1_ps((float)(1 << (w->bits - 1)));
+    }
+    const __m512i nib = _mm512_set1_epi8(15), lb = _mm512_loadu_si512((const void *)reduced_block);
+    for (size_t c0 = b0; c0 < end; c0 += 16) {
+        const chunk_map *cm = &gx->cm[(c0 - b0) / 16];
+        /* the scale and zero point of each of the chunk's blocks, per row */
+        #pragma GCC unroll 4
+        for (int i = 0; i < GR; i++) {
+            size_t e = r[i] * w->scale_stride + cm->g0;
+            __m512 sv = w->scale_stride ? scales16(w, e, cm->count)
+                                        : _mm512_set1_ps(_cvtsh_ss(w->scales[0]));
+            sb[i] = cm->identity ? sv : _mm512_permutexvar_ps(cm->gmap, sv);
+            if (!w->symmetric) {
+                __m512i z = w->scale_stride ? zeros16(w, e, cm->count)
+                                            : _mm512_set1_epi32(qk_zero(w, 0, 0));
+                if (w->scale_stride && !cm->identity) z = _mm512_permutexvar_epi32(cm->gmap, z);
+                zb[i] = _mm512_cvtepi32_ps(z);
+            }
+        }
+        size_t c1 = c0 + 16 < end ? c0 + 16 : end;
+        for (size_t b = c0; b < c1; b += 8) {
+            size_t u = (b - b0) / 8;
+            const int8_t *q = gx->qa + 256 * u;
+            __m512i ql1 = _mm512_load_si512((const void *)q), qh1 = _mm512_load_si512((const void *)(q + 64));
+            __m512i ql2 = _mm512_load_si512((const void *)(q + 128)), qh2 = _mm512_load_si512((const void *)(q + 192));
+            __m512 qs = _mm512_load_ps(gx->rqs + 16 * u), dl = _mm512_load_ps(gx->rdl + 16 * u);
+            __m512i sel = _mm512_add_epi32(lb, _mm512_set1_epi32((int)(b - c0)));
+            (void)kb;
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                const uint8_t *src = row[i] + 16 * b;
+                _mm_prefetch((const char *)(src + ahead), PF_HINT);
+                _mm_prefetch((const char *)(src + ahead + 64), PF_HINT);
+                __m512i v1 = load_upto(src, w->row_bytes - 16 * b);
+                __m512i v2 = 16 * b + 64 < w->row_bytes ? load_upto(src + 64, w->row_bytes - 16 * b - 64)
+                                                        : _mm512_setzero_si512();
+                __m512i a1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, nib), ql1);
+                __m512i b1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                 _mm512_and_si512(_mm512_srli_epi16(v1, 4), nib), qh1);
+                __m512i a2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v2, nib), ql2);
+                __m512i b2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                 _mm512_and_si512(_mm512_srli_epi16(v2, 4), nib), qh2);
+                __m512 f = _mm512_cvtepi32_ps(reduce_lanes(a1, b1, a2, b2));
+                __m512 t = _mm512_fnmadd_ps(_mm512_permutexvar_ps(sel, zb[i]), qs, f);
+                y[i] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(sel, sb[i]), dl), t, y[i]);
+            }
+        }
+    }
+    #pragma GCC unroll 4
+    for (int i = 0; i < GR; i++) {
+        float v = hsum16(y[i]);
+        out[i] = first ? v : out[i] + v;
+    }
+}
+
 /* Each output's lanes and order depend only on its row and K: a row is
  * computed the same way in whichever tile (and thread) it falls. */
 AI void gemv_rows(int bits, const qk_weights *w, const qk_acts *a, size_t n0, size_t n1, float *y)
@@ -629,6 +732,7 @@ AI void gemv_rows(int bits, const qk_weights *w, const qk_acts *a, size_t n0, si
             tile_rows(r0, n1, GR, r);
             for (int i = 0; i < GR; i++) out[i] = b0 ? y[r[i]] : 0.0f;
             if (whole) gemv_whole(bits, w, &gx, b0, nbs, r, out, b0 == 0);
+            else if (bits == 4) gemv4_blocks(w, a, &gx, b0, nbs, r, out, b0 == 0);
             else gemv_blocks(bits, w, a, &gx, b0, nbs, r, out, b0 == 0);
             for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];
         }
