@@ -145,7 +145,7 @@ static size_t zero_bytes(const qk_weights *w)
 
 /* The zero points of entries e .. e+count-1 (count <= 16; 0 beyond), as
  * int32 lanes. */
-static __m512i zeros16(const qk_weights *w, size_t e, size_t count)
+AI __m512i zeros16(const qk_weights *w, size_t e, size_t count)
 {
     if (w->symmetric) return _mm512_set1_epi32(1 << (w->bits - 1));
     __mmask16 keep = (__mmask16)((1u << count) - 1u);
@@ -158,17 +158,23 @@ static __m512i zeros16(const qk_weights *w, size_t e, size_t count)
     if (w->bits == 4) {
         /* nibble j of the run starting at nibble e: byte (o + j) / 2, its
          * high half when o + j is odd (o = e & 1) */
-        size_t o = e & 1, first = e / 2, avail = zero_bytes(w) - first;
-        size_t need = (o + count + 1) / 2;
-        __m128i b = _mm_maskz_loadu_epi8((__mmask16)((1u << (avail < need ? avail : need)) - 1u),
-                                         (const void *)(w->zeros + first));
+        size_t o = e & 1, first = e / 2, need = (o + count + 1) / 2;
+        __m128i b;
+        if (first + 9 <= zero_bytes(w)) {
+            b = _mm_loadu_si64((const void *)(w->zeros + first));
+            b = _mm_insert_epi8(b, w->zeros[first + 8], 8);
+        } else {
+            size_t avail = zero_bytes(w) - first;
+            b = _mm_maskz_loadu_epi8((__mmask16)((1u << (avail < need ? avail : need)) - 1u),
+                                     (const void *)(w->zeros + first));
+        }
         const __m128i pick0 = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
         const __m128i pick1 = _mm_setr_epi8(0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8);
         __m512i v = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(b, o ? pick1 : pick0));
         const __m512i sh0 = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
         const __m512i sh1 = _mm512_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
         v = _mm512_and_si512(_mm512_srlv_epi32(v, o ? sh1 : sh0), _mm512_set1_epi32(15));
-        return _mm512_maskz_mov_epi32(keep, v);
+        return count == 16 ? v : _mm512_maskz_mov_epi32(keep, v);
     }
     int32_t z[16] = { 0 };
     for (size_t j = 0; j < count; j++) {
@@ -182,8 +188,9 @@ static __m512i zeros16(const qk_weights *w, size_t e, size_t count)
 /* The fp16 scales of entries e .. e+count-1 (count <= 16; 0 beyond). */
 AI __m512 scales16(const qk_weights *w, size_t e, size_t count)
 {
-    __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << count) - 1u),
-                                         (const void *)(w->scales + e));
+    __m256i h = count == 16 ? _mm256_loadu_si256((const __m256i *)(const void *)(w->scales + e))
+                            : _mm256_maskz_loadu_epi16((__mmask16)((1u << count) - 1u),
+                                                       (const void *)(w->scales + e));
     return _mm512_cvtph_ps(h);
 }
 
@@ -264,23 +271,25 @@ AI __m512 lane_qsum(__m512i v)
 static void chunk_map_make(const qk_weights *w, size_t c0, chunk_map *cm)
 {
     size_t bpg = w->group / QK_BLOCK, last = w->n_groups - 1;
-    cm->g0 = c0 / bpg;
-    if (cm->g0 > last) cm->g0 = last;
+    size_t g = c0 / bpg, left = bpg - c0 % bpg;   /* the group of block c0, its blocks from c0 */
+    cm->g0 = g < last ? g : last;
     int32_t m[16];
-    size_t top = 0;
     for (size_t j = 0; j < 16; j++) {
-        size_t g = (c0 + j) / bpg;
-        if (g > last) g = last;
-        m[j] = (int32_t)(g - cm->g0);
-        if (g - cm->g0 > top) top = g - cm->g0;
+        m[j] = (int32_t)((g < last ? g : last) - cm->g0);
+        if (--left == 0) {
+            g++;
+            left = bpg;
+        }
     }
-    cm->count = top + 1;
+    cm->count = (size_t)m[15] + 1;
     cm->gmap = _mm512_loadu_si512((const void *)m);
     cm->identity = bpg == 1 && cm->g0 + 16 <= w->n_groups;
 }
 
+/* blocks: the kernel takes parameters per block (reduced 4-bit lanes,
+ * chunk maps); else per group. */
 static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_t b0, size_t nbs,
-                          gemv_x *gx)
+                          int blocks, gemv_x *gx)
 {
     if (bits == 4) {
         for (size_t t = 0; t < (nbs + 3) / 4; t++) {
@@ -296,7 +305,7 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
         }
         const __m512i ones = _mm512_set1_epi8(1), lb = _mm512_loadu_si512((const void *)reduced_block);
         size_t kb = a->kp / QK_BLOCK;
-        for (size_t u = 0; u < (nbs + 7) / 8; u++) {
+        for (size_t u = 0; blocks && u < (nbs + 7) / 8; u++) {
             __m512i s4[4];
             for (int j = 0; j < 4; j++)
                 s4[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones,
@@ -332,7 +341,7 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
             _mm512_store_ps(gx->dl + 16 * u, d_pair(a, b, b + 1));
         }
     }
-    for (size_t c = 0; c < (nbs + 15) / 16; c++) chunk_map_make(w, b0 + 16 * c, &gx->cm[c]);
+    for (size_t c = 0; blocks && c < (nbs + 15) / 16; c++) chunk_map_make(w, b0 + 16 * c, &gx->cm[c]);
 }
 
 /* Whether every register of codes lies in one group (the group a multiple
@@ -725,7 +734,7 @@ AI void gemv_rows(int bits, const qk_weights *w, const qk_acts *a, size_t n0, si
     gemv_x gx;
     for (size_t b0 = 0; b0 < nb; b0 += SPAN_BLOCKS) {
         size_t nbs = nb - b0 < SPAN_BLOCKS ? nb - b0 : SPAN_BLOCKS;
-        gemv_x_layout(bits, w, a, b0, nbs, &gx);
+        gemv_x_layout(bits, w, a, b0, nbs, !whole, &gx);
         for (size_t r0 = n0; r0 < n1; r0 += GR) {
             size_t r[GR];
             float out[GR];
