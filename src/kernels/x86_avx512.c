@@ -766,9 +766,7 @@ GEMV(8)
 #define NR 32                /* weight rows (output columns) per tile */
 #define MR 4                 /* rows of x per register tile (fewer for the last ones) */
 #define MC 128               /* rows of x sharing one unpacked weight tile */
-#ifndef KB
 #define KB 32                /* blocks of 32 codes per tile */
-#endif
 
 typedef struct wtile {
     /* [block][quad s][half h]: columns 16h .. 16h+15 (one per int32 lane),
