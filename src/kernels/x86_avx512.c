@@ -185,6 +185,16 @@ AI __m512i zeros16(const qk_weights *w, size_t e, size_t count)
     return _mm512_loadu_si512((const void *)z);
 }
 
+/* The group parameters from entry e on, a few rows ahead of where they are
+ * read, fetched into L2 with the codes (small groups read them every 512
+ * codes: otherwise each row adds two streams the prefetcher lags on). */
+AI void params_prefetch(const qk_weights *w, size_t e)
+{
+    if (!w->scale_stride) return;
+    _mm_prefetch((const char *)(w->scales + e), _MM_HINT_T1);
+    if (!w->symmetric) _mm_prefetch((const char *)(w->zeros + e * (size_t)w->bits / 8), _MM_HINT_T1);
+}
+
 /* The fp16 scales of entries e .. e+count-1 (count <= 16; 0 beyond). */
 AI __m512 scales16(const qk_weights *w, size_t e, size_t count)
 {
@@ -372,6 +382,7 @@ AI void group_chunk_make(const qk_weights *w, size_t r, size_t g, group_chunk *g
         return;
     }
     size_t e = r * w->scale_stride + g, count = w->n_groups - g < 16 ? w->n_groups - g : 16;
+    params_prefetch(w, e + PF_TILES * GR * w->scale_stride);
     _mm512_store_ps(gc->s, scales16(w, e, count));
     _mm512_store_ps(gc->z, _mm512_cvtepi32_ps(zeros16(w, e, count)));
 }
@@ -479,6 +490,7 @@ AI void row_params_make(const qk_weights *w, size_t r, const chunk_map *cm, __m5
                         row_params *rp)
 {
     size_t e = r * w->scale_stride + cm->g0;
+    params_prefetch(w, e + PF_TILES * GR * w->scale_stride);
     __m512 s = w->scale_stride ? scales16(w, e, cm->count) : _mm512_set1_ps(_cvtsh_ss(w->scales[0]));
     if (!cm->identity) s = _mm512_permutexvar_ps(cm->gmap, s);
     _mm512_store_ps(rp->sd, _mm512_mul_ps(s, d));
@@ -679,6 +691,7 @@ AI void gemv4_blocks(const qk_weights *w, const qk_acts *a, const gemv_x *gx, si
         #pragma GCC unroll 4
         for (int i = 0; i < GR; i++) {
             size_t e = r[i] * w->scale_stride + cm->g0;
+            params_prefetch(w, e + PF_TILES * GR * w->scale_stride);
             __m512 sv = w->scale_stride ? scales16(w, e, cm->count)
                                         : _mm512_set1_ps(_cvtsh_ss(w->scales[0]));
             sb[i] = cm->identity ? sv : _mm512_permutexvar_ps(cm->gmap, sv);
