@@ -19,9 +19,18 @@
  *     s d and z come from a table made per row and 16 blocks. x is laid
  *     out once per call to match the packed codes (the 4-bit pairs of
  *     blocks in one byte, the 2-bit octets), in spans of SPAN codes; each
- *     row's lanes are summed once per span. Own order: it depends only on
- *     the row and K, so any split of rows gives the same bits.
- *   gemm_f32_qa8_qw{2,3,4,8}_4x32c4: M > 1. A tile of 32 weight rows by KB
+ *     row's lanes are summed once per span. For 4-bit codes with small
+ *     groups the lanes of 8 blocks are first reduced exactly to two per
+ *     block (shuffles and int32 adds), so the float steps run once per 8
+ *     blocks. The codes and group parameters some rows ahead are
+ *     prefetched into L2. Own order: it depends only on the row and K, so
+ *     any split of rows gives the same bits.
+ *   gemm_f32_qa8_qw{2,3,4,8}_4x32c4: M > 1. Up to SMALL_M rows of x: per
+ *     16 columns, each block (pair, for 4-bit) of 16 weight rows is
+ *     transposed into registers and multiplied with every row of x at
+ *     once, group sums and outputs in registers for M <= 4, so each block
+ *     is unpacked once for all rows of x and nothing else is stored. More
+ *     rows: a tile of 32 weight rows by KB
  *     blocks is unpacked once into u8 quads of k, 16 rows per register
  *     (a 16 x 8 dword transpose of the packed bytes), and reused by every
  *     row of x in a panel of MC; 4 rows of x by 32 columns in registers,
