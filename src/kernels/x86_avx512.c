@@ -680,10 +680,10 @@ AI void gemv_blocks(int bits, const qk_weights *w, const qk_acts *a, const gemv_
  * (reduce_lanes, exact), then z times the lanes' sums of q taken off and
  * s d times that into the row's 16 fp32 lanes, each block's s and z
  * picked from a vector of the 16 blocks of a chunk. */
-AI void gemv4_blocks(const qk_weights *w, const qk_acts *a, const gemv_x *gx, size_t b0,
+AI void gemv4_blocks(const qk_weights *w, const gemv_x *gx, size_t b0,
                      size_t nbs, const size_t r[GR], float out[GR], int first)
 {
-    size_t nb = n_blocks(w), end = b0 + nbs < nb ? b0 + nbs : nb, kb = a->kp / QK_BLOCK;
+    size_t nb = n_blocks(w), end = b0 + nbs < nb ? b0 + nbs : nb;
     size_t ahead = PF_TILES * GR * w->row_bytes;
     const uint8_t *row[GR];
     __m512 y[GR], sb[GR], zb[GR];
@@ -719,7 +719,6 @@ AI void gemv4_blocks(const qk_weights *w, const qk_acts *a, const gemv_x *gx, si
             __m512i ql2 = _mm512_load_si512((const void *)(q + 128)), qh2 = _mm512_load_si512((const void *)(q + 192));
             __m512 qs = _mm512_load_ps(gx->rqs + 16 * u), dl = _mm512_load_ps(gx->rdl + 16 * u);
             __m512i sel = _mm512_add_epi32(lb, _mm512_set1_epi32((int)(b - c0)));
-            (void)kb;
             #pragma GCC unroll 4
             for (int i = 0; i < GR; i++) {
                 const uint8_t *src = row[i] + 16 * b;
@@ -763,7 +762,7 @@ AI void gemv_rows(int bits, const qk_weights *w, const qk_acts *a, size_t n0, si
             tile_rows(r0, n1, GR, r);
             for (int i = 0; i < GR; i++) out[i] = b0 ? y[r[i]] : 0.0f;
             if (whole) gemv_whole(bits, w, &gx, b0, nbs, r, out, b0 == 0);
-            else if (bits == 4) gemv4_blocks(w, a, &gx, b0, nbs, r, out, b0 == 0);
+            else if (bits == 4) gemv4_blocks(w, &gx, b0, nbs, r, out, b0 == 0);
             else gemv_blocks(bits, w, a, &gx, b0, nbs, r, out, b0 == 0);
             for (size_t i = 0; i < GR && r0 + i < n1; i++) y[r0 + i] = out[i];
         }
