@@ -77,13 +77,14 @@ TEST_BIN = $(B)/test/unit
 DEMO_BIN = $(B)/examples/demo
 QUICKSTART_BIN = $(B)/examples/quickstart
 BENCH_BIN = $(B)/test/bench
+BENCH_SRC = $(filter-out test/bench/ggml_side.c,$(wildcard test/bench/*.c))
 LLAMA_SRC = $(wildcard examples/llama2/*.c)
 LLAMA_BIN = examples/llama2/qlib-llama
 FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
-.PHONY: FORCE all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
+.PHONY: FORCE all check check-run bench bench-ggml demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
         model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind \
         consumer-check deps-check isa-flags
 
@@ -100,6 +101,7 @@ $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
 ISA_FLAGS_x86_avx2 = -mavx2 -mfma -mf16c
 ISA_FLAGS_x86_avx2_vnni = $(ISA_FLAGS_x86_avx2) -mavxvnni
 ISA_FLAGS_x86_avx2_avx512vnni = $(ISA_FLAGS_x86_avx2) -mavx512vnni -mavx512vl
+ISA_FLAGS_x86_avx512 = -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c
 ISA_FLAGS_arm_neon_dotprod = -march=armv8.2-a+dotprod
 $(B)/obj/src/kernels/%.o: ISA_FLAGS = $(ISA_FLAGS_$(basename $(notdir $@)))
 # units that compile another one again with their own flags
@@ -186,10 +188,10 @@ $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
+$(BENCH_BIN): $(BENCH_SRC) $(wildcard test/bench/*.h) $(INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
-	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)
+	    $(BENCH_SRC) $(INTERNAL) $(LIBS)
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) $(JSON_CFLAGS) -o $@ $(LLAMA_SRC) \
@@ -286,6 +288,31 @@ bench: deps
 # Every libFuzzer target for FUZZ_SECONDS each (default 60), with clang.
 fuzz:
 	@FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) MAKE='$(MAKE)' sh test/fuzz/run.sh
+
+# qlib side by side with ggml (docs/PERFORMANCE.md). GGML_DIR is a ggml
+# checkout outside this tree (github.com/ggml-org/ggml); its own cmake builds
+# it into build/ggml, static, -march=native, with its CPU repack and
+# llamafile's tinyBLAS on (as llama.cpp ships it). BENCH_GGML_QUICK=1: a
+# reduced run (test/bench/ggml_side.c lists the other variables).
+GGML_BUILD = build/ggml
+GGML_CMAKE_FLAGS = -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
+    -DGGML_CPU_REPACK=ON -DGGML_LLAMAFILE=ON -DGGML_OPENMP=ON -DGGML_BUILD_TESTS=OFF \
+    -DGGML_BUILD_EXAMPLES=OFF -DGGML_CCACHE=OFF
+GGML_LIBS = $(GGML_BUILD)/src/libggml.a $(GGML_BUILD)/src/libggml-cpu.a \
+    $(GGML_BUILD)/src/libggml-base.a -fopenmp -lstdc++
+GGML_BENCH_BIN = $(B)/test/bench_ggml
+
+bench-ggml: deps
+	@if [ -z "$(GGML_DIR)" ] || [ ! -f "$(GGML_DIR)/include/ggml.h" ]; then \
+	   echo "make bench-ggml GGML_DIR=<a ggml checkout> (github.com/ggml-org/ggml)" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory $(STATIC)
+	@mkdir -p $(GGML_BUILD) $(dir $(GGML_BENCH_BIN))
+	cmake -S "$(GGML_DIR)" -B $(GGML_BUILD) $(GGML_CMAKE_FLAGS) > $(GGML_BUILD)/cmake.log
+	cmake --build $(GGML_BUILD) -j2 --target ggml >> $(GGML_BUILD)/cmake.log
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -march=native $(WARN) -Iinclude -I"$(GGML_DIR)/include" \
+	    $(BLAS_CFLAGS) -DGGML_COMMIT='"'"$$(git -C "$(GGML_DIR)" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"'"' \
+	    -o $(GGML_BENCH_BIN) test/bench/ggml_side.c $(STATIC) $(GGML_LIBS) $(LIBS)
+	$(GGML_BENCH_BIN)
 
 # AArch64: cross-built with Debian's gcc-aarch64-linux-gnu against the arm64
 # OpenBLAS and Check (dpkg --add-architecture arm64; docs/PERFORMANCE.md),

@@ -108,8 +108,8 @@ QLIB_API qlib_status qlib_ctx_create_with_allocator(const qlib_allocator *a, qli
 QLIB_API qlib_status qlib_ctx_set_threads(qlib_ctx *ctx, int n_threads);
 /* p is copied; NULL returns to the built-in pool. */
 QLIB_API qlib_status qlib_ctx_set_parallel(qlib_ctx *ctx, const qlib_parallel *p);
-/* "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "neon", "neon-dotprod";
- * NULL = best available.
+/* "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "avx512", "neon",
+ * "neon-dotprod"; NULL = best available.
  * ERR_UNSUPPORTED: unknown name or an ISA this build or CPU lacks. */
 QLIB_API qlib_status qlib_ctx_set_isa(qlib_ctx *ctx, const char *isa);
 QLIB_API qlib_status qlib_ctx_set_compute(qlib_ctx *ctx, qlib_compute mode);

@@ -62,8 +62,8 @@ class Context(_Handle):
     and a scratch buffer.
 
     ``threads``: 0 = all online CPUs (the default), 1 = the calling thread
-    only. ``isa``: "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "neon",
-    "neon-dotprod"; None keeps the best one (or the environment variable
+    only. ``isa``: "scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "avx512",
+    "neon", "neon-dotprod"; None keeps the best one (or the environment variable
     QLIB_ISA). ``compute``:
     :class:`Compute` or "auto"/"f32". ``allocator``: an object with
     ``alloc(size, alignment)`` and ``free(address)`` (see

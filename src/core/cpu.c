@@ -23,8 +23,10 @@ static unsigned cpu_detect(void)
     if (f16c) f |= QK_CPU_F16C;
     unsigned subleaves = a;
     /* AVX512F, AVX512VL, AVX512-VNNI, and opmask and ZMM state saved */
-    if ((b >> 16) & 1 && (b >> 31) & 1 && (c >> 11) & 1 && (lo & 0xe0u) == 0xe0u)
+    if ((b >> 16) & 1 && (b >> 31) & 1 && (c >> 11) & 1 && (lo & 0xe0u) == 0xe0u) {
         f |= QK_CPU_AVX512_VNNI;
+        if ((b >> 30) & 1) f |= QK_CPU_AVX512;     /* and AVX512BW */
+    }
     if (subleaves >= 1) {
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= QK_CPU_AVX_VNNI;

@@ -7,6 +7,7 @@
 /* Best first. */
 static const qlib_kernels *const tables[] = {
 #if defined(__x86_64__) || defined(_M_X64)
+    &qlib_kernels_avx512,
     &qlib_kernels_avx2_vnni,
     &qlib_kernels_avx2_avx512vnni,
     &qlib_kernels_avx2,

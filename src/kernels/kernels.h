@@ -19,7 +19,7 @@
  *   MRxNR: rows of x by weight rows (output columns) held in registers; cKR:
  *        values of k per step of the tile
  *   isa  scalar, avx2, avxvnni (VEX vpdpbusd), avx512vnni (EVEX vpdpbusd on
- *        256-bit registers), neon, neondot
+ *        256-bit registers), avx512 (512-bit registers), neon, neondot
  *
  * Each entry also states what a caller may rely on (qk_order): whether its
  * sums are the scalar reference's operations, so equal to it bit for bit, or
@@ -36,7 +36,8 @@
 
 /* CPU features a table needs (the core detects them: cpu.c). */
 enum { QK_CPU_AVX2 = 1u, QK_CPU_FMA = 2u, QK_CPU_F16C = 4u, QK_CPU_NEON = 8u,
-       QK_CPU_DOTPROD = 16u, QK_CPU_AVX_VNNI = 32u, QK_CPU_AVX512_VNNI = 64u };
+       QK_CPU_DOTPROD = 16u, QK_CPU_AVX_VNNI = 32u, QK_CPU_AVX512_VNNI = 64u,
+       QK_CPU_AVX512 = 128u   /* AVX512F, BW, VL and VNNI, ZMM state saved by the OS */ };
 
 typedef struct qk_weights {
     int bits;                 /* 2, 3, 4, 8 */
@@ -180,6 +181,7 @@ extern const qlib_kernels qlib_kernels_scalar;
 extern const qlib_kernels qlib_kernels_avx2;
 extern const qlib_kernels qlib_kernels_avx2_vnni;
 extern const qlib_kernels qlib_kernels_avx2_avx512vnni;
+extern const qlib_kernels qlib_kernels_avx512;
 #endif
 #if defined(__aarch64__)
 extern const qlib_kernels qlib_kernels_neon;

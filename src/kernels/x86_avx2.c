@@ -426,7 +426,7 @@ AI void gemv_small_bits(int bits, int has_qs, int even, const qk_weights *w, con
             for (int i = 0; i < GR; i++) {
                 /* the rows two tiles ahead, once per cache line: the
                  * prefetcher alone lags on interleaved row streams */
-                if (b & 2) _mm_prefetch((const char *)(row[i] + ahead + 16 * b), _MM_HINT_T0);
+                if (b & 2) _mm_prefetch((const char *)(row[i] + ahead + 16 * b), _MM_HINT_T1);
                 v[i] = _mm256_loadu_si256((const __m256i *)(const void *)(row[i] + 16 * b));
             }
             __m256 f[GR / 2];
@@ -455,7 +455,7 @@ AI void gemv_small_bits(int bits, int has_qs, int even, const qk_weights *w, con
             for (int j = 0; j < GR / 2; j++) {
                 for (int i = 2 * j; i < 2 * j + 2; i++)
                     _mm_prefetch((const char *)(row[i] + ahead + (size_t)bits * 4 * b),
-                                 _MM_HINT_T0);
+                                 _MM_HINT_T1);
                 f[j] = pair_lanes(unpack_block(bits, row[2 * j], b),
                                   unpack_block(bits, row[2 * j + 1], b), q);
             }
@@ -500,7 +500,7 @@ static void gemv_8bit_sym(const qk_weights *w, const qk_acts *a, const size_t r[
             #pragma GCC unroll 4
             for (int i = 0; i < GR; i++) {
                 const uint8_t *src = w->codes + r[i] * w->row_bytes + 32 * b;
-                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T1);
                 __m256i c = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)src),
                                              flip);
 #if QK_AVX_VNNI
@@ -538,7 +538,7 @@ static void gemv_8bit(const qk_weights *w, const qk_acts *a, const size_t r[GR],
             #pragma GCC unroll 4
             for (int i = 0; i < GR; i++) {
                 const uint8_t *src = w->codes + r[i] * w->row_bytes + 32 * b;
-                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + ahead), _MM_HINT_T1);
                 __m256i lo = _mm256_sub_epi16(
                     _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)src)), z[i]);
                 __m256i hi = _mm256_sub_epi16(

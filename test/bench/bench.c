@@ -440,6 +440,89 @@ static void thread_scaling(qlib_ctx *ctx1, qlib_ctx *ctx2)
     bench_clock = CLOCK_THREAD_CPUTIME_ID;
 }
 
+/* Decode on 1 and 2 threads with the weights streamed from memory (every
+ * call on the next copy), the two thread counts interleaved call by call,
+ * and the latency of a 2-thread call that follows 2 ms of sleep or a
+ * 2-thread OpenBLAS call (whose workers then spin on the other CPU)
+ * against one that follows another qlib call. Wall clock, medians. */
+static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
+{
+    static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 } };
+    enum { R = 31 };
+    bench_clock = CLOCK_MONOTONIC;
+    printf("\n## Decode (M = 1) on 1 and 2 threads, weights streamed from memory (interleaved, "
+           "median of %d; wall clock)\n\n", R);
+    printf("| N x K | format | 1 thread ms | 2 threads ms | speed-up | GB/s 1t | GB/s 2t |\n"
+           "|---|---|---|---|---|---|---|\n");
+    float *x = make_acts(1, 11008, 4.0f), *y = malloc(11008 * sizeof(float));
+    if (!y) exit(1);
+    for (size_t si = 0; si < 2; si++) {
+        size_t n = shapes[si][0], k = shapes[si][1];
+        float *w = make_weights(n, k);
+        for (int f = 0; f < 2; f++) {
+            qlib_tensor *t = f ? quantize_rtn(ctx1, w, n, k, 8, 0, 1) : quantize_rtn(ctx1, w, n, k, 4, 128, 0);
+            cold_set cs = { 0 };
+            cold_tensors(ctx1, t, &cs);
+            double t1[R], t2[R];
+            size_t c = 0;
+            for (int r = -1; r < R; r++)
+                for (int th = 0; th < 2; th++) {
+                    mm_arg a = { th ? ctx2 : ctx1, cs.t[c], x, NULL, y, 1, n, k };
+                    c = (c + 1) % cs.count;
+                    double t0 = now_s();
+                    run_qlib(&a);
+                    double dt = now_s() - t0;
+                    if (r >= 0) (th ? t2 : t1)[r] = dt;
+                }
+            qsort(t1, R, sizeof t1[0], cmp_double);
+            qsort(t2, R, sizeof t2[0], cmp_double);
+            double b = (double)qlib_tensor_storage_bytes(t);
+            printf("| %zux%zu | %s | %.3f | %.3f | %.2f | %.1f | %.1f |\n", n, k,
+                   f ? "INT8" : "INT4 g128", t1[R / 2] * 1e3, t2[R / 2] * 1e3, t1[R / 2] / t2[R / 2],
+                   b / t1[R / 2] / 1e9, b / t2[R / 2] / 1e9);
+            fflush(stdout);
+            for (size_t i = 0; i < cs.count; i++) qlib_tensor_destroy(cs.t[i]);
+            qlib_tensor_destroy(t);
+        }
+        free(w);
+    }
+    /* first-call latency */
+    size_t n = 4096, k = 4096;
+    float *w = make_weights(n, k);
+    qlib_tensor *t = quantize_rtn(ctx1, w, n, k, 4, 128, 0);
+    static const char *const after[3] = { "another qlib call", "2 ms asleep",
+                                          "a 2-thread OpenBLAS sgemv" };
+    double lat[3][41];
+    mm_arg a = { ctx2, t, x, w, y, 1, n, k };
+    openblas_set_num_threads(2);
+    for (int r = 0; r < 41; r++)
+        for (int c = 0; c < 3; c++) {
+            if (c == 0) run_qlib(&a);
+            if (c == 1) {
+                struct timespec ts = { 0, 2000000 };
+                nanosleep(&ts, NULL);
+            }
+            if (c == 2) run_blas(&a);
+            double t0 = now_s();
+            run_qlib(&a);
+            lat[c][r] = now_s() - t0;
+        }
+    openblas_set_num_threads(1);
+    printf("\nFirst call: INT4 g128 GEMV %zux%zu on 2 threads (median of 41, ms)\n\n"
+           "| the call follows | ms | x back to back |\n|---|---|---|\n", n, k);
+    double base = 0.0;
+    for (int c = 0; c < 3; c++) {
+        qsort(lat[c], 41, sizeof(double), cmp_double);
+        if (c == 0) base = lat[c][20];
+        printf("| %s | %.3f | %.2f |\n", after[c], lat[c][20] * 1e3, lat[c][20] / base);
+    }
+    qlib_tensor_destroy(t);
+    free(w);
+    free(x);
+    free(y);
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+}
+
 /* ---- quantization methods ---- */
 
 typedef struct q_arg {
@@ -759,18 +842,27 @@ static void ceiling_table(qlib_ctx *ctx)
     printf("Register-only loops of independent accumulators, thread CPU time, best of 20.\n\n");
     printf("| instruction pair | used by | G multiply-adds/s | vs FMA |\n|---|---|---|---|\n");
     printf("| vfmadd (fp32, 8 lanes) | sgemm | %.1f | 1.00 |\n", c.fma / 1e9);
-    /* the VNNI kernels issue vpdpbusd for INT8 and INT4 alike */
-    int vnni = strncmp(qlib_ctx_isa(ctx), "avx2-", 5) == 0 && c.dpbusd > 0.0;
+    /* the VNNI kernels issue vpdpbusd for INT8 and INT4 alike, the avx512
+     * ones on 512-bit registers */
+    int zmm = strcmp(qlib_ctx_isa(ctx), "avx512") == 0 && c.dpbusd512 > 0.0;
+    int vnni = (zmm || strncmp(qlib_ctx_isa(ctx), "avx2-", 5) == 0) && c.dpbusd > 0.0;
     printf("| vpmaddwd + vpaddd (int16, 16 per pair) | %s | %.1f | %.2f |\n",
            vnni ? "INT8 GEMM, avx2" : "INT8 GEMM", c.pmaddwd / 1e9, c.pmaddwd / c.fma);
     printf("| vpmaddubsw + vpaddw (u8 x s8, 32 per pair) | %s | %.1f | %.2f |\n",
            vnni ? "INT4 GEMM, avx2" : "INT4 GEMM", c.maddubs / 1e9, c.maddubs / c.fma);
     if (c.dpbusd > 0.0)
         printf("| vpdpbusd (VNNI, u8 x s8, 32 per instruction) | %s | %.1f | %.2f |\n",
-               vnni ? "INT8 and INT4 GEMM" : "(not in use)", c.dpbusd / 1e9, c.dpbusd / c.fma);
+               vnni && !zmm ? "INT8 and INT4 GEMM" : "INT8 and INT4 GEMM, avx2-vnni tables",
+               c.dpbusd / 1e9, c.dpbusd / c.fma);
+    if (c.dpbusd512 > 0.0)
+        printf("| vpdpbusd, 512-bit (AVX512-VNNI, 64 per instruction) | %s | %.1f | %.2f |\n",
+               zmm ? "INT8 and INT4 GEMM" : "INT8 and INT4 GEMM, avx512 table", c.dpbusd512 / 1e9,
+               c.dpbusd512 / c.fma);
     printf("\nqlib's ISA: %s.\n\n", qlib_ctx_isa(ctx));
-    double peak8 = vnni ? c.dpbusd : c.pmaddwd, peak4 = vnni ? c.dpbusd : c.maddubs;
-    const char *name8 = vnni ? "vpdpbusd" : "pmaddwd", *name4 = vnni ? "vpdpbusd" : "maddubs";
+    double peak8 = zmm ? c.dpbusd512 : vnni ? c.dpbusd : c.pmaddwd;
+    double peak4 = zmm ? c.dpbusd512 : vnni ? c.dpbusd : c.maddubs;
+    const char *name8 = zmm ? "512-bit vpdpbusd" : vnni ? "vpdpbusd" : "pmaddwd";
+    const char *name4 = zmm ? "512-bit vpdpbusd" : vnni ? "vpdpbusd" : "maddubs";
     printf("| N x K, M = 128 | product | G multiply-adds/s | share of its peak | x sgemm |\n"
            "|---|---|---|---|---|\n");
     static const size_t shapes[][2] = { { 2048, 2048 }, { 4096, 4096 } };
@@ -804,7 +896,7 @@ static void ceiling_table(qlib_ctx *ctx)
 }
 
 /* With arguments, only the sections named (shapes cold ceiling f32 threads
- * llm_int8 act_order quantize layouts); without, all of them. */
+ * decode llm_int8 act_order quantize layouts); without, all of them. */
 static int wanted(int argc, char **argv, const char *name)
 {
     if (argc < 2) return 1;
@@ -834,6 +926,7 @@ int main(int argc, char **argv)
     if (wanted(argc, argv, "ceiling")) ceiling_table(ctx1);
     if (wanted(argc, argv, "f32")) compute_f32_rows(ctx1);
     if (wanted(argc, argv, "threads")) thread_scaling(ctx1, ctx2);
+    if (wanted(argc, argv, "decode")) decode_threads(ctx1, ctx2);
     if (wanted(argc, argv, "llm_int8")) llm_int8_table(ctx1);
     if (wanted(argc, argv, "act_order")) act_order_table(ctx1);
     if (wanted(argc, argv, "quantize")) quantize_table(ctx1, ctx2);

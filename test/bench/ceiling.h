@@ -7,6 +7,7 @@ typedef struct bench_ceiling {
     double pmaddwd;   /* pmaddwd + paddd, 16 per pair */
     double maddubs;   /* maddubs + paddw, 32 per pair */
     double dpbusd;    /* vpdpbusd (AVX-VNNI, else AVX512-VNNI), 32 per instruction; 0 without */
+    double dpbusd512; /* vpdpbusd on 512-bit registers (AVX512-VNNI), 64 per instruction; 0 without */
 } bench_ceiling;
 
 /* 1 and the peaks, or 0 where they are not measured (not x86-64 with AVX2

@@ -23,7 +23,8 @@ def test_library_path():
 def test_defaults():
     with qlib.Context() as ctx:
         assert ctx.threads >= 1
-        assert ctx.isa in ("scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "neon", "neon-dotprod")
+        assert ctx.isa in ("scalar", "avx2", "avx2-vnni", "avx2-avx512vnni", "avx512", "neon",
+                           "neon-dotprod")
         assert ctx.compute == qlib.Compute.AUTO
         assert "qlib.Context" in repr(ctx)
         assert ctx.allocator is None

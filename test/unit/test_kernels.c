@@ -1,13 +1,14 @@
 /* Every ISA's kernels against the scalar reference.
  *
- * The kernels of every ISA perform the scalar kernels' arithmetic (exact
- * integer block dots; the same fp32 multiplies and adds in the same order,
- * without fused multiply-adds), so the expected difference is zero: results
- * are compared bit for bit. One exception: the AVX2 GEMV (M = 1, AUTO) sums
- * the same exact integer products in another fixed order (eight lanes per
- * row, fused multiply-adds), so it is compared with a bound on float
- * reassociation (gemv_bound). Every kernel,
- * that one included, gives the same bits whatever the split of its columns.
+ * The GEMM kernels of every ISA perform the scalar kernels' arithmetic
+ * (exact integer block dots; the same fp32 multiplies and adds in the same
+ * order, without fused multiply-adds), so the expected difference is zero:
+ * results are compared bit for bit. The exceptions are the entries that
+ * declare their own order (QK_ORDER_OWN: the AVX2 and avx512 GEMVs, M = 1,
+ * AUTO): they sum the same exact integer products in another fixed order
+ * (lanes of a few columns per row, fused multiply-adds), so they are
+ * compared with a bound on float reassociation (gemv_bound). Every kernel,
+ * those included, gives the same bits whatever the split of its columns.
  * The fp16 GEMV of NONE tensors is float arithmetic in each ISA's own order,
  * held to a bound against the exact product. ISAs this CPU (or build) lacks
  * are skipped. */
@@ -208,13 +209,17 @@ static int reassociates(const qlib_kernels *kern, const qk_weights *w, int q8, s
 
 /* |y - y_scalar| for output r of a GEMV. Both kernels sum the same exact
  * integer products (c_j - z_g) q_j, scaled by d_b and s_g, in fixed orders:
- * the scalar one per block, the AVX2 one per lane of 8 columns. A term goes
- * through at most nb + ng + 2 roundings in the first (the product with d,
- * the block chain of its group, the product with s, the group chain) and
- * nb + ng + 3 in the second (fused multiply-adds along the same chains, then
- * the lane sum), with nb blocks and ng groups; so the difference is at most
- * (2 nb + 2 ng + 5) u T, u = 2^-24, with T = sum_j |d_b q_j| |s_g| |c_j -
- * z_g| >= every partial sum. The bound takes 2 nb + 2 ng + 16 (room for the
+ * the scalar one per block, the others per lane of a few columns. A term
+ * goes through at most nb + ng + 2 roundings in the first (the product with
+ * d, the block chain of its group, the product with s, the group chain).
+ * In the AVX2 GEMV at most nb + ng + 3 (fused multiply-adds along the same
+ * chains, then the lane sum); in the avx512 GEMV at most nb + ng + 8 + S
+ * (the product s d, or the sum of a lane's two group sums, fused
+ * multiply-adds along its lane's chains, a 16-lane sum per span of 4096
+ * codes and S additions of the spans' sums). With nb blocks and ng groups
+ * the difference is then below (2 nb + 2 ng + 10 + S) u T, u = 2^-24, where
+ * T = sum_j |d_b q_j| |s_g| |c_j - z_g| bounds every partial sum, and S <=
+ * nb / 128. The bound takes 2 nb + 2 ng + 16 + nb / 128 (room for the
  * second-order terms), plus the gradual underflow of up to 8 kp operations. */
 static double gemv_bound(const qk_weights *w, const acts *a, size_t r)
 {
@@ -230,7 +235,7 @@ static double gemv_bound(const qk_weights *w, const acts *a, size_t r)
         for (int j = 0; j < QK_BLOCK; j++)
             sum += fabs((double)a->d[b] * a->q[b * QK_BLOCK + (size_t)j]) * s * abs(c[j] - z);
     }
-    return (double)(2 * nb + 2 * w->n_groups + 16) * 0x1p-24 * sum +
+    return (double)(2 * nb + 2 * w->n_groups + 16 + nb / 128) * 0x1p-24 * sum +
            (double)(8 * w->kp) * 0x1p-149;
 }
 
@@ -347,13 +352,14 @@ END_TEST
 
 /* Rows longer than the AVX2 GEMV's per-call table of lane sums of q (512
  * blocks of 32): at the table's edge and past it, where the sums are made
- * per block instead. */
+ * per block instead; for the avx512 GEMV, rows of four and five spans of
+ * 4096 codes. */
 START_TEST(test_kernels_long_rows)
 {
     static const size_t ks[] = { 512 * 32, 512 * 32 + 32, 512 * 32 + 100 };
     static const int groups[] = { 32, 128, 0 };
     tu_rng r = { 4242 };
-    for (size_t bi = 0; bi < 3; bi++)
+    for (size_t bi = 0; bi < 4; bi++)
         for (size_t ki = 0; ki < 3; ki++)
             check_case(&r, bit_widths[bi], (int)(ki == 1), groups[(bi + ki) % 3], 1, 9, ks[ki], 0,
                        NULL);
@@ -368,12 +374,14 @@ START_TEST(test_kernels_extremes)
         for (int sym = 0; sym < 2; sym++) {
             check_case(&r, bit_widths[bi], sym, 0, 1, 21, 4096 + 96, 1, NULL);
             check_case(&r, bit_widths[bi], sym, 128, 5, 21, 600, 1, NULL);
+            check_case(&r, bit_widths[bi], sym, 32, 12, 37, 1100, 1, NULL);
         }
 }
 END_TEST
 
-/* GEMMs over several of the AVX2 tiles' 1024-column spans of k, the last
- * partial, with groups that straddle the spans (96) or cover the row. */
+/* GEMMs over several of the AVX2 and avx512 tiles' 1024-column spans of k,
+ * the last partial, with groups that straddle the spans (96) or cover the
+ * row; with few rows of x (the avx512 small-batch path) and more. */
 START_TEST(test_kernels_k_tiles)
 {
     static const size_t ks[] = { 1024, 1056, 2100, 3000 };
@@ -381,8 +389,9 @@ START_TEST(test_kernels_k_tiles)
     tu_rng r = { 777 };
     for (size_t bi = 0; bi < 4; bi++)
         for (size_t ki = 0; ki < 4; ki++)
-            check_case(&r, bit_widths[bi], (int)(ki % 2), groups[(bi + ki) % 4], 6, 19, ks[ki], 0,
-                       NULL);
+            for (size_t m = 6; m <= 12; m += 6)
+                check_case(&r, bit_widths[bi], (int)(ki % 2), groups[(bi + ki) % 4], m, 19 + m,
+                           ks[ki], 0, NULL);
 }
 END_TEST
 
@@ -445,15 +454,19 @@ START_TEST(test_kernels_dequant_row)
 }
 END_TEST
 
-/* Through qlib_matmul: each ISA equals scalar (the AVX2 GEMV, which sums in
- * its own order, is held to its bound in check_case instead), and 1 and 2
+/* Through qlib_matmul: each ISA equals scalar (the GEMVs that sum in their
+ * own order are held to their bound in check_case instead), and 1 and 2
  * threads agree bit for bit, with unaligned x and y, on a matrix big enough
  * to split. */
 static void matmul_isa_threads(const char *isa, int compute, size_t m)
 {
     tu_rng r = { 321 };
     size_t n = 300, k = 1000, ldx = k + 1, ldy = n + 1;
-    int own_order = m == 1 && compute == QLIB_COMPUTE_AUTO && strncmp(isa, "avx2", 4) == 0;
+    /* whether the table's kernel for these weights sums in its own order */
+    const qlib_kernels *kern = qlib_kernels_pick(isa, qlib_cpu_features());
+    qk_weights probe = { .bits = 4, .symmetric = 0 };
+    int own_order = compute == QLIB_COMPUTE_AUTO ? qk_pick_q8(kern, &probe, m)->order == QK_ORDER_OWN
+                                                 : kern->gemm_f32.order == QK_ORDER_OWN;
     float *w = tu_alloc_floats(n * k);
     tu_llm_weights(&r, w, n, k, k);
     float *xb = make_x(&r, m * ldx + 1, 1, 0), *x = xb + 1;
@@ -635,10 +648,14 @@ START_TEST(test_kernels_isa_choice)
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni",
                                          QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C |
                                              QK_CPU_AVX_VNNI));
+    /* AVX512F + VL + VNNI without BW is not enough for the 512-bit table */
+    ck_assert_ptr_null(qlib_kernels_pick("avx512", QK_CPU_AVX2 | QK_CPU_FMA | QK_CPU_F16C |
+                                                       QK_CPU_AVX512_VNNI));
 #elif defined(__aarch64__)
     ck_assert_ptr_null(qlib_kernels_pick("avx2", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-vnni", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("avx2-avx512vnni", ~0u));
+    ck_assert_ptr_null(qlib_kernels_pick("avx512", ~0u));
     ck_assert_ptr_null(qlib_kernels_pick("neon-dotprod", QK_CPU_NEON));
 #endif
     qlib_ctx_destroy(ctx);
@@ -654,7 +671,8 @@ START_TEST(test_kernels_tables)
 {
     static const char *const isa_suffix[][2] = {
         { "scalar", "scalar" }, { "avx2", "avx2" }, { "avx2-vnni", "avxvnni" },
-        { "avx2-avx512vnni", "avx512vnni" }, { "neon", "neon" }, { "neon-dotprod", "neondot" },
+        { "avx2-avx512vnni", "avx512vnni" }, { "avx512", "avx512" }, { "neon", "neon" },
+        { "neon-dotprod", "neondot" },
     };
     static const int widths[] = { 2, 3, 4, 8 };
     size_t seen = 0;

@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "testutil.h"
+#include "core/core.h"
 
 Suite *suite_threads(void);
 
@@ -286,6 +288,42 @@ START_TEST(test_shared_tensor)
 }
 END_TEST
 
+/* The built-in pool hands out every task of every job exactly once, over
+ * many back-to-back jobs of 1 to 70 tasks (fewer tasks than workers too),
+ * with pauses that let the workers go to sleep between some of them. */
+typedef struct count_job {
+    unsigned hits[70];
+} count_job;
+
+static void count_task(void *arg, size_t i)
+{
+    count_job *j = arg;
+    __atomic_add_fetch(&j->hits[i], 1u, __ATOMIC_RELAXED);
+}
+
+START_TEST(test_pool_every_task_once)
+{
+    for (int threads = 2; threads <= 4; threads++) {
+        qlib_pool *p = NULL;
+        ck_assert_int_eq(qlib_pool_create(&qlib_default_allocator, threads, &p), QLIB_OK);
+        count_job j;
+        for (int r = 0; r < 600; r++) {
+            size_t n = 1 + (size_t)(r * 37 % 70);
+            memset(&j, 0, sizeof j);
+            qlib_pool_run(p, count_task, &j, n);
+            for (size_t i = 0; i < 70; i++)
+                ck_assert_msg(j.hits[i] == (i < n ? 1u : 0u), "threads %d job %d: task %zu ran %u times",
+                              threads, r, i, j.hits[i]);
+            if (r % 100 == 99) {   /* past the workers' polling time: they sleep */
+                struct timespec ts = { 0, 1000000 };
+                nanosleep(&ts, NULL);
+            }
+        }
+        qlib_pool_destroy(p);
+    }
+}
+END_TEST
+
 Suite *suite_threads(void)
 {
     Suite *s = suite_create("threads");
@@ -294,6 +332,7 @@ Suite *suite_threads(void)
     tcase_add_loop_test(tc, test_thread_determinism_gemv, 0, 2);
     tcase_add_test(tc, test_threads_changed_in_place);
     tcase_add_test(tc, test_shared_tensor);
+    tcase_add_test(tc, test_pool_every_task_once);
     suite_add_tcase(s, tc);
     return s;
 }

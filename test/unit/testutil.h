@@ -56,8 +56,9 @@ void tu_quantize_alloc_failures(qlib_ctx *ctx, tu_counting *c, const float *w, s
 
 /* Every kernel table's name, the scalar reference first. Tests run the ones
  * this build and CPU have (qlib_kernels_pick or qlib_ctx_set_isa tells). */
-static const char *const tu_isa_names[] = { "scalar",    "avx2", "avx2-vnni", "avx2-avx512vnni",
-                                            "neon",      "neon-dotprod" };
+static const char *const tu_isa_names[] = { "scalar", "avx2",         "avx2-vnni",
+                                            "avx2-avx512vnni", "avx512", "neon",
+                                            "neon-dotprod" };
 #define TU_N_ISAS (sizeof tu_isa_names / sizeof tu_isa_names[0])
 
 /* A qlib_context made with defaults; aborts the test on failure. */
