@@ -1,5 +1,6 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
-# cross-aarch64 check-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+# cross-aarch64 check-aarch64 model-check. Variants: SANITIZE=1 (ASan+UBSan), TSAN=1,
+# BLAS=none (the built-in linear algebra instead of OpenBLAS, in build/<variant>-noblas).
 SHELL = /bin/sh
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
@@ -20,8 +21,25 @@ WARN += -Werror
 endif
 PYTHON ?= /usr/bin/python3
 
-BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# BLAS=openblas (the default): GPTQ's and AWQ's linear algebra from OpenBLAS
+# (CBLAS + LAPACK). BLAS=none: from src/linalg/builtin*.c; the library then
+# links no BLAS. The bench and the examples' own fp32 products use OpenBLAS
+# in both builds.
+BLAS ?= openblas
+ifeq (,$(filter openblas none,$(BLAS)))
+$(error BLAS=$(BLAS): use BLAS=openblas (the default) or BLAS=none)
+endif
+OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+OPENBLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+ifeq ($(BLAS),none)
+BLAS_CFLAGS =
+BLAS_LIBS =
+BLAS_SUFFIX = -noblas
+else
+BLAS_CFLAGS = $(OPENBLAS_CFLAGS)
+BLAS_LIBS = $(OPENBLAS_LIBS)
+BLAS_SUFFIX =
+endif
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lm -pthread)
 
@@ -42,8 +60,8 @@ SANFLAGS = -fsanitize=thread -fno-omit-frame-pointer
 # code built without the sanitizer; everything qlib's own code does is checked.
 export TSAN_OPTIONS := ignore_noninstrumented_modules=1 $(TSAN_OPTIONS)
 endif
-B = build/$(VARIANT)
-ifeq ($(VARIANT),release)
+B = build/$(VARIANT)$(BLAS_SUFFIX)
+ifeq ($(VARIANT)$(BLAS_SUFFIX),release)
 OUT = lib
 else
 OUT = $(B)/lib
@@ -57,8 +75,22 @@ endif
 ifneq (,$(findstring aarch64,$(MACHINE)))
 KERNEL_SRC += $(wildcard src/kernels/arm_*.c)
 endif
-LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c) $(KERNEL_SRC)
+# The built-in linear algebra: the library's in BLAS=none builds; in OpenBLAS
+# builds only the tests and the bench link it (INTERNAL), to compare the two.
+LINALG_BUILTIN = src/linalg/builtin.c src/linalg/builtin_gemm.c
+ifneq (,$(findstring x86_64,$(MACHINE)))
+LINALG_BUILTIN += $(wildcard src/linalg/builtin_gemm_x86_*.c)
+endif
+ifeq ($(BLAS),none)
+LINALG_SRC = src/linalg/blas_none.c $(LINALG_BUILTIN)
+LINALG_EXTRA =
+else
+LINALG_SRC = src/linalg/blas_openblas.c
+LINALG_EXTRA = $(LINALG_BUILTIN)
+endif
+LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c) $(LINALG_SRC) $(KERNEL_SRC)
 LIB_OBJ = $(LIB_SRC:%.c=$(B)/obj/%.o)
+EXTRA_OBJ = $(LINALG_EXTRA:%.c=$(B)/obj/%.o)
 
 LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude $(BLAS_CFLAGS)
 ALL_CFLAGS = $(CFLAGS) $(WARN) $(SANFLAGS)
@@ -75,15 +107,24 @@ DEMO_BIN = $(B)/examples/demo
 QUICKSTART_BIN = $(B)/examples/quickstart
 BENCH_BIN = $(B)/test/bench
 LLAMA_SRC = $(wildcard examples/llama2/*.c)
+ifeq ($(BLAS),none)
+LLAMA_BIN = $(B)/examples/qlib-llama
+# The example's own fp32 products (attention, classifier) call CBLAS.
+HAVE_OPENBLAS := $(shell printf '\043include <cblas.h>\n' | $(CC) $(OPENBLAS_CFLAGS) -E -x c - \
+    >/dev/null 2>&1 && echo yes)
+else
 LLAMA_BIN = examples/llama2/qlib-llama
+HAVE_OPENBLAS = yes
+endif
 FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
 .PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check deps symbols-check header-check python-check replay valgrind
+        model-check deps symbols-check header-check python-check replay valgrind linkage-check
 
-all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
+all: $(STATIC) $(SHARED) $(OUT)/qlib.pc \
+     $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT)),$(HAVE_OPENBLAS)),$(LLAMA_BIN))
 
 # ---- the library ----
 $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
@@ -94,9 +135,14 @@ $(B)/obj/src/kernels/x86_avx2.o: ISA_FLAGS = -mavx2 -mfma -mf16c
 $(B)/obj/src/kernels/x86_avx2_vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavxvnni
 $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: ISA_FLAGS = -mavx2 -mfma -mf16c -mavx512vnni -mavx512vl
 $(B)/obj/src/kernels/arm_neon_dotprod.o: ISA_FLAGS = -march=armv8.2-a+dotprod
+# The built-in linear algebra rounds every product and sum on its own, so
+# that each GEMM variant gives the same bits (src/linalg/builtin_gemm.c).
+$(LINALG_BUILTIN:%.c=$(B)/obj/%.o): ISA_FLAGS = -ffp-contract=off
+$(B)/obj/src/linalg/builtin_gemm_x86_avx2.o: ISA_FLAGS = -ffp-contract=off -mavx2
 # units that compile another one again with their own flags
 $(B)/obj/src/kernels/x86_avx2_vnni.o $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: src/kernels/x86_avx2.c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: src/kernels/arm_neon.c
+$(B)/obj/src/linalg/builtin_gemm_x86_avx2.o: src/linalg/builtin_gemm.c
 
 # The installed static library is one relocatable object in which only the
 # public symbols (abi/qlib.symbols) stay global, as in the shared library.
@@ -108,9 +154,9 @@ $(STATIC): $(LIB_OBJ) abi/qlib.symbols
 	$(OBJCOPY) --keep-global-symbols=abi/qlib.symbols $(B)/qlib_all.o $(B)/qlib_public.o
 	$(AR) rcs $@ $(B)/qlib_public.o
 
-$(INTERNAL): $(LIB_OBJ)
+$(INTERNAL): $(LIB_OBJ) $(EXTRA_OBJ)
 	rm -f $@
-	$(AR) rcs $@ $(LIB_OBJ)
+	$(AR) rcs $@ $(LIB_OBJ) $(EXTRA_OBJ)
 
 $(SHARED): $(LIB_OBJ) src/qlib.map
 	@mkdir -p $(OUT)
@@ -122,7 +168,8 @@ $(SHARED): $(LIB_OBJ) src/qlib.map
 $(OUT)/qlib.pc: qlib.pc.in include/qlib.h
 	@mkdir -p $(OUT)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' qlib.pc.in > $@
+	    -e 's|@INCLUDEDIR@|$(INCDIR_INSTALL)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(strip $(if $(BLAS_LIBS),-lopenblas) -lpthread -lm)|g' qlib.pc.in > $@
 
 # ---- programs ----
 $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
@@ -132,7 +179,8 @@ $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
 
 $(DEMO_BIN): examples/demo/demo.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $< $(STATIC) \
+	    $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
@@ -140,12 +188,13 @@ $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 
 $(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
-	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ \
+	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
-	    $(STATIC) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
+	    $(STATIC) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
@@ -162,7 +211,7 @@ $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLA
 
 # ---- the two commands of the README ----
 deps:
-	@sh scripts/deps.sh
+	@BLAS=$(BLAS) sh scripts/deps.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(DEMO_BIN)
@@ -176,9 +225,13 @@ check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
 	$(TEST_BIN)
 	@$(QUICKSTART_BIN) > /dev/null && echo "quickstart: ok"
 	@$(MAKE) --no-print-directory replay
+ifeq ($(BLAS),none)
+	@$(MAKE) --no-print-directory linkage-check
+endif
 ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
-	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
+	@if [ -z "$(HAVE_OPENBLAS)" ]; then echo "model-check: skipped (examples/llama2 needs CBLAS)"; \
+	 elif [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
 	 else echo "model-check: skipped ($(DATA) not found)"; fi
 endif
 
@@ -203,7 +256,16 @@ python-check: $(SHARED)
 	 else echo "python tests: skipped (need $(PYTHON) with numpy and pytest)"; fi
 
 model-check: $(LLAMA_BIN)
-	@QLIB_DATA=$(DATA) bash test/model/run.sh
+	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/run.sh
+
+# BLAS=none: the library needs nothing beyond the C library (libc, libm,
+# libpthread, the loader), and its pkg-config file says so.
+linkage-check: $(SHARED) $(OUT)/qlib.pc
+	@needed=$$(readelf -d $(SHARED) | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' '); \
+	 for lib in $$needed; do case $$lib in libc.so.*|libm.so.*|libpthread.so.*|ld-linux*) ;; \
+	   *) echo "linkage: $(SHARED) needs $$lib"; exit 1 ;; esac; done; \
+	 if grep -qi blas $(OUT)/qlib.pc; then echo "linkage: $(OUT)/qlib.pc names a BLAS"; exit 1; fi; \
+	 echo "linkage: $(SHARED) needs only $$needed"
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
@@ -225,14 +287,17 @@ AARCH64_BLAS_CFLAGS ?= -I/usr/include/aarch64-linux-gnu/openblas-pthread
 AARCH64_BLAS_LIBS ?= -lopenblas
 QEMU_AARCH64 ?= qemu-aarch64
 
+AARCH64_B = build/aarch64$(BLAS_SUFFIX)
+
 cross-aarch64:
 	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) AR=$(AARCH64_AR) OBJCOPY=aarch64-linux-gnu-objcopy VARIANT=aarch64 \
-	    B=build/aarch64 OUT=build/aarch64/lib BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' \
-	    BLAS_LIBS='$(AARCH64_BLAS_LIBS)' build/aarch64/lib/libqlib.a build/aarch64/test/unit
+	    B=$(AARCH64_B) OUT=$(AARCH64_B)/lib \
+	    $(if $(BLAS_LIBS),BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' BLAS_LIBS='$(AARCH64_BLAS_LIBS)') \
+	    $(AARCH64_B)/lib/libqlib.a $(AARCH64_B)/lib/libqlib.so.$(VERSION) $(AARCH64_B)/test/unit
 
 check-aarch64: cross-aarch64
 	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
-	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) build/aarch64/test/unit || exit 1; done
+	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) $(AARCH64_B)/test/unit || exit 1; done
 
 install: all
 	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig
@@ -250,4 +315,4 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR_INSTALL)/libqlib.so $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig/qlib.pc
 
 clean:
-	rm -rf build lib $(LLAMA_BIN)
+	rm -rf build lib examples/llama2/qlib-llama

@@ -5,7 +5,8 @@ set -e
 need=""
 have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} $(pkg-config --cflags openblas check 2>/dev/null) -E -x c - >/dev/null 2>&1; }
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
-have_header cblas.h || need="$need libopenblas-dev"
+# BLAS=none builds the library with its own linear algebra (make BLAS=none).
+[ "${BLAS:-openblas}" = none ] || have_header cblas.h || need="$need libopenblas-dev"
 have_header check.h || need="$need check"
 command -v ${CC:-cc} >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"

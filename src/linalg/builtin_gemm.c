@@ -1,0 +1,198 @@
+/* The built-in SGEMM core, C (+)= alpha * op(A) * op(B), built as BLIS
+ * builds one: blocks of op(A) and op(B) are copied into micro-panels
+ * (packing), and a microkernel multiplies an MR x kc panel of A by a
+ * kc x NR panel of B into an MR x NR tile of C held in registers.
+ *
+ * Portable C with GCC/Clang generic vectors (vector_size), no intrinsics.
+ * This file is compiled once with the target's baseline flags (SSE2 on
+ * x86-64, NEON on AArch64), and on x86-64 again by builtin_gemm_x86_avx2.c
+ * (-mavx2); the vector width and the tile follow from the flags (LB_VW,
+ * LB_MR, LB_NV below).
+ *
+ * The order of operations is fixed. Every element of C is computed as
+ *     c = c0;  for p = 0, 1, ..., k-1:  c = c + (alpha * a_ip) * b_pj
+ * with c0 = 0 (overwrite) or the element's value (accumulate), each product
+ * and each sum rounded to float on its own: no fused multiply-add (these
+ * units are compiled with -ffp-contract=off, the x86 variants without
+ * -mfma). A block of k continues the sums the previous block left in C. So
+ * the bits depend neither on the blocking nor on the tile or vector width,
+ * nor on which thread computes which part of C: every variant gives what the
+ * plain triple loop in that order gives. */
+#include <stdint.h>
+#include <string.h>
+
+#include "builtin.h"
+
+#ifndef LB_GEMM_TABLE                   /* the baseline compile of this file */
+#define LB_GEMM_TABLE qlib_lb_gemm_generic
+#define LB_GEMM_ISA "generic"
+#endif
+
+/* Vector width in floats, rows of the tile, vectors across it (NR = NV * VW).
+ * The accumulators, the NV vectors of B, a broadcast of A and a product fit
+ * the register file: 16 registers on x86-64, 32 on AArch64. (A 512-bit
+ * variant, 6x64 with -mavx512f, was slower than AVX2 on the Zen 5 host:
+ * docs/BLAS_NONE.md.) */
+#if defined(__AVX2__)
+#define LB_VW 8
+#define LB_MR 6
+#define LB_NV 2
+#define LB_TILE "6x16"
+#elif defined(__aarch64__)
+#define LB_VW 4
+#define LB_MR 8
+#define LB_NV 3
+#define LB_TILE "8x12"
+#else
+#define LB_VW 4
+#define LB_MR 6
+#define LB_NV 2
+#define LB_TILE "6x8"
+#endif
+#define LB_NR (LB_NV * LB_VW)
+
+/* Block sizes: kc values of k per packed block; MC rows of op(A) and NC
+ * columns of op(B) per packed block. The packed blocks live on the caller's
+ * stack (the GEMM allocates nothing): LB_STACK_BYTES in builtin.h bounds them. */
+#define LB_KC 256
+#define LB_MC (LB_MR * (48 / LB_MR))
+#define LB_NC (LB_NR * (96 / LB_NR))
+
+_Static_assert((LB_MC * LB_KC + LB_NC * LB_KC + LB_MR * LB_NR) * sizeof(float) + 256 <=
+                   LB_STACK_BYTES, "packed blocks exceed the stack budget");
+
+typedef float lb_vf __attribute__((vector_size(LB_VW * sizeof(float))));
+
+static inline lb_vf vload(const float *p)
+{
+    lb_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, lb_vf v) { memcpy(p, &v, sizeof v); }
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+/* The MR x NR tile at c (row stride ldc) continued, or started from zero,
+ * with kc steps of a (MR values per step) times b (NR values per step). */
+static void ukernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                    size_t ldc, int load)
+{
+    lb_vf acc[LB_MR][LB_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < LB_MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < LB_NV; v++)
+            acc[i][v] = load ? vload(c + (size_t)i * ldc + v * LB_VW) : (lb_vf){ 0 };
+    for (size_t p = 0; p < kc; p++) {
+        lb_vf bv[LB_NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < LB_NV; v++) bv[v] = vload(b + v * LB_VW);
+#pragma GCC unroll 16
+        for (int i = 0; i < LB_MR; i++) {
+            float ai = a[i];
+#pragma GCC unroll 4
+            for (int v = 0; v < LB_NV; v++) acc[i][v] += bv[v] * ai;
+        }
+        a += LB_MR;
+        b += LB_NR;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < LB_MR; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < LB_NV; v++) vstore(c + (size_t)i * ldc + v * LB_VW, acc[i][v]);
+}
+
+/* A tile cut by the edge of C: through a full tile on the stack. */
+static void ukernel_edge(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                         size_t mr, size_t nr, int load)
+{
+    float t[LB_MR * LB_NR] __attribute__((aligned(64)));
+    memset(t, 0, sizeof t);
+    if (load)
+        for (size_t i = 0; i < mr; i++) memcpy(t + i * LB_NR, c + i * ldc, nr * sizeof(float));
+    ukernel(kc, a, b, t, LB_NR, load);
+    for (size_t i = 0; i < mr; i++) memcpy(c + i * ldc, t + i * LB_NR, nr * sizeof(float));
+}
+
+/* mc x kc of op(A) (a points at its first element) into panels of MR rows,
+ * step-major, times alpha; rows past mc are zero. */
+static void pack_a(int ta, size_t mc, size_t kc, float alpha, const float *a, size_t lda,
+                   float *restrict dst)
+{
+    for (size_t i0 = 0; i0 < mc; i0 += LB_MR, dst += LB_MR * kc) {
+        size_t mr = min_size(LB_MR, mc - i0);
+        if (mr < LB_MR) memset(dst, 0, LB_MR * kc * sizeof(float));
+        if (ta) {
+            for (size_t p = 0; p < kc; p++)
+                for (size_t i = 0; i < mr; i++) dst[p * LB_MR + i] = alpha * a[p * lda + i0 + i];
+        } else {
+            for (size_t i = 0; i < mr; i++) {
+                const float *row = a + (i0 + i) * lda;
+                for (size_t p = 0; p < kc; p++) dst[p * LB_MR + i] = alpha * row[p];
+            }
+        }
+    }
+}
+
+/* kc x nc of op(B) (b points at its first element) into panels of NR
+ * columns, step-major; columns past nc are zero. */
+static void pack_b(int tb, size_t kc, size_t nc, const float *b, size_t ldb, float *restrict dst)
+{
+    for (size_t j0 = 0; j0 < nc; j0 += LB_NR, dst += LB_NR * kc) {
+        size_t nr = min_size(LB_NR, nc - j0);
+        if (nr < LB_NR) memset(dst, 0, LB_NR * kc * sizeof(float));
+        if (tb) {
+            for (size_t j = 0; j < nr; j++) {
+                const float *row = b + (j0 + j) * ldb;
+                for (size_t p = 0; p < kc; p++) dst[p * LB_NR + j] = row[p];
+            }
+        } else {
+            for (size_t p = 0; p < kc; p++)
+                memcpy(dst + p * LB_NR, b + p * ldb + j0, nr * sizeof(float));
+        }
+    }
+}
+
+/* The packed mc x kc block of A times the packed kc x nc block of B into C. */
+static void macro_kernel(size_t mc, size_t nc, size_t kc, const float *ap, const float *bp,
+                         float *c, size_t ldc, int load)
+{
+    for (size_t j0 = 0; j0 < nc; j0 += LB_NR) {
+        size_t nr = min_size(LB_NR, nc - j0);
+        const float *b = bp + j0 * kc;
+        for (size_t i0 = 0; i0 < mc; i0 += LB_MR) {
+            size_t mr = min_size(LB_MR, mc - i0);
+            const float *a = ap + i0 * kc;
+            float *ct = c + i0 * ldc + j0;
+            if (mr == LB_MR && nr == LB_NR)
+                ukernel(kc, a, b, ct, ldc, load);
+            else
+                ukernel_edge(kc, a, b, ct, ldc, mr, nr, load);
+        }
+    }
+}
+
+static void gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                 size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int accumulate)
+{
+    float ap[LB_MC * LB_KC] __attribute__((aligned(64)));
+    float bp[LB_KC * LB_NC] __attribute__((aligned(64)));
+    for (size_t j0 = 0; j0 < n; j0 += LB_NC) {
+        size_t nc = min_size(LB_NC, n - j0);
+        for (size_t p0 = 0; p0 < k; p0 += LB_KC) {
+            size_t kc = min_size(LB_KC, k - p0);
+            pack_b(tb, kc, nc, tb ? b + j0 * ldb + p0 : b + p0 * ldb + j0, ldb, bp);
+            for (size_t i0 = 0; i0 < m; i0 += LB_MC) {
+                size_t mc = min_size(LB_MC, m - i0);
+                pack_a(ta, mc, kc, alpha, ta ? a + p0 * lda + i0 : a + i0 * lda + p0, lda, ap);
+                macro_kernel(mc, nc, kc, ap, bp, c + i0 * ldc + j0, ldc, accumulate || p0 > 0);
+            }
+        }
+    }
+}
+
+const qlib_lb_gemm_kernel LB_GEMM_TABLE = {
+    "f32_gemm_" LB_TILE "__" LB_GEMM_ISA, gemm, LB_MR, LB_NR,
+};
