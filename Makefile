@@ -106,6 +106,7 @@ TEST_BIN = $(B)/test/unit
 DEMO_BIN = $(B)/examples/demo
 QUICKSTART_BIN = $(B)/examples/quickstart
 BENCH_BIN = $(B)/test/bench
+AGREE_BIN = $(B)/test/agree
 LLAMA_SRC = $(wildcard examples/llama2/*.c)
 ifeq ($(BLAS),none)
 LLAMA_BIN = $(B)/examples/qlib-llama
@@ -121,7 +122,8 @@ REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
 .PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check deps symbols-check header-check python-check replay valgrind linkage-check
+        model-check deps symbols-check header-check python-check replay valgrind linkage-check \
+        agree-check
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc \
      $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT)),$(HAVE_OPENBLAS)),$(LLAMA_BIN))
@@ -191,6 +193,10 @@ $(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ \
 	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
+$(AGREE_BIN): test/agree/agree.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $(LLAMA_SRC) \
@@ -233,6 +239,10 @@ ifeq ($(VARIANT),release)
 	@if [ -z "$(HAVE_OPENBLAS)" ]; then echo "model-check: skipped (examples/llama2 needs CBLAS)"; \
 	 elif [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
 	 else echo "model-check: skipped ($(DATA) not found)"; fi
+ifeq ($(BLAS),none)
+	@if [ -n "$(HAVE_OPENBLAS)" ]; then $(MAKE) --no-print-directory agree-check; \
+	 else echo "agree-check: skipped (needs OpenBLAS for the build to compare with)"; fi
+endif
 endif
 
 symbols-check: $(SHARED)
@@ -257,6 +267,14 @@ python-check: $(SHARED)
 
 model-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/run.sh
+
+# GPTQ and AWQ of this build agree with the OpenBLAS build's, which is made
+# (build/$(VARIANT), lib/) if needed: test/agree/run.sh.
+AGREE_REF = build/$(VARIANT)/test/agree
+agree-check: $(AGREE_BIN) $(LLAMA_BIN)
+	@$(MAKE) --no-print-directory BLAS=openblas $(AGREE_REF) examples/llama2/qlib-llama
+	@QLIB_DATA=$(DATA) bash test/agree/run.sh $(AGREE_REF) $(AGREE_BIN) \
+	    $(if $(LLAMA_SRC),examples/llama2/qlib-llama $(LLAMA_BIN))
 
 # BLAS=none: the library needs nothing beyond the C library (libc, libm,
 # libpthread, the loader), and its pkg-config file says so.
