@@ -23,6 +23,19 @@ void qlib_la_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t 
     qlib_lb_syrk_upper(n, k, alpha, a, lda, beta, c, ldc);
 }
 
+void qlib_la_sgemm_ctx(qlib_ctx *ctx, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                       const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                       size_t ldc)
+{
+    qlib_lb_sgemm_ctx(ctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void qlib_la_syrk_upper_ctx(qlib_ctx *ctx, size_t n, size_t k, float alpha, const float *a,
+                            size_t lda, float beta, float *c, size_t ldc)
+{
+    qlib_lb_syrk_upper_ctx(ctx, n, k, alpha, a, lda, beta, c, ldc);
+}
+
 int qlib_la_cholesky_lower(size_t n, float *a, size_t lda)
 {
     return qlib_lb_cholesky_lower(n, a, lda);

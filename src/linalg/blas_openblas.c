@@ -29,6 +29,22 @@ void qlib_la_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t 
                 c, (int)ldc);
 }
 
+/* OpenBLAS runs these on its own threads. */
+void qlib_la_sgemm_ctx(qlib_ctx *ctx, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                       const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                       size_t ldc)
+{
+    (void)ctx;
+    qlib_la_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void qlib_la_syrk_upper_ctx(qlib_ctx *ctx, size_t n, size_t k, float alpha, const float *a,
+                            size_t lda, float beta, float *c, size_t ldc)
+{
+    (void)ctx;
+    qlib_la_syrk_upper(n, k, alpha, a, lda, beta, c, ldc);
+}
+
 /* A row-major lower triangle is LAPACK's column-major upper one. */
 int qlib_la_cholesky_lower(size_t n, float *a, size_t lda)
 {

@@ -18,7 +18,9 @@
 #define SOLVE_ROWS 8     /* rows of a right-hand side solved together, across two vectors */
 #define SOLVE_COLS 256   /* columns of a left-hand solve's rows kept in cache together */
 #define F16_PANEL 64     /* rows of an fp16 tensor converted at a time */
-#define TASK_FLOPS 2e6   /* a float matmul smaller than this stays on the calling thread */
+#define TASK_FLOPS 2e6   /* a product smaller than this stays on the calling thread */
+#define TASKS_PER_THREAD 4   /* split finer than the threads, so that a late thread stalls less */
+#define TASK_MIN 64      /* columns (or rows) of C per task at least */
 
 typedef float v4f __attribute__((vector_size(16)));
 
@@ -147,16 +149,114 @@ static void tri_block(const tri_update *t, size_t i0, size_t n)
     tri_block(t, i0 + h, n - h);
 }
 
-void qlib_lb_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t lda, float beta,
-                        float *c, size_t ldc)
+/* beta applied to the upper triangle; returns 0 when no product remains. */
+static int syrk_prologue(size_t n, size_t k, float alpha, float beta, float *c, size_t ldc)
 {
-    if (n == 0) return;
     int no_product = k == 0 || alpha == 0.0f;
     if (beta != 1.0f && (no_product || beta != 0.0f))
         for (size_t i = 0; i < n; i++) scale_rows(c + i * ldc + i, 1, n - i, ldc, beta);
-    if (no_product) return;
+    return !no_product;
+}
+
+void qlib_lb_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t lda, float beta,
+                        float *c, size_t ldc)
+{
+    if (n == 0 || !syrk_prologue(n, k, alpha, beta, c, ldc)) return;
     tri_update t = { qlib_lb_gemm_best(), 1, 1, beta != 0.0f, k, alpha, a, lda, c, ldc };
     tri_block(&t, 0, n);
+}
+
+/* ---- the same on the context's threads ----
+ * Each task computes whole elements of C in the one order, so any split
+ * gives the same bits; boundaries fall on multiples of 16. */
+
+static size_t task_count(const qlib_ctx *ctx, double flops, size_t extent)
+{
+    if (ctx->n_threads <= 1 || flops < TASK_FLOPS) return 1;
+    size_t t = (size_t)ctx->n_threads * TASKS_PER_THREAD, most = extent / TASK_MIN;
+    return t < most ? t : most ? most : 1;
+}
+
+static size_t boundary(size_t extent, size_t i, size_t tasks)
+{
+    return i >= tasks ? extent : min_size(extent * i / tasks / 16 * 16, extent);
+}
+
+typedef struct gemm_job {
+    const qlib_lb_gemm_kernel *g;
+    int ta, tb, acc, by_rows;
+    size_t m, n, k, lda, ldb, ldc, tasks;
+    float alpha;
+    const float *a, *b;
+    float *c;
+} gemm_job;
+
+static void gemm_task(void *arg, size_t i)
+{
+    const gemm_job *j = arg;
+    size_t x0 = boundary(j->by_rows ? j->m : j->n, i, j->tasks);
+    size_t x1 = boundary(j->by_rows ? j->m : j->n, i + 1, j->tasks);
+    if (x1 <= x0) return;
+    if (j->by_rows)
+        j->g->gemm(j->ta, j->tb, x1 - x0, j->n, j->k, j->alpha, j->ta ? j->a + x0 : j->a + x0 * j->lda,
+                   j->lda, j->b, j->ldb, j->c + x0 * j->ldc, j->ldc, j->acc);
+    else
+        j->g->gemm(j->ta, j->tb, j->m, x1 - x0, j->k, j->alpha, j->a, j->lda,
+                   j->tb ? j->b + x0 * j->ldb : j->b + x0, j->ldb, j->c + x0, j->ldc, j->acc);
+}
+
+void qlib_lb_sgemm_ctx(qlib_ctx *ctx, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+                       const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                       size_t ldc)
+{
+    int by_rows = m > n;
+    size_t tasks = task_count(ctx, 2.0 * (double)m * (double)n * (double)k, by_rows ? m : n);
+    if (tasks <= 1 || k == 0 || alpha == 0.0f) {
+        qlib_lb_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (beta != 1.0f && beta != 0.0f) scale_rows(c, m, n, ldc, beta);
+    gemm_job j = { qlib_lb_gemm_best(), ta, tb, beta != 0.0f, by_rows, m, n, k, lda, ldb, ldc, tasks,
+                   alpha, a, b, c };
+    qlib_ctx_parallel_for(ctx, gemm_task, &j, tasks);
+}
+
+typedef struct syrk_job {
+    tri_update t;
+    size_t n, tasks;
+} syrk_job;
+
+/* Columns of the upper triangle in blocks of about equal area: block i is
+ * the rectangle above its diagonal block, then the diagonal block. */
+static size_t syrk_boundary(const syrk_job *j, size_t i)
+{
+    if (i >= j->tasks) return j->n;
+    return min_size((size_t)((double)j->n * sqrt((double)i / (double)j->tasks)) / 16 * 16, j->n);
+}
+
+static void syrk_task(void *arg, size_t i)
+{
+    const syrk_job *j = arg;
+    const tri_update *t = &j->t;
+    size_t c0 = syrk_boundary(j, i), c1 = syrk_boundary(j, i + 1);
+    if (c1 <= c0) return;
+    if (c0)
+        t->g->gemm(1, 0, c0, c1 - c0, t->k, t->alpha, t->a, t->lda, t->a + c0, t->lda, t->c + c0,
+                   t->ldc, t->acc);
+    tri_block(t, c0, c1 - c0);
+}
+
+void qlib_lb_syrk_upper_ctx(qlib_ctx *ctx, size_t n, size_t k, float alpha, const float *a,
+                            size_t lda, float beta, float *c, size_t ldc)
+{
+    size_t tasks = task_count(ctx, (double)n * (double)n * (double)k, n);
+    if (tasks <= 1) {
+        qlib_lb_syrk_upper(n, k, alpha, a, lda, beta, c, ldc);
+        return;
+    }
+    if (!syrk_prologue(n, k, alpha, beta, c, ldc)) return;
+    syrk_job j = { { qlib_lb_gemm_best(), 1, 1, beta != 0.0f, k, alpha, a, lda, c, ldc }, n, tasks };
+    qlib_ctx_parallel_for(ctx, syrk_task, &j, tasks);
 }
 
 /* ---- triangular solves, L lower (n x n, row stride ldl) ---- */

@@ -48,6 +48,12 @@ QLIB_HIDDEN void qlib_lb_sgemm(int ta, int tb, size_t m, size_t n, size_t k, flo
                                float *c, size_t ldc);
 QLIB_HIDDEN void qlib_lb_syrk_upper(size_t n, size_t k, float alpha, const float *a, size_t lda,
                                     float beta, float *c, size_t ldc);
+QLIB_HIDDEN void qlib_lb_sgemm_ctx(qlib_ctx *ctx, int ta, int tb, size_t m, size_t n, size_t k,
+                                   float alpha, const float *a, size_t lda, const float *b,
+                                   size_t ldb, float beta, float *c, size_t ldc);
+QLIB_HIDDEN void qlib_lb_syrk_upper_ctx(qlib_ctx *ctx, size_t n, size_t k, float alpha,
+                                        const float *a, size_t lda, float beta, float *c,
+                                        size_t ldc);
 QLIB_HIDDEN int qlib_lb_cholesky_lower(size_t n, float *a, size_t lda);
 QLIB_HIDDEN int qlib_lb_tri_inverse_lower(size_t n, float *a, size_t lda);
 QLIB_HIDDEN qlib_status qlib_lb_matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x,

@@ -420,7 +420,7 @@ static size_t block_end(const gptq *g, size_t i1)
 static double hessian_inner(gptq *g, const float *a)
 {
     size_t k = g->k;
-    qlib_la_syrk_upper(k, g->n, 1.0f, a, k, 0.0f, g->hf, k);
+    qlib_la_syrk_upper_ctx(g->ctx, k, g->n, 1.0f, a, k, 0.0f, g->hf, k);
     double sum = 0.0;
     for (size_t i = 0; i < k; i++) {
         const float *hr = g->h + i * k, *gr = g->hf + i * k;
@@ -517,8 +517,8 @@ static qlib_status sweep_blocks(gptq *g)
         if (g->failed) return sweep_failure(g);
         /* the lazy batch update: the rest of W, one GEMM per block */
         if (g->i2 < k)
-            qlib_la_sgemm(0, 0, g->n, k - g->i2, g->i2 - i1, -1.0f, g->err, g->block,
-                          g->hf + i1 * k + g->i2, k, 1.0f, g->wk + g->i2, k);
+            qlib_la_sgemm_ctx(g->ctx, 0, 0, g->n, k - g->i2, g->i2 - i1, -1.0f, g->err,
+                              g->block, g->hf + i1 * k + g->i2, k, 1.0f, g->wk + g->i2, k);
     }
     if (g->zeros)
         for (size_t i = 0; i < g->n * g->n_groups; i++)

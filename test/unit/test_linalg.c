@@ -8,7 +8,7 @@
  * and stays within the rounding bound of a double-precision reference;
  * BLAS's rules (alpha = 0 and k = 0 read neither A nor B, beta = 0 does not
  * read C, nothing outside C's block is written); SYRK likewise on the upper
- * triangle; Cholesky's backward error and LAPACK's info (the first pivot that
+ * triangle; both split over 1, 2 and 3 threads, the same bits; Cholesky's backward error and LAPACK's info (the first pivot that
  * is not positive, at recursion edges, NaN); the triangular inverse against a
  * double-precision inverse, and its zero-pivot info; the float-tensor matmul,
  * bit-identical for 1 and 2 threads.
@@ -268,6 +268,71 @@ START_TEST(test_gemm_blas_rules)
     free(a);
     free(b);
     free(c);
+}
+END_TEST
+
+/* The _ctx entry points on 1, 2 and 3 threads: the built-in one gives the
+ * single-threaded bits whatever the split (rows or columns of C, tasks of
+ * uneven size); the backend stays within the rounding bound. */
+START_TEST(test_gemm_syrk_threads)
+{
+    static const size_t shapes[][3] = { { 300, 250, 100 }, { 97, 1000, 61 }, { 1000, 97, 61 } };
+    tu_rng r = { 1608 };
+    qlib_ctx *ctx[3] = { tu_ctx(1, NULL), tu_ctx(2, NULL), tu_ctx(3, NULL) };
+    for (size_t si = 0; si < COUNT(shapes); si++)
+        for (int ta = 0; ta <= 1; ta++) {
+            int tb = !ta;
+            gemm_case g;
+            case_alloc(&g, &r, ta, tb, shapes[si][0], shapes[si][1], shapes[si][2]);
+            size_t bytes = g.m * g.ldc * sizeof(float);
+            float beta = si == 1 ? 0.0f : 0.5f;
+            memcpy(g.ref, g.c0, bytes);
+            qlib_lb_sgemm(ta, tb, g.m, g.n, g.k, -1.0f, g.a, g.lda, g.b, g.ldb, beta, g.ref, g.ldc);
+            for (int t = 0; t < 3; t++) {
+                memcpy(g.c, g.c0, bytes);
+                qlib_lb_sgemm_ctx(ctx[t], ta, tb, g.m, g.n, g.k, -1.0f, g.a, g.lda, g.b, g.ldb, beta,
+                                  g.c, g.ldc);
+                REQUIRE(memcmp(g.c, g.ref, bytes) == 0, "qlib_lb_sgemm_ctx %zux%zux%zu on %d threads",
+                        g.m, g.n, g.k, t + 1);
+                memcpy(g.c, g.c0, bytes);
+                qlib_la_sgemm_ctx(ctx[t], ta, tb, g.m, g.n, g.k, -1.0f, g.a, g.lda, g.b, g.ldb, beta,
+                                  g.c, g.ldc);
+                check_gemm_bound(qlib_la_backend(), ta, tb, g.m, g.n, g.k, -1.0f, g.a, g.lda, g.b,
+                                 g.ldb, beta, g.c0, g.c, g.ldc);
+                check_padding(g.c, g.m, g.n, g.ldc, "qlib_la_sgemm_ctx");
+            }
+            case_free(&g);
+        }
+    static const size_t syrk_shapes[][2] = { { 700, 90 }, { 333, 257 } };
+    for (size_t si = 0; si < COUNT(syrk_shapes); si++) {
+        size_t n = syrk_shapes[si][0], k = syrk_shapes[si][1], lda = n + 1, ldc = n + 2;
+        float *a = tu_alloc_floats(k * lda), *c0 = tu_alloc_floats(n * ldc);
+        float *c = tu_alloc_floats(n * ldc), *ref = tu_alloc_floats(n * ldc);
+        fill_uniform(&r, a, k * lda);
+        fill_value(c0, n * ldc, SENTINEL);
+        for (size_t i = 0; i < n; i++) fill_uniform(&r, c0 + i * ldc + i, n - i);
+        memcpy(ref, c0, n * ldc * sizeof(float));
+        qlib_lb_syrk_upper(n, k, 0.5f, a, lda, 0.25f, ref, ldc);
+        for (int t = 0; t < 3; t++) {
+            memcpy(c, c0, n * ldc * sizeof(float));
+            qlib_lb_syrk_upper_ctx(ctx[t], n, k, 0.5f, a, lda, 0.25f, c, ldc);
+            REQUIRE(memcmp(c, ref, n * ldc * sizeof(float)) == 0,
+                    "qlib_lb_syrk_upper_ctx n=%zu k=%zu on %d threads", n, k, t + 1);
+            memcpy(c, c0, n * ldc * sizeof(float));
+            qlib_la_syrk_upper_ctx(ctx[t], n, k, 0.5f, a, lda, 0.25f, c, ldc);
+            for (size_t i = 0; i < n; i++) {
+                for (size_t j = 0; j < i; j++)
+                    REQUIRE(c[i * ldc + j] == SENTINEL, "qlib_la_syrk_upper_ctx below the diagonal");
+                check_gemm_bound("qlib_la_syrk_upper_ctx", 1, 0, 1, n - i, k, 0.5f, a + i, lda,
+                                 a + i, lda, 0.25f, c0 + i * ldc + i, c + i * ldc + i, ldc);
+            }
+        }
+        free(a);
+        free(c0);
+        free(c);
+        free(ref);
+    }
+    for (int t = 0; t < 3; t++) qlib_ctx_destroy(ctx[t]);
 }
 END_TEST
 
@@ -641,6 +706,7 @@ Suite *suite_linalg(void)
     tcase_add_test(tc, test_gemm_shapes);
     tcase_add_test(tc, test_gemm_blas_rules);
     tcase_add_test(tc, test_syrk_upper);
+    tcase_add_test(tc, test_gemm_syrk_threads);
     tcase_add_test(tc, test_cholesky_factor);
     tcase_add_test(tc, test_cholesky_not_positive);
     tcase_add_test(tc, test_tri_inverse);
