@@ -123,7 +123,7 @@ DATA ?= ../shared/data
 
 .PHONY: all check check-run bench demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
         model-check deps symbols-check header-check python-check replay valgrind linkage-check \
-        agree-check
+        agree-check bench-peer
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc \
      $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT)),$(HAVE_OPENBLAS)),$(LLAMA_BIN))
@@ -149,10 +149,12 @@ $(B)/obj/src/linalg/builtin_gemm_x86_avx2.o: src/linalg/builtin_gemm.c
 # The installed static library is one relocatable object in which only the
 # public symbols (abi/qlib.symbols) stay global, as in the shared library.
 # Tests, fuzzers and the bench reach the internals through INTERNAL.
-$(STATIC): $(LIB_OBJ) abi/qlib.symbols
+$(B)/qlib_all.o: $(LIB_OBJ)
+	$(CC) -nostdlib -no-pie -Wl,-r -o $@ $(LIB_OBJ)
+
+$(STATIC): $(B)/qlib_all.o abi/qlib.symbols
 	@mkdir -p $(OUT)
 	rm -f $@
-	$(CC) -nostdlib -no-pie -Wl,-r -o $(B)/qlib_all.o $(LIB_OBJ)
 	$(OBJCOPY) --keep-global-symbols=abi/qlib.symbols $(B)/qlib_all.o $(B)/qlib_public.o
 	$(AR) rcs $@ $(B)/qlib_public.o
 
@@ -188,10 +190,26 @@ $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL)
+# The OpenBLAS build's bench times GPTQ and AWQ with both linear algebras in
+# one process: it links the BLAS=none build's library too, every global
+# symbol of it renamed nb_<name> (test/bench/linalg.c).
+ifeq ($(BLAS),none)
+BENCH_PEER =
+else
+BENCH_PEER = $(B)/qlib_noblas.o
+$(BENCH_PEER): bench-peer
+	nm -g --defined-only build/$(VARIANT)-noblas/qlib_all.o | \
+	    awk 'NF == 3 { print $$3, "nb_" $$3 }' > $@.syms
+	$(OBJCOPY) --redefine-syms=$@.syms build/$(VARIANT)-noblas/qlib_all.o $@
+bench-peer:
+	@$(MAKE) --no-print-directory BLAS=none build/$(VARIANT)-noblas/qlib_all.o
+endif
+
+$(BENCH_BIN): $(wildcard test/bench/*.c test/bench/*.h) $(INTERNAL) $(BENCH_PEER)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ \
-	    $(wildcard test/bench/*.c) $(INTERNAL) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) \
+	    -DQLIB_BENCH_PEER=$(if $(BENCH_PEER),1,0) -o $@ $(wildcard test/bench/*.c) $(INTERNAL) \
+	    $(BENCH_PEER) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(AGREE_BIN): test/agree/agree.c $(STATIC)
 	@mkdir -p $(dir $@)

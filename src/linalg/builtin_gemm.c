@@ -1,7 +1,8 @@
 /* The built-in SGEMM core, C (+)= alpha * op(A) * op(B), built as BLIS
  * builds one: blocks of op(A) and op(B) are copied into micro-panels
  * (packing), and a microkernel multiplies an MR x kc panel of A by a
- * kc x NR panel of B into an MR x NR tile of C held in registers.
+ * kc x NR panel of B into an MR x NR tile of C held in registers. Deep
+ * products with alpha = +-1 read the rows of A in place (gemm below).
  *
  * Portable C with GCC/Clang generic vectors (vector_size), no intrinsics.
  * This file is compiled once with the target's baseline flags (SSE2 on
@@ -75,9 +76,14 @@ static inline void vstore(float *p, lb_vf v) { memcpy(p, &v, sizeof v); }
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
 /* The MR x NR tile at c (row stride ldc) continued, or started from zero,
- * with kc steps of a (MR values per step) times b (NR values per step). */
-static void ukernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
-                    size_t ldc, int load)
+ * with kc steps of A (MR values per step: value i of step p at
+ * a[i * rs + p * cs]) times b (NR values per step); neg subtracts the
+ * products, which gives the bits of adding those of -A. Inlined with
+ * constant strides and sign: the loop below is the microkernel. */
+static inline __attribute__((always_inline)) void tile(size_t kc, const float *restrict a,
+                                                       size_t rs, size_t cs, int neg,
+                                                       const float *restrict b,
+                                                       float *restrict c, size_t ldc, int load)
 {
     lb_vf acc[LB_MR][LB_NV];
 #pragma GCC unroll 16
@@ -91,11 +97,16 @@ static void ukernel(size_t kc, const float *restrict a, const float *restrict b,
         for (int v = 0; v < LB_NV; v++) bv[v] = vload(b + v * LB_VW);
 #pragma GCC unroll 16
         for (int i = 0; i < LB_MR; i++) {
-            float ai = a[i];
+            float ai = a[(size_t)i * rs];
 #pragma GCC unroll 4
-            for (int v = 0; v < LB_NV; v++) acc[i][v] += bv[v] * ai;
+            for (int v = 0; v < LB_NV; v++) {
+                if (neg)
+                    acc[i][v] -= bv[v] * ai;
+                else
+                    acc[i][v] += bv[v] * ai;
+            }
         }
-        a += LB_MR;
+        a += cs;
         b += LB_NR;
     }
 #pragma GCC unroll 16
@@ -104,15 +115,52 @@ static void ukernel(size_t kc, const float *restrict a, const float *restrict b,
         for (int v = 0; v < LB_NV; v++) vstore(c + (size_t)i * ldc + v * LB_VW, acc[i][v]);
 }
 
+/* Where a block's A is read: packed panels (lda = 0), or the rows of A in
+ * place (row stride lda; alpha = -1 when neg), its last panel packed when it
+ * has fewer than MR rows. */
+typedef struct a_block {
+    const float *p;
+    size_t lda;
+    int neg;
+    size_t full;          /* in place: rows in full panels */
+    const float *edge;    /* in place: the packed last panel, if full < mc */
+} a_block;
+
+static void tile_packed(size_t kc, const float *a, const float *b, float *c, size_t ldc, int load)
+{
+    tile(kc, a, 1, LB_MR, 0, b, c, ldc, load);
+}
+
+static void tile_rows(size_t kc, const float *a, size_t lda, int neg, const float *b, float *c,
+                      size_t ldc, int load)
+{
+    if (neg)
+        tile(kc, a, lda, 1, 1, b, c, ldc, load);
+    else
+        tile(kc, a, lda, 1, 0, b, c, ldc, load);
+}
+
+/* The tile whose A panel starts at row i0 of the block. */
+static void tile_at(const a_block *A, size_t i0, size_t kc, const float *b, float *c, size_t ldc,
+                    int load)
+{
+    if (!A->lda)
+        tile_packed(kc, A->p + i0 * kc, b, c, ldc, load);
+    else if (i0 < A->full)
+        tile_rows(kc, A->p + i0 * A->lda, A->lda, A->neg, b, c, ldc, load);
+    else
+        tile_packed(kc, A->edge, b, c, ldc, load);
+}
+
 /* A tile cut by the edge of C: through a full tile on the stack. */
-static void ukernel_edge(size_t kc, const float *a, const float *b, float *c, size_t ldc,
-                         size_t mr, size_t nr, int load)
+static void tile_edge(const a_block *A, size_t i0, size_t kc, const float *b, float *c,
+                      size_t ldc, size_t mr, size_t nr, int load)
 {
     float t[LB_MR * LB_NR] __attribute__((aligned(64)));
     memset(t, 0, sizeof t);
     if (load)
         for (size_t i = 0; i < mr; i++) memcpy(t + i * LB_NR, c + i * ldc, nr * sizeof(float));
-    ukernel(kc, a, b, t, LB_NR, load);
+    tile_at(A, i0, kc, b, t, LB_NR, load);
     for (size_t i = 0; i < mr; i++) memcpy(c + i * ldc, t + i * LB_NR, nr * sizeof(float));
 }
 
@@ -155,8 +203,8 @@ static void pack_b(int tb, size_t kc, size_t nc, const float *b, size_t ldb, flo
     }
 }
 
-/* The packed mc x kc block of A times the packed kc x nc block of B into C. */
-static void macro_kernel(size_t mc, size_t nc, size_t kc, const float *ap, const float *bp,
+/* The mc x kc block of A times the packed kc x nc block of B into C. */
+static void macro_kernel(size_t mc, size_t nc, size_t kc, const a_block *A, const float *bp,
                          float *c, size_t ldc, int load)
 {
     for (size_t j0 = 0; j0 < nc; j0 += LB_NR) {
@@ -164,30 +212,45 @@ static void macro_kernel(size_t mc, size_t nc, size_t kc, const float *ap, const
         const float *b = bp + j0 * kc;
         for (size_t i0 = 0; i0 < mc; i0 += LB_MR) {
             size_t mr = min_size(LB_MR, mc - i0);
-            const float *a = ap + i0 * kc;
             float *ct = c + i0 * ldc + j0;
             if (mr == LB_MR && nr == LB_NR)
-                ukernel(kc, a, b, ct, ldc, load);
+                tile_at(A, i0, kc, b, ct, ldc, load);
             else
-                ukernel_edge(kc, a, b, ct, ldc, mr, nr, load);
+                tile_edge(A, i0, kc, b, ct, ldc, mr, nr, load);
         }
     }
 }
 
+/* op(A) is read in place when alpha is 1 or -1, A is not transposed (its
+ * rows are the tile's rows) and k fills a block (KC): it is then read once
+ * per block of NC columns instead of packed again for each. A shallower
+ * product packs A: its blocks of B are wider (below), and a packed panel
+ * streams better than six rows of A (measured: docs/BLAS_NONE.md). */
 static void gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
                  size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int accumulate)
 {
     float ap[LB_MC * LB_KC] __attribute__((aligned(64)));
     float bp[LB_KC * LB_NC] __attribute__((aligned(64)));
-    for (size_t j0 = 0; j0 < n; j0 += LB_NC) {
-        size_t nc = min_size(LB_NC, n - j0);
+    int in_place = !ta && (alpha == 1.0f || alpha == -1.0f) && k >= LB_KC;
+    /* a shallow product (k < KC) packs wider blocks of B into the same
+     * buffer, so that each block of A serves more columns */
+    size_t nc_max = LB_KC * LB_NC / min_size(k, LB_KC) / LB_NR * LB_NR;
+    for (size_t j0 = 0; j0 < n; j0 += nc_max) {
+        size_t nc = min_size(nc_max, n - j0);
         for (size_t p0 = 0; p0 < k; p0 += LB_KC) {
             size_t kc = min_size(LB_KC, k - p0);
             pack_b(tb, kc, nc, tb ? b + j0 * ldb + p0 : b + p0 * ldb + j0, ldb, bp);
             for (size_t i0 = 0; i0 < m; i0 += LB_MC) {
                 size_t mc = min_size(LB_MC, m - i0);
-                pack_a(ta, mc, kc, alpha, ta ? a + p0 * lda + i0 : a + i0 * lda + p0, lda, ap);
-                macro_kernel(mc, nc, kc, ap, bp, c + i0 * ldc + j0, ldc, accumulate || p0 > 0);
+                const float *src = ta ? a + p0 * lda + i0 : a + i0 * lda + p0;
+                a_block A = { ap, 0, 0, 0, NULL };
+                if (in_place) {
+                    A = (a_block){ src, lda, alpha < 0.0f, mc / LB_MR * LB_MR, ap };
+                    if (A.full < mc) pack_a(0, mc - A.full, kc, alpha, src + A.full * lda, lda, ap);
+                } else {
+                    pack_a(ta, mc, kc, alpha, src, lda, ap);
+                }
+                macro_kernel(mc, nc, kc, &A, bp, c + i0 * ldc + j0, ldc, accumulate || p0 > 0);
             }
         }
     }
