@@ -249,7 +249,7 @@ check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
 	$(TEST_BIN)
 	@$(QUICKSTART_BIN) > /dev/null && echo "quickstart: ok"
 	@$(MAKE) --no-print-directory replay
-ifeq ($(BLAS),none)
+ifeq ($(BLAS)$(VARIANT),nonerelease)
 	@$(MAKE) --no-print-directory linkage-check
 endif
 ifeq ($(VARIANT),release)
@@ -296,12 +296,14 @@ agree-check: $(AGREE_BIN) $(LLAMA_BIN)
 
 # BLAS=none: the library needs nothing beyond the C library (libc, libm,
 # libpthread, the loader), and its pkg-config file says so.
+STRIP ?= strip
 linkage-check: $(SHARED) $(OUT)/qlib.pc
 	@needed=$$(readelf -d $(SHARED) | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' '); \
 	 for lib in $$needed; do case $$lib in libc.so.*|libm.so.*|libpthread.so.*|ld-linux*) ;; \
 	   *) echo "linkage: $(SHARED) needs $$lib"; exit 1 ;; esac; done; \
 	 if grep -qi blas $(OUT)/qlib.pc; then echo "linkage: $(OUT)/qlib.pc names a BLAS"; exit 1; fi; \
-	 echo "linkage: $(SHARED) needs only $$needed"
+	 $(STRIP) -o $(B)/libqlib.stripped.so $(SHARED) && \
+	 echo "linkage: $(SHARED) needs only $$needed; stripped $$(wc -c < $(B)/libqlib.stripped.so) bytes"
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
@@ -334,6 +336,14 @@ cross-aarch64:
 check-aarch64: cross-aarch64
 	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
 	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) $(AARCH64_B)/test/unit || exit 1; done
+ifeq ($(BLAS),none)
+	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) VARIANT=aarch64 B=$(AARCH64_B) \
+	    OUT=$(AARCH64_B)/lib STRIP=aarch64-linux-gnu-strip linkage-check
+	$(AARCH64_CC) -std=c99 -Iinclude examples/quickstart.c $(AARCH64_B)/lib/libqlib.a -lm -lpthread \
+	    -o $(AARCH64_B)/quickstart
+	@$(QEMU_AARCH64) $(AARCH64_B)/quickstart > /dev/null && \
+	 echo "quickstart (aarch64): ok, linked with libqlib.a, -lm and -lpthread only"
+endif
 
 install: all
 	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig
