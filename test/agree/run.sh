@@ -65,7 +65,7 @@ compare() {
             else if ($1 ~ /^gptq/ && d <= noise * nf[$1]) noisy++
             else {
                 printf "FAIL  %s: %s: quant error %s vs %s (relative difference %.2g; the layer varies by %.2g)\n",
-                       label, $1, e[$1], $3, rel, e[$1] > 0 ? nf[$1] / e[$1] : nf[$1]
+                       label, $1, e[$1], $3, rel, (e[$1] > 0 ? nf[$1] / e[$1] : nf[$1])
                 bad++
             }
         }
