@@ -136,8 +136,8 @@ for row in "${ROWS[@]}"; do
         { fail "$id: cannot read the tensors"; continue; }
     # every tensor of an AWQ model; of a GPTQ model the NLL decides (below)
     out=$(compare "$id" "$WORK/$id.ref" "$WORK/$id.new")
-    read -r same _ _ total _ _ <<< "$(tail -n 1 <<< "$out")"
-    SAME[$id]="$same of $total projections with the same codes"
+    read -r same close _ total _ _ <<< "$(tail -n 1 <<< "$out")"
+    SAME[$id]="$same of $total projections with the same codes, $close more with quant errors within $TOL"
     if [ "$same" = "$total" ]; then
         pass "$id: ${SAME[$id]}: the same model"
         SAME[$id]=done
