@@ -62,7 +62,8 @@ fi
 
 # ---- the library, instrumented once (each ISA's unit with only its flags) ----
 arch=$("$CLANG" -dumpmachine)
-lib_src="$(ls src/core/*.c src/schemes/*.c src/linalg/*.c) src/kernels/dispatch.c src/kernels/scalar.c"
+# the OpenBLAS build's linear algebra (src/linalg/blas_none.c and builtin*.c are BLAS=none's)
+lib_src="$(ls src/core/*.c src/schemes/*.c) src/linalg/blas_openblas.c src/kernels/dispatch.c src/kernels/scalar.c"
 case "$arch" in
     x86_64*) lib_src="$lib_src $(ls src/kernels/x86_*.c 2>/dev/null || true)" ;;
     aarch64*) lib_src="$lib_src $(ls src/kernels/arm_*.c 2>/dev/null || true)" ;;
