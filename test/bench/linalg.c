@@ -244,6 +244,7 @@ void bench_linalg_table(void)
 
 /* ---- builds ---- */
 
+#if QLIB_BENCH_PEER
 /* The public functions the comparison calls, from either build. */
 #define BENCH_API(X) X(qlib_ctx_create) X(qlib_ctx_set_threads) X(qlib_ctx_destroy) \
     X(qlib_config_create) X(qlib_config_set_int) X(qlib_config_destroy) X(qlib_calib_create) \
@@ -257,11 +258,9 @@ typedef struct bench_api {
 #undef FIELD
 } bench_api;
 
-#if QLIB_BENCH_PEER
 #define DECLARE(f) extern __typeof__(f) nb_##f;
 BENCH_API(DECLARE)
 #undef DECLARE
-#endif
 
 typedef struct build_state {
     const bench_api *api;
@@ -340,10 +339,6 @@ static void quantize_once(const build_state *b, qlib_method m, int threads, cons
 void bench_builds_table(void)
 {
     printf("\n## GPTQ and AWQ quantize time, OpenBLAS build against BLAS=none build\n\n");
-#if !QLIB_BENCH_PEER
-    printf("This bench is the BLAS=none build's: `make bench` (the OpenBLAS build's) links both "
-           "and compares them.\n");
-#else
     static const bench_api openblas = { "OpenBLAS",
 #define REF(f) f,
                                         BENCH_API(REF)
@@ -389,5 +384,12 @@ void bench_builds_table(void)
     free(w);
     free(xh);
     free(xa);
-#endif
 }
+#else
+void bench_builds_table(void)
+{
+    printf("\n## GPTQ and AWQ quantize time, OpenBLAS build against BLAS=none build\n\n"
+           "This bench is the BLAS=none build's: `make bench` (the OpenBLAS build's) links both "
+           "and compares them.\n");
+}
+#endif
