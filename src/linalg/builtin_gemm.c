@@ -54,10 +54,12 @@
 
 /* Block sizes: kc values of k per packed block; MC rows of op(A) and NC
  * columns of op(B) per packed block. The packed blocks live on the caller's
- * stack (the GEMM allocates nothing): LB_STACK_BYTES in builtin.h bounds them. */
+ * stack (the GEMM allocates nothing): LB_STACK_BYTES in builtin.h bounds them.
+ * A block of A small enough to stay in L1 (24 KiB) beside a panel of B,
+ * and the rest for B: measured faster than 48 x 96 (docs/PERFORMANCE.md). */
 #define LB_KC 256
-#define LB_MC (LB_MR * (48 / LB_MR))
-#define LB_NC (LB_NR * (96 / LB_NR))
+#define LB_MC (LB_MR * (24 / LB_MR))
+#define LB_NC (LB_NR * (128 / LB_NR))
 
 _Static_assert((LB_MC * LB_KC + LB_NC * LB_KC + LB_MR * LB_NR) * sizeof(float) + 256 <=
                    LB_STACK_BYTES, "packed blocks exceed the stack budget");
@@ -225,7 +227,7 @@ static void macro_kernel(size_t mc, size_t nc, size_t kc, const a_block *A, cons
  * rows are the tile's rows) and k fills a block (KC): it is then read once
  * per block of NC columns instead of packed again for each. A shallower
  * product packs A: its blocks of B are wider (below), and a packed panel
- * streams better than six rows of A (measured: docs/BLAS_NONE.md). */
+ * streams better than six rows of A (measured: docs/PERFORMANCE.md). */
 static void gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
                  size_t lda, const float *b, size_t ldb, float *c, size_t ldc, int accumulate)
 {

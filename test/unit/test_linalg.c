@@ -206,10 +206,11 @@ static void check_entry_points(gemm_case *g, float alpha, float beta)
 
 START_TEST(test_gemm_shapes)
 {
-    /* around the tiles (6x8, 6x16, 8x12), the packed blocks (48 rows, 96
-     * columns) and the depth of a block (256) */
-    static const size_t ms[] = { 1, 2, 5, 6, 7, 8, 9, 13, 47, 48, 49, 97 };
-    static const size_t ns[] = { 1, 7, 8, 11, 12, 13, 16, 17, 95, 96, 97, 200 };
+    /* around the tiles (6x8, 6x16, 8x12), the packed blocks (24 rows; 128
+     * columns, 120 with the 8x12 tile, more when k < 256) and the depth of
+     * a block (256) */
+    static const size_t ms[] = { 1, 2, 5, 6, 7, 8, 9, 13, 23, 24, 25, 49 };
+    static const size_t ns[] = { 1, 7, 8, 11, 12, 13, 16, 17, 120, 128, 129, 200 };
     static const size_t ks[] = { 1, 2, 31, 255, 256, 257, 513 };
     static const float alphas[] = { 1.0f, -1.0f, 0.37f };
     static const float betas[] = { 0.0f, 1.0f, -0.5f };
