@@ -5,9 +5,10 @@
  * The factorizations are recursive (split in two, recurse on the halves,
  * join them with one GEMM), so nearly all of their work runs in the GEMM's
  * microkernel; the blocks at the bottom of the recursion (at most LEAF
- * columns) are solved by plain loops. Everything is single-threaded and in a
- * fixed order: the same input gives the same bits on every call, thread and
- * GEMM variant. */
+ * columns) are solved by plain loops. Every result is computed in one fixed
+ * order: the same input gives the same bits on every call and GEMM variant;
+ * the _ctx entry points split a GEMM or SYRK over the context's threads by
+ * blocks of output, which does not change that order. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -48,6 +49,8 @@ static const gemm_entry gemm_table[] = {   /* fastest first */
 #endif
     { &qlib_lb_gemm_generic, 0 },
 };
+_Static_assert(sizeof gemm_table / sizeof gemm_table[0] <= QLIB_LB_GEMM_MAX,
+               "QLIB_LB_GEMM_MAX is below the variants' count");
 
 size_t qlib_lb_gemm_kernels(const qlib_lb_gemm_kernel **out)
 {
