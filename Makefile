@@ -303,7 +303,7 @@ linkage-check: $(SHARED) $(OUT)/qlib.pc
 	   *) echo "linkage: $(SHARED) needs $$lib"; exit 1 ;; esac; done; \
 	 if grep -qi blas $(OUT)/qlib.pc; then echo "linkage: $(OUT)/qlib.pc names a BLAS"; exit 1; fi; \
 	 $(STRIP) -o $(B)/libqlib.stripped.so $(SHARED) && \
-	 echo "linkage: $(SHARED) needs only $$needed; stripped $$(wc -c < $(B)/libqlib.stripped.so) bytes"
+	 echo "linkage: $(SHARED) needs only $$(echo $$needed); stripped $$(wc -c < $(B)/libqlib.stripped.so) bytes"
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
