@@ -1,6 +1,7 @@
 # qlib: plain make. Targets: all check bench demo install uninstall clean fuzz
 # cross-aarch64 check-aarch64 model-check interop-check memory-check consumer-check deps-check.
-# Variants: SANITIZE=1 (ASan+UBSan), TSAN=1.
+# Variants: SANITIZE=1 (ASan+UBSan), TSAN=1, BLAS=none (the built-in linear algebra
+# instead of OpenBLAS, in build/<variant>-noblas).
 SHELL = /bin/sh
 
 VERSION_MAJOR := $(shell sed -n 's/^\#define QLIB_VERSION_MAJOR \([0-9]*\).*/\1/p' include/qlib.h)
@@ -21,8 +22,25 @@ WARN += -Werror
 endif
 PYTHON ?= /usr/bin/python3
 
-BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# BLAS=openblas (the default): GPTQ's and AWQ's linear algebra from OpenBLAS
+# (CBLAS + LAPACK). BLAS=none: from src/linalg/builtin*.c; the library then
+# links no BLAS. The bench and the examples' own fp32 products use OpenBLAS
+# in both builds.
+BLAS ?= openblas
+ifeq (,$(filter openblas none,$(BLAS)))
+$(error BLAS=$(BLAS): use BLAS=openblas (the default) or BLAS=none)
+endif
+OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+OPENBLAS_LIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+ifeq ($(BLAS),none)
+BLAS_CFLAGS =
+BLAS_LIBS =
+BLAS_SUFFIX = -noblas
+else
+BLAS_CFLAGS = $(OPENBLAS_CFLAGS)
+BLAS_LIBS = $(OPENBLAS_LIBS)
+BLAS_SUFFIX =
+endif
 JSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
 JSON_LIBS = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
@@ -45,8 +63,8 @@ SANFLAGS = -fsanitize=thread -fno-omit-frame-pointer
 # code built without the sanitizer; everything qlib's own code does is checked.
 export TSAN_OPTIONS := ignore_noninstrumented_modules=1 $(TSAN_OPTIONS)
 endif
-B = build/$(VARIANT)
-ifeq ($(VARIANT),release)
+B = build/$(VARIANT)$(BLAS_SUFFIX)
+ifeq ($(VARIANT)$(BLAS_SUFFIX),release)
 OUT = lib
 else
 OUT = $(B)/lib
@@ -60,8 +78,22 @@ endif
 ifneq (,$(findstring aarch64,$(MACHINE)))
 KERNEL_SRC += $(wildcard src/kernels/arm_*.c)
 endif
-LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/linalg/*.c src/layouts/*.c) $(KERNEL_SRC)
+# The built-in linear algebra: the library's in BLAS=none builds; in OpenBLAS
+# builds only the tests and the bench link it (INTERNAL), to compare the two.
+LINALG_BUILTIN = src/linalg/builtin.c src/linalg/builtin_gemm.c
+ifneq (,$(findstring x86_64,$(MACHINE)))
+LINALG_BUILTIN += $(wildcard src/linalg/builtin_gemm_x86_*.c)
+endif
+ifeq ($(BLAS),none)
+LINALG_SRC = src/linalg/blas_none.c $(LINALG_BUILTIN)
+LINALG_EXTRA =
+else
+LINALG_SRC = src/linalg/blas_openblas.c
+LINALG_EXTRA = $(LINALG_BUILTIN)
+endif
+LIB_SRC = $(wildcard src/core/*.c src/schemes/*.c src/layouts/*.c) $(LINALG_SRC) $(KERNEL_SRC)
 LIB_OBJ = $(LIB_SRC:%.c=$(B)/obj/%.o)
+EXTRA_OBJ = $(LINALG_EXTRA:%.c=$(B)/obj/%.o)
 
 LIB_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread -Iinclude $(BLAS_CFLAGS)
 ALL_CFLAGS = $(CFLAGS) $(WARN) $(SANFLAGS)
@@ -78,17 +110,28 @@ DEMO_BIN = $(B)/examples/demo
 QUICKSTART_BIN = $(B)/examples/quickstart
 BENCH_BIN = $(B)/test/bench
 BENCH_SRC = $(filter-out test/bench/ggml_side.c,$(wildcard test/bench/*.c))
+AGREE_BIN = $(B)/test/agree
 LLAMA_SRC = $(wildcard examples/llama2/*.c)
+ifeq ($(BLAS),none)
+LLAMA_BIN = $(B)/examples/qlib-llama
+# The example's own fp32 products (attention, classifier) call CBLAS.
+HAVE_OPENBLAS := $(shell printf '\043include <cblas.h>\n' | $(CC) $(OPENBLAS_CFLAGS) -E -x c - \
+    >/dev/null 2>&1 && echo yes)
+else
 LLAMA_BIN = examples/llama2/qlib-llama
+HAVE_OPENBLAS = yes
+endif
 FUZZ_SRC = $(wildcard test/fuzz/fuzz_*.c)
 REPLAY_BINS = $(FUZZ_SRC:test/fuzz/%.c=$(B)/fuzz/replay_%)
 DATA ?= ../shared/data
 
-.PHONY: FORCE all check check-run bench bench-ggml demo install uninstall clean fuzz cross-aarch64 check-aarch64 \
-        model-check interop-check memory-check deps symbols-check header-check python-check replay valgrind \
-        consumer-check deps-check isa-flags
+.PHONY: FORCE all check check-run bench bench-ggml demo install uninstall clean fuzz cross-aarch64 \
+        check-aarch64 model-check interop-check memory-check deps symbols-check header-check \
+        python-check replay valgrind consumer-check deps-check isa-flags linkage-check agree-check \
+        bench-peer
 
-all: $(STATIC) $(SHARED) $(OUT)/qlib.pc $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT))),$(LLAMA_BIN))
+all: $(STATIC) $(SHARED) $(OUT)/qlib.pc \
+     $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT)),$(HAVE_OPENBLAS)),$(LLAMA_BIN))
 
 # ---- the library ----
 $(B)/obj/%.o: %.c include/qlib.h $(wildcard src/*/*.h)
@@ -104,9 +147,16 @@ ISA_FLAGS_x86_avx2_avx512vnni = $(ISA_FLAGS_x86_avx2) -mavx512vnni -mavx512vl
 ISA_FLAGS_x86_avx512 = -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma -mf16c
 ISA_FLAGS_arm_neon_dotprod = -march=armv8.2-a+dotprod
 $(B)/obj/src/kernels/%.o: ISA_FLAGS = $(ISA_FLAGS_$(basename $(notdir $@)))
+# The built-in linear algebra rounds every product and sum on its own, so
+# that each GEMM variant gives the same bits (src/linalg/builtin_gemm.c).
+ISA_FLAGS_builtin = -ffp-contract=off
+ISA_FLAGS_builtin_gemm = -ffp-contract=off
+ISA_FLAGS_builtin_gemm_x86_avx2 = -ffp-contract=off -mavx2
+$(B)/obj/src/linalg/%.o: ISA_FLAGS = $(ISA_FLAGS_$(basename $(notdir $@)))
 # units that compile another one again with their own flags
 $(B)/obj/src/kernels/x86_avx2_vnni.o $(B)/obj/src/kernels/x86_avx2_avx512vnni.o: src/kernels/x86_avx2.c
 $(B)/obj/src/kernels/arm_neon_dotprod.o: src/kernels/arm_neon.c
+$(B)/obj/src/linalg/builtin_gemm_x86_avx2.o: src/linalg/builtin_gemm.c
 
 isa-flags:
 	@$(foreach f,$(LIB_SRC),printf '%s %s\n' '$(f)' '$(strip $(ISA_FLAGS_$(basename $(notdir $(f)))))';)
@@ -114,16 +164,18 @@ isa-flags:
 # The installed static library is one relocatable object in which only the
 # public symbols (abi/qlib.symbols) stay global, as in the shared library.
 # Tests, fuzzers and the bench reach the internals through INTERNAL.
-$(STATIC): $(LIB_OBJ) abi/qlib.symbols
+$(B)/qlib_all.o: $(LIB_OBJ)
+	$(CC) -nostdlib -no-pie -Wl,-r -o $@ $(LIB_OBJ)
+
+$(STATIC): $(B)/qlib_all.o abi/qlib.symbols
 	@mkdir -p $(OUT)
 	rm -f $@
-	$(CC) -nostdlib -no-pie -Wl,-r -o $(B)/qlib_all.o $(LIB_OBJ)
 	$(OBJCOPY) --keep-global-symbols=abi/qlib.symbols $(B)/qlib_all.o $(B)/qlib_public.o
 	$(AR) rcs $@ $(B)/qlib_public.o
 
-$(INTERNAL): $(LIB_OBJ)
+$(INTERNAL): $(LIB_OBJ) $(EXTRA_OBJ)
 	rm -f $@
-	$(AR) rcs $@ $(LIB_OBJ)
+	$(AR) rcs $@ $(LIB_OBJ) $(EXTRA_OBJ)
 
 $(SHARED): $(LIB_OBJ) src/qlib.map
 	@mkdir -p $(OUT)
@@ -182,20 +234,42 @@ $(TEST_BIN): $(TEST_SRC) $(wildcard test/unit/*.h) $(INTERNAL)
 
 $(DEMO_BIN): examples/demo/demo.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) -o $@ $< $(STATIC) \
+	    $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(QUICKSTART_BIN): examples/quickstart.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c99 -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-$(BENCH_BIN): $(BENCH_SRC) $(wildcard test/bench/*.h) $(INTERNAL)
+# The OpenBLAS build's bench times GPTQ and AWQ with both linear algebras in
+# one process: it links the BLAS=none build's library too, every global
+# symbol of it renamed nb_<name> (test/bench/linalg.c).
+ifeq ($(BLAS),none)
+BENCH_PEER =
+else
+BENCH_PEER = $(B)/qlib_noblas.o
+$(BENCH_PEER): bench-peer
+	nm -g --defined-only build/$(VARIANT)-noblas/qlib_all.o | \
+	    awk 'NF == 3 { print $$3, "nb_" $$3 }' > $@.syms
+	$(OBJCOPY) --redefine-syms=$@.syms build/$(VARIANT)-noblas/qlib_all.o $@
+bench-peer:
+	@$(MAKE) --no-print-directory BLAS=none build/$(VARIANT)-noblas/qlib_all.o
+endif
+
+$(BENCH_BIN): $(BENCH_SRC) $(wildcard test/bench/*.h) $(INTERNAL) $(BENCH_PEER)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(BLAS_CFLAGS) -o $@ \
-	    $(BENCH_SRC) $(INTERNAL) $(LIBS)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude -Isrc $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) \
+	    -DQLIB_BENCH_PEER=$(if $(BENCH_PEER),1,0) -o $@ $(BENCH_SRC) $(INTERNAL) \
+	    $(BENCH_PEER) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
+
+$(AGREE_BIN): test/agree/agree.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
 $(LLAMA_BIN): $(LLAMA_SRC) $(wildcard examples/llama2/*.h) $(STATIC)
-	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(BLAS_CFLAGS) $(JSON_CFLAGS) -o $@ $(LLAMA_SRC) \
-	    $(STATIC) $(JSON_LIBS) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) $(OPENBLAS_CFLAGS) $(JSON_CFLAGS) -o $@ \
+	    $(LLAMA_SRC) $(STATIC) $(JSON_LIBS) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
 $(B)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(INTERNAL) test/fuzz/fuzz.h
 	@mkdir -p $(dir $@)
@@ -216,7 +290,7 @@ $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLA
 
 # ---- the two commands of the README ----
 deps:
-	@sh scripts/deps.sh
+	@BLAS=$(BLAS) sh scripts/deps.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(DEMO_BIN)
@@ -230,11 +304,19 @@ check-run: all $(TEST_BIN) $(QUICKSTART_BIN) $(REPLAY_BINS)
 	$(TEST_BIN)
 	@$(QUICKSTART_BIN) > /dev/null && echo "quickstart: ok"
 	@$(MAKE) --no-print-directory replay
+ifeq ($(BLAS)$(VARIANT),nonerelease)
+	@$(MAKE) --no-print-directory linkage-check
+endif
 ifeq ($(VARIANT),release)
 	@$(MAKE) --no-print-directory python-check
-	@if [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
+	@if [ -z "$(HAVE_OPENBLAS)" ]; then echo "model-check: SKIPPED (examples/llama2 needs CBLAS)"; \
+	 elif [ -d "$(DATA)" ] && [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory model-check; \
 	 else echo "model-check: SKIPPED (no model data in $(DATA); make check DATA=<dir>, see README.md)"; fi
-	@if [ -n "$(LLAMA_SRC)" ]; then $(MAKE) --no-print-directory interop-check; fi
+	@if [ -n "$(LLAMA_SRC)" ] && [ -n "$(HAVE_OPENBLAS)" ]; then $(MAKE) --no-print-directory interop-check; fi
+ifeq ($(BLAS),none)
+	@if [ -n "$(HAVE_OPENBLAS)" ]; then $(MAKE) --no-print-directory agree-check; \
+	 else echo "agree-check: SKIPPED (needs OpenBLAS for the build to compare with)"; fi
+endif
 endif
 
 symbols-check: $(SHARED)
@@ -265,17 +347,36 @@ python-check: $(SHARED)
 	 else echo "python tests: skipped (need $(PYTHON) with numpy and pytest)"; fi
 
 model-check: $(LLAMA_BIN)
-	@QLIB_DATA=$(DATA) bash test/model/run.sh
-	@QLIB_DATA=$(DATA) bash test/model/cli.sh
-	@QLIB_DATA=$(DATA) bash test/model/formats.sh
+	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/run.sh
+	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/cli.sh
+	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/formats.sh
 
 # GGUF files written by qlib-llama, run by llama.cpp (npm node-llama-cpp, under build/interop)
 interop-check: $(LLAMA_BIN)
-	@QLIB_DATA=$(DATA) bash test/interop/run.sh
+	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/interop/run.sh
 
 # quantize of a synthetic 0.9 GB Llama under a memory bound (slow: not part of check)
 memory-check: $(LLAMA_BIN)
 	@bash test/model/memory.sh
+
+# GPTQ and AWQ of this build agree with the OpenBLAS build's, which is made
+# (build/$(VARIANT), lib/) if needed: test/agree/run.sh.
+AGREE_REF = build/$(VARIANT)/test/agree
+agree-check: $(AGREE_BIN) $(LLAMA_BIN)
+	@$(MAKE) --no-print-directory BLAS=openblas $(AGREE_REF) examples/llama2/qlib-llama
+	@QLIB_DATA=$(DATA) bash test/agree/run.sh $(AGREE_REF) $(AGREE_BIN) \
+	    $(if $(LLAMA_SRC),examples/llama2/qlib-llama $(LLAMA_BIN))
+
+# BLAS=none: the library needs nothing beyond the C library (libc, libm,
+# libpthread, the loader), and its pkg-config file says so.
+STRIP ?= strip
+linkage-check: $(SHARED) $(OUT)/qlib.pc
+	@needed=$$(readelf -d $(SHARED) | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' '); \
+	 for lib in $$needed; do case $$lib in libc.so.*|libm.so.*|libpthread.so.*|ld-linux*) ;; \
+	   *) echo "linkage: $(SHARED) needs $$lib"; exit 1 ;; esac; done; \
+	 if grep -qi blas $(OUT)/qlib.pc; then echo "linkage: $(OUT)/qlib.pc names a BLAS"; exit 1; fi; \
+	 $(STRIP) -o $(B)/libqlib.stripped.so $(SHARED) && \
+	 echo "linkage: $(SHARED) needs only $$(echo $$needed); stripped $$(wc -c < $(B)/libqlib.stripped.so) bytes"
 
 valgrind: $(TEST_BIN)
 	CK_FORK=no valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
@@ -323,14 +424,25 @@ AARCH64_BLAS_CFLAGS ?= -I/usr/include/aarch64-linux-gnu/openblas-pthread
 AARCH64_BLAS_LIBS ?= -lopenblas
 QEMU_AARCH64 ?= qemu-aarch64
 
+AARCH64_B = build/aarch64$(BLAS_SUFFIX)
+
 cross-aarch64:
 	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) AR=$(AARCH64_AR) OBJCOPY=aarch64-linux-gnu-objcopy VARIANT=aarch64 \
-	    B=build/aarch64 OUT=build/aarch64/lib BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' \
-	    BLAS_LIBS='$(AARCH64_BLAS_LIBS)' build/aarch64/lib/libqlib.a build/aarch64/test/unit
+	    B=$(AARCH64_B) OUT=$(AARCH64_B)/lib \
+	    $(if $(BLAS_LIBS),BLAS_CFLAGS='$(AARCH64_BLAS_CFLAGS)' BLAS_LIBS='$(AARCH64_BLAS_LIBS)') \
+	    $(AARCH64_B)/lib/libqlib.a $(AARCH64_B)/lib/libqlib.so.$(VERSION) $(AARCH64_B)/test/unit
 
 check-aarch64: cross-aarch64
 	@for isa in neon neon-dotprod; do echo "qemu-aarch64: QLIB_ISA=$$isa"; \
-	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) build/aarch64/test/unit || exit 1; done
+	  QLIB_ISA=$$isa OPENBLAS_NUM_THREADS=1 $(QEMU_AARCH64) $(AARCH64_B)/test/unit || exit 1; done
+ifeq ($(BLAS),none)
+	@$(MAKE) --no-print-directory CC=$(AARCH64_CC) VARIANT=aarch64 B=$(AARCH64_B) \
+	    OUT=$(AARCH64_B)/lib STRIP=aarch64-linux-gnu-strip linkage-check
+	$(AARCH64_CC) -std=c99 -Iinclude examples/quickstart.c $(AARCH64_B)/lib/libqlib.a -lm -lpthread \
+	    -o $(AARCH64_B)/quickstart
+	@$(QEMU_AARCH64) $(AARCH64_B)/quickstart > /dev/null && \
+	 echo "quickstart (aarch64): ok, linked with libqlib.a, -lm and -lpthread only"
+endif
 
 install: all $(CMAKE_OUT)/qlibConfig.cmake $(CMAKE_OUT)/qlibConfigVersion.cmake
 	install -d $(DESTDIR)$(INCDIR_INSTALL) $(DESTDIR)$(LIBDIR_INSTALL)/pkgconfig \
@@ -362,4 +474,4 @@ uninstall:
 	-rmdir $(DESTDIR)$(LIBDIR_INSTALL)/cmake/qlib 2>/dev/null
 
 clean:
-	rm -rf build lib $(LLAMA_BIN)
+	rm -rf build lib examples/llama2/qlib-llama

@@ -50,7 +50,8 @@ need=""
 command -v $CC >/dev/null 2>&1 || need="$need gcc"
 command -v make >/dev/null 2>&1 || need="$need make"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
-have_openblas || need="$need libopenblas-dev"
+# BLAS=none builds the library with its own linear algebra (make BLAS=none).
+[ "${BLAS:-openblas}" = none ] || have_openblas || need="$need libopenblas-dev"
 have_check || need="$need check"
 have_jansson() {
     printf '#include <jansson.h>\nint main(void) { json_t *j = json_object(); json_decref(j); return 0; }\n' > "$tmp/json.c"

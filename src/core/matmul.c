@@ -191,36 +191,6 @@ static void matmul_f16_gemv(qlib_ctx *ctx, const qlib_tensor *t, const float *x,
     split_columns(ctx, t->d.n, t->d.n * t->d.k, f16_cols, &j);
 }
 
-#define F16_PANEL 64   /* rows of an fp16 tensor converted per sgemm */
-
-/* y = x * W^T for a float tensor, through the linear algebra's GEMM (fp16
- * rows converted a panel at a time). */
-static qlib_status matmul_float(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
-                                size_t ldx, float *y, size_t ldy)
-{
-    static const char fn[] = "qlib_matmul";
-    size_t n = t->d.n, k = t->d.k, lim = qlib_la_max_dim();
-    if (m > lim || n > lim || k > lim || ldx > lim || ldy > lim)
-        return qlib_fail(QLIB_ERR_UNSUPPORTED, "%s: float tensor sizes above %zu", fn, lim);
-    if (t->f32 && m == 1) {
-        qlib_la_sgemv(n, k, t->f32, k, x, y);
-        return QLIB_OK;
-    }
-    if (t->f32) {
-        qlib_la_sgemm(0, 1, m, n, k, 1.0f, x, ldx, t->f32, k, 0.0f, y, ldy);
-        return QLIB_OK;
-    }
-    size_t rows = n < F16_PANEL ? n : F16_PANEL;
-    float *panel = qlib_ctx_scratch(ctx, rows * k * sizeof(float), fn);
-    if (!panel) return QLIB_ERR_NOMEM;
-    for (size_t r0 = 0; r0 < n; r0 += rows) {
-        size_t nr = n - r0 < rows ? n - r0 : rows;
-        ctx->kern->f16_to_f32(t->f16 + r0 * k, nr * k, panel);
-        qlib_la_sgemm(0, 1, m, nr, k, 1.0f, x, ldx, panel, k, 0.0f, y + r0, ldy);
-    }
-    return QLIB_OK;
-}
-
 /* Every x[i][c] * s[c] finite. A loaded AWQ tensor's input scales may be
  * any finite value, and the kernels quantize x * s: Inf there has no int8 code. */
 static int scaled_finite(const float *x, size_t rows, size_t cols, size_t ld, const float *s)
@@ -268,7 +238,7 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         matmul_f16_gemv(ctx, t, x, y);
         return QLIB_OK;
     }
-    if (row->float_weights) return matmul_float(ctx, t, x, m, ldx, y, ldy);
+    if (row->float_weights) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
     qlib_matmul_plan plan = { NULL, NULL, NULL };
     if (row->matmul_plan) {
         qlib_status s = row->matmul_plan(ctx, t, x, m, ldx, y, ldy, &plan);

@@ -11,8 +11,9 @@
  * the same call whoever runs it, and errors are added in chunk and row order,
  * so the result does not depend on the thread count. The chunks of a block
  * are rounded on the context's threads; their GEMMs run there too when
- * OpenBLAS is single-threaded, else one after another on OpenBLAS's threads
- * (never both pools at once). */
+ * the linear algebra is single-threaded (the built-in one, or OpenBLAS on
+ * one thread), else one after another on OpenBLAS's threads (never both
+ * pools at once). */
 #include <math.h>
 
 #include "schemes.h"
@@ -51,7 +52,7 @@ typedef struct awq_layer {
     qlib_clip clip;                  /* grid > 0: CLIP_GRID's ratios, else 1 - i/20 */
     size_t rows, clip_rows;          /* rows of W per scoring chunk and per clipping chunk */
     size_t n_slots;                  /* chunks in flight */
-    int gemm_in_tasks;               /* OpenBLAS is single-threaded: GEMMs on our threads */
+    int gemm_in_tasks;               /* single-threaded linear algebra: GEMMs on our threads */
     float *d, *tmp;                  /* per slot: a chunk of D and its GEMM product */
     double *err;                     /* per slot: per row of D */
     size_t d_floats, tmp_floats, err_count;   /* per slot */
@@ -522,8 +523,8 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
         if (!grams) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for AWQ clipping", FN);
         for (size_t g = 0; g < L->n_groups; g++) {
             size_t c0 = g * L->group, len = min_size(glen, L->k - c0);
-            qlib_la_sgemm(1, 0, len, len, L->ns, 1.0f, L->x + c0, L->k, L->x + c0, L->k, 0.0f,
-                          grams + g * glen * glen, len);
+            qlib_la_sgemm_ctx(L->ctx, 1, 0, len, len, L->ns, 1.0f, L->x + c0, L->k, L->x + c0,
+                              L->k, 0.0f, grams + g * glen * glen, len);
         }
     }
     size_t span = L->clip_rows * L->n_slots;
@@ -732,7 +733,8 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
         return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for AWQ (k=%zu, %zu samples)", FN, k,
                          L->ns);
     }
-    if (L->owns_gram) qlib_la_sgemm(1, 0, k, k, L->ns, 1.0f, L->x, k, L->x, k, 0.0f, L->gram, k);
+    if (L->owns_gram)
+        qlib_la_sgemm_ctx(ctx, 1, 0, k, k, L->ns, 1.0f, L->x, k, L->x, k, 0.0f, L->gram, k);
     if (L->per_tensor) column_ranges(L);
     return QLIB_OK;
 }

@@ -137,8 +137,8 @@ qlib_status qlib_calib_add(qlib_calib *c, const float *x, size_t n_tokens, size_
         const float *xb = x + t0 * ldx;
         if (c->hessian) {
             double total = (double)(c->n_tokens + b);
-            qlib_la_syrk_upper(c->k, b, (float)(2.0 / total), xb, ldx,
-                               (float)((double)c->n_tokens / total), c->hessian, c->k);
+            qlib_la_syrk_upper_ctx(c->ctx, c->k, b, (float)(2.0 / total), xb, ldx,
+                                   (float)((double)c->n_tokens / total), c->hessian, c->k);
         }
         if (c->abs_sum) calib_stats(c, xb, b, ldx);
         if (c->samples) calib_sample(c, xb, b, ldx);

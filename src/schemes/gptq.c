@@ -590,8 +590,8 @@ static int hessian_inner(gptq *g, const float *a, float *scratch, double *out)
     size_t k = g->k;
     for (size_t r0 = 0; r0 < g->n; r0 += INNER_ROWS) {
         if (r0 && qlib_progress_poll(g->ctx)) return 1;
-        qlib_la_syrk_upper(k, min_size(INNER_ROWS, g->n - r0), 1.0f, a + r0 * k, k,
-                           r0 ? 1.0f : 0.0f, scratch, k);
+        qlib_la_syrk_upper_ctx(g->ctx, k, min_size(INNER_ROWS, g->n - r0), 1.0f,
+                               a + r0 * k, k, r0 ? 1.0f : 0.0f, scratch, k);
     }
     double sum = 0.0;
     for (size_t i = 0; i < k; i++) {
@@ -774,8 +774,8 @@ static qlib_status sweep_blocks(gptq *g)
         if (g->failed) return sweep_failure(g);
         /* the lazy batch update: the rest of W, one GEMM per block */
         if (g->i2 < k)
-            qlib_la_sgemm(0, 0, g->n, k - g->i2, g->i2 - i1, -1.0f, g->err, g->block,
-                          g->hf + i1 * k + g->i2, k, 1.0f, g->wk + g->i2, k);
+            qlib_la_sgemm_ctx(g->ctx, 0, 0, g->n, k - g->i2, g->i2 - i1, -1.0f, g->err,
+                              g->block, g->hf + i1 * k + g->i2, k, 1.0f, g->wk + g->i2, k);
     }
     if (g->zeros)
         for (size_t i = 0; i < g->n * g->n_groups; i++)

@@ -14,6 +14,7 @@
 
 #include "qlib.h"
 #include "ceiling.h"
+#include "linalg.h"
 
 /* ---- timing ---- */
 
@@ -896,7 +897,8 @@ static void ceiling_table(qlib_ctx *ctx)
 }
 
 /* With arguments, only the sections named (shapes cold ceiling f32 threads
- * decode llm_int8 act_order quantize layouts); without, all of them. */
+ * decode llm_int8 act_order quantize layouts linalg
+ * builds); without, all of them. */
 static int wanted(int argc, char **argv, const char *name)
 {
     if (argc < 2) return 1;
@@ -931,6 +933,8 @@ int main(int argc, char **argv)
     if (wanted(argc, argv, "act_order")) act_order_table(ctx1);
     if (wanted(argc, argv, "quantize")) quantize_table(ctx1, ctx2);
     if (wanted(argc, argv, "layouts")) layouts_table(ctx1, ctx2);
+    if (wanted(argc, argv, "linalg")) bench_linalg_table();
+    if (wanted(argc, argv, "builds")) bench_builds_table();
     qlib_ctx_destroy(ctx1);
     qlib_ctx_destroy(ctx2);
     return 0;

@@ -7,9 +7,10 @@
  * checked everywhere. GPTQ and AWQ also depend on the linear algebra below
  * them (the Hessian's SYRK, Cholesky, the loss GEMMs), whose rounding differs
  * between BLAS libraries and CPUs' kernels: their checksums sit in a section
- * named for the linear-algebra backend and the architecture ("openblas
- * x86_64"), checked only when the build matches; a build with no section of
- * its own prints that it checked the portable blobs only.
+ * named for the linear-algebra backend, the kernels it picked for this CPU
+ * and the architecture (tu_golden_section: "openblas-Haswell x86_64",
+ * "builtin x86_64"), checked only when the build matches; a build with no
+ * section of its own prints that it checked the portable blobs only.
  *
  * QLIB_GOLDEN_WRITE=<file> writes the checksums this build computes instead
  * of checking them (portable section first, then this build's section). */
@@ -24,14 +25,6 @@
 #define GN 40
 #define GK 200        /* not a multiple of 32 or 64: partial groups, padding */
 #define GTOK 96       /* calibration tokens */
-
-#if defined(__x86_64__)
-#define GOLDEN_ARCH "x86_64"
-#elif defined(__aarch64__)
-#define GOLDEN_ARCH "aarch64"
-#else
-#define GOLDEN_ARCH "other"
-#endif
 
 typedef struct golden_case {
     char name[64];
@@ -195,8 +188,8 @@ START_TEST(test_golden_blobs)
     static golden_case cs[512];
     static golden_entry entries[1024];
     size_t n_cases = golden_cases(cs);
-    char backend[32];
-    snprintf(backend, sizeof backend, "%s %s", qlib_la_backend(), GOLDEN_ARCH);
+    char backend[64];
+    tu_golden_section(backend, sizeof backend);
 
     tu_rng r = { 20261204 };
     float *w = tu_alloc_floats((size_t)GN * GK), *x = tu_alloc_floats((size_t)GTOK * GK);

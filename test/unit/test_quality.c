@@ -1130,15 +1130,7 @@ static uint64_t golden_lookup(const char *section, const char *name, int *found)
 START_TEST(test_golden_quality)
 {
     char backend[64];
-    snprintf(backend, sizeof backend, "%s %s", qlib_la_backend(),
-#if defined(__x86_64__)
-             "x86_64"
-#elif defined(__aarch64__)
-             "aarch64"
-#else
-             "other"
-#endif
-    );
+    tu_golden_section(backend, sizeof backend);
     tu_rng r = { 20261204 };
     float *w = tu_alloc_floats((size_t)GN * GK), *x = tu_alloc_floats((size_t)GTOK * GK);
     tu_llm_weights(&r, w, GN, GK, GK);

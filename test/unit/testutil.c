@@ -2,7 +2,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "testutil.h"
+#include "linalg/linalg.h"
 
 TCase *tu_tcase(const char *name)
 {
@@ -191,4 +194,17 @@ qlib_tensor *tu_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size
     ck_assert_msg(s == QLIB_OK, "qlib_quantize: %s", qlib_last_error());
     qlib_config_destroy(cfg);
     return t;
+}
+
+void tu_golden_section(char *buf, size_t len)
+{
+#if defined(__x86_64__)
+    const char *arch = "x86_64";
+#elif defined(__aarch64__)
+    const char *arch = "aarch64";
+#else
+    const char *arch = "other";
+#endif
+    const char *core = qlib_la_backend_core();
+    snprintf(buf, len, "%s%s%s %s", qlib_la_backend(), *core ? "-" : "", core, arch);
 }

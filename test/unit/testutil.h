@@ -63,6 +63,10 @@ static const char *const tu_isa_names[] = { "scalar", "avx2",         "avx2-vnni
 
 /* A qlib_context made with defaults; aborts the test on failure. */
 qlib_ctx *tu_ctx(int threads, const char *isa);
+/* The golden_blobs.txt section whose GPTQ/AWQ checksums this build must
+ * reproduce: the linear-algebra backend, the kernels it picked for this CPU
+ * (OpenBLAS's core) and the architecture, e.g. "openblas-Haswell x86_64". */
+void tu_golden_section(char *buf, size_t len);
 /* Quantizes with a config built from (method, bits, group, sym); asserts OK. */
 qlib_tensor *tu_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                          qlib_method method, int bits, int group, int sym, const qlib_calib *calib);
