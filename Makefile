@@ -64,7 +64,10 @@ SANFLAGS = -fsanitize=thread -fno-omit-frame-pointer
 export TSAN_OPTIONS := ignore_noninstrumented_modules=1 $(TSAN_OPTIONS)
 endif
 B = build/$(VARIANT)$(BLAS_SUFFIX)
-ifeq ($(VARIANT)$(BLAS_SUFFIX),release)
+# The release libraries of either BLAS choice go to lib/ (what the last
+# `make` or `make BLAS=none` built: lib/.blas says which, and switching
+# relinks them); each keeps its objects in its own build directory.
+ifeq ($(VARIANT),release)
 OUT = lib
 else
 OUT = $(B)/lib
@@ -167,7 +170,11 @@ isa-flags:
 $(B)/qlib_all.o: $(LIB_OBJ)
 	$(CC) -nostdlib -no-pie -Wl,-r -o $@ $(LIB_OBJ)
 
-$(STATIC): $(B)/qlib_all.o abi/qlib.symbols
+$(OUT)/.blas: FORCE
+	@mkdir -p $(OUT)
+	@printf '%s\n' '$(BLAS)' | cmp -s - $@ || printf '%s\n' '$(BLAS)' > $@
+
+$(STATIC): $(B)/qlib_all.o abi/qlib.symbols $(OUT)/.blas
 	@mkdir -p $(OUT)
 	rm -f $@
 	$(OBJCOPY) --keep-global-symbols=abi/qlib.symbols $(B)/qlib_all.o $(B)/qlib_public.o
@@ -177,7 +184,7 @@ $(INTERNAL): $(LIB_OBJ) $(EXTRA_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJ) $(EXTRA_OBJ)
 
-$(SHARED): $(LIB_OBJ) src/qlib.map
+$(SHARED): $(LIB_OBJ) src/qlib.map $(OUT)/.blas
 	@mkdir -p $(OUT)
 	$(CC) -shared $(ALL_CFLAGS) -o $@ $(LIB_OBJ) -Wl,-soname,libqlib.so.$(VERSION_MAJOR) \
 	    -Wl,--version-script=src/qlib.map -Wl,--no-undefined $(LIBS)
@@ -363,7 +370,7 @@ memory-check: $(LLAMA_BIN)
 # (build/$(VARIANT), lib/) if needed: test/agree/run.sh.
 AGREE_REF = build/$(VARIANT)/test/agree
 agree-check: $(AGREE_BIN) $(LLAMA_BIN)
-	@$(MAKE) --no-print-directory BLAS=openblas $(AGREE_REF) examples/llama2/qlib-llama
+	@$(MAKE) --no-print-directory BLAS=openblas OUT=build/$(VARIANT)/lib $(AGREE_REF) examples/llama2/qlib-llama
 	@QLIB_DATA=$(DATA) bash test/agree/run.sh $(AGREE_REF) $(AGREE_BIN) \
 	    $(if $(LLAMA_SRC),examples/llama2/qlib-llama $(LLAMA_BIN))
 
