@@ -166,7 +166,7 @@ static size_t plan_tensors(const model_source *s, int dtype, int hf, out_tensor 
     size_t n = 0;
     int l, p;
 #define ADD(src_, dt_, ...) do { snprintf(t[n].name, sizeof(t[n].name), __VA_ARGS__); \
-        t[n].src = (src_); t[n].dtype = (dt_) == DT_KEEP ? (src_)->dtype : (dt_); \
+        t[n].src = (src_); t[n].dtype = (dt_) != DT_KEEP ? (dt_) : (src_)->q ? DT_F32 : (src_)->dtype; \
         t[n].hf_permute = 0; n++; } while (0)
     ADD(&s->emb, dtype, hf ? "model.embed_tokens.weight" : "token_embd.weight");
     ADD(&s->norm_final, hf ? dtype : DT_F32, hf ? "model.norm.weight" : "output_norm.weight");

@@ -57,6 +57,8 @@ void     put_u64le(unsigned char *p, uint64_t v);
 /* ------------------------------------------------------ element types */
 /* Stored element types; the values are GGML's type ids (GGUF tensor types). */
 enum { DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q8_0 = 8, DT_BF16 = 30 };
+/* Tensors of quantized Hugging Face checkpoints, held as imported qlib tensors. */
+enum { DT_GPTQ = 1001, DT_AWQ = 1002 };
 const char *dtype_name(int dtype);            /* "F32", ...; NULL when unknown */
 int    dtype_block(int dtype, size_t *elems, size_t *bytes);  /* -1 when unknown */
 int    dtype_row_bytes(int dtype, size_t cols, size_t *bytes); /* -1: cols not whole blocks */
@@ -201,6 +203,8 @@ typedef struct src_tensor {
     int dtype;
     size_t rows, cols;
     int hf_heads;           /* > 0: rows in HF's rotary order for this many heads, undone on read */
+    qlib_tensor *q;         /* DT_GPTQ, DT_AWQ: the imported tensor, rows in model order */
+    qlib_ctx *qctx;         /* the context that reads its rows */
 } src_tensor;
 enum { SRC_LLAMA2C = 1, SRC_GGUF = 2, SRC_HF = 3 };
 typedef struct model_source {
@@ -214,6 +218,9 @@ typedef struct model_source {
     src_tensor emb, cls, norm_final;
     src_tensor *norm_att, *norm_ffn;   /* n_layers */
     src_tensor *proj;                  /* n_layers * N_PROJ */
+    qlib_ctx *qctx;         /* HF GPTQ / AWQ: imports the tensors and reads their rows */
+    int quant_layout;       /* HF GPTQ / AWQ: QLIB_LAYOUT_GPTQ or _AWQ_GEMM, else 0 */
+    int quant_bits, quant_group;
 } model_source;
 
 int  source_open(const char *path, model_source *s);
@@ -227,6 +234,18 @@ int  src_read_all(const src_tensor *t, float **out, const char *what);  /* alloc
 const unsigned char *src_row_bytes(const src_tensor *t, size_t r);
 /* the stored rows themselves, when they are fp32 in model order */
 const float *src_direct_f32(const src_tensor *t);
+/* The engine's qlib tensor for a stored tensor: GGML Q8_0 / Q4_0 blocks and
+ * GPTQ / AWQ tensors imported as they are (a GPTQ / AWQ tensor moves from the
+ * source to *out), F16 as a 16-bit float tensor, anything else fp32. */
+int  src_to_tensor(qlib_ctx *ctx, src_tensor *t, float *buf, qlib_tensor **out, const char *what);
+
+/* hfquant.c: HF's rotary order and the output columns of packed GPTQ / AWQ
+ * parts. from[c] is the source column that column c takes. */
+void hf_rotary_from(size_t rows, int heads, int to_hf, size_t *from);
+int  hfq_groups(int layout, size_t k, int group, size_t *groups);
+int  hfq_part_sizes(int layout, size_t n, size_t k, int bits, int group, size_t bytes[4]);
+void hfq_permute(int layout, size_t n, size_t k, int bits, size_t groups, const size_t *from,
+                 const void *const src[4], void *const dst[4]);
 /* hf.c */
 extern const char *const HF_PROJ[N_PROJ];   /* "self_attn.q_proj", ... */
 int  hf_open(const char *dir, model_source *s);
@@ -243,6 +262,8 @@ typedef struct llama_model {
     const float *rms_ffn;   /* n_layers x dim */
     const float *rms_final; /* dim */
     const float *wcls;      /* vocab x dim (== tok_emb when shared) */
+    qlib_tensor *emb_q;     /* a quantized token embedding (tok_emb NULL): rows dequantized on lookup */
+    qlib_tensor *cls_q;     /* a quantized classifier (wcls NULL); == emb_q when shared */
     float *owned[5];        /* what the pointers above point to when converted */
     qlib_tensor **proj;     /* n_layers * N_PROJ, index l * N_PROJ + p */
 } llama_model;
@@ -340,9 +361,9 @@ void run_free(llama_run *r);
  * after the hook of stage stop (STAGE_END: the whole layer). */
 int  llama_layer(llama_run *r, int l, int n, int pos0, llama_stage stop,
                  llama_hook hook, void *user);
-void llama_embed(llama_run *r, const int *tokens, int n);
+int  llama_embed(llama_run *r, const int *tokens, int n);
 /* Logits of the n positions in r->s.x (or of the last one) into r->s.logits. */
-void llama_classify(llama_run *r, int n, int last_only);
+int  llama_classify(llama_run *r, int n, int last_only);
 /* tokens[0..n) at positions pos0.. ; logits of every position or the last */
 int  llama_forward(llama_run *r, const int *tokens, int n, int pos0, int last_only);
 

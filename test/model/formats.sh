@@ -67,11 +67,14 @@ else
 fi
 
 # --- GGUF in: F16 and blocks decode to exactly the values make_gguf.py gives
+# (Q8_0 / Q4_0 are imported as qlib tensors; --compute f32 multiplies them in
+# fp32 like the decoded file, auto would quantize the activations)
 for q in f16 q8_0 q4_0; do
     if "$PY" test/model/make_gguf.py checkpoint "$MODEL" "$TOK" "$WORK/$q.gguf" --proj $q \
             --dequantized "$WORK/$q-f32.gguf" > "$WORK/log" 2>&1; then
         same_nll "GGUF with $q projections equals its F32 decoding" \
-            "$(nll_of "$WORK/$q.gguf" "$WORK/short.txt")" "$(nll_of "$WORK/$q-f32.gguf" "$WORK/short.txt")"
+            "$(nll_of "$WORK/$q.gguf" "$WORK/short.txt" --compute f32)" \
+            "$(nll_of "$WORK/$q-f32.gguf" "$WORK/short.txt" --compute f32)"
     else
         fail "make_gguf.py $q: $(tail -n 1 "$WORK/log")"
     fi
