@@ -70,9 +70,14 @@ void describe_model(const llama_session *s, FILE *f)
     fprintf(f, "model: dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d, seq_len %d, %s\n",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
             c->seq_len, s->m.quantized ? "quantized file" : source_kind_name(s->m.src.kind));
-    fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier fp32 (%s)\n",
+    char cls[64];
+    if (s->m.cls_q)
+        snprintf(cls, sizeof(cls), "%d-bit qlib tensor", qlib_tensor_bits(s->m.cls_q));
+    else
+        snprintf(cls, sizeof(cls), "fp32");
+    fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier %s (%s)\n",
             qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
-            model_bits_per_weight(&s->m, NULL),
+            model_bits_per_weight(&s->m, NULL), cls,
             c->shared_classifier ? "the token embedding" : "separate");
     fprintf(f, "qlib %s, isa %s, threads %d, compute %s\n", qlib_version_string(),
             qlib_ctx_isa(s->ctx), qlib_ctx_threads(s->ctx),

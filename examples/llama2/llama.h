@@ -185,6 +185,11 @@ const st_tensor *st_find(const st_file *s, const char *name);
 enum { ST_I32 = 1000 };
 typedef struct st_writer st_writer;
 st_writer *st_writer_create(FILE *f, const char *path);
+/* Spooled: the data goes to spool as it is written, and st_write_end writes
+ * the header (built from every tensor declared by then) and copies the data
+ * after it, so that tensors may be declared while writing, each before it is
+ * opened; no st_write_begin needed. */
+st_writer *st_writer_create_spooled(FILE *f, FILE *spool, const char *path);
 void st_writer_free(st_writer *w);
 int  st_add_tensor(st_writer *w, const char *name, int dtype, int n_dims, const uint64_t *shape);
 int  st_add_metadata(st_writer *w, const char *key, const char *value);
@@ -288,7 +293,12 @@ typedef struct qm_writer {
     const char *path;
     size_t written;
 } qm_writer;
-int  qm_write_floats(qm_writer *w, const model_source *src);
+/* header flags: the token embedding / the separate classifier are qlib
+ * tensors, in records (layer n_layers, projection QM_REC_EMB / QM_REC_CLS)
+ * after the projections, instead of fp32 arrays */
+enum { QM_FLAG_EMB_QUANTIZED = 2, QM_FLAG_CLS_QUANTIZED = 4 };
+enum { QM_REC_EMB = N_PROJ, QM_REC_CLS = N_PROJ + 1 };
+int  qm_write_floats(qm_writer *w, const model_source *src, unsigned flags);
 int  qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p);
 
 /* ----------------------------------------------------------- tokenizer */
@@ -379,6 +389,10 @@ typedef struct llama_opts {
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
     const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
+    int embed_bits;         /* quantize: 0 (float), 8 or 4: the token embedding and classifier */
+    const char *fallback;   /* quantize --format gguf: f32, f16 or q8_0 */
+    float target_bpw;       /* quantize: the bit budget, 0 = none */
+    int quiet;              /* quantize, ppl: no progress */
     float temperature, topp;
     int steps;
     unsigned long long seed;
@@ -408,6 +422,15 @@ int cmd_quantize(const llama_opts *o);
 int cmd_info(const llama_opts *o);
 int cmd_convert(const llama_opts *o);
 int write_vocab_gguf(gguf_writer *w, const llama_tokenizer *t);
+/* convert.c, shared with quantize's writers */
+extern const char *const GGUF_PROJ[N_PROJ];  /* "attn_q", ... */
+int  gguf_copy_keys(gguf_writer *w, const gguf_file *g, int own_vocab);
+int  gguf_llama_keys(gguf_writer *w, const llama_config *c, const char *name);
+const char *base_name(const char *path);
+int  ends_with(const char *s, const char *tail);
+struct json_t *hf_config_object(const model_source *s, const llama_tokenizer *tok, int dtype);
+int  write_json(struct json_t *j, const char *path);
+int  copy_tokenizer_files(const model_source *s, const output_file *out, int *copied);
 
 /* Stories of a text file encoded as BOS + tokens, each at most seq_len. */
 typedef struct token_seqs {

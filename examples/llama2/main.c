@@ -43,6 +43,10 @@ static const opt_spec OPTS[] = {
     { "--output", "-o", C_QUANT | C_CONV, K_STR, OFF(out), 0, 0 },
     { "--type", NULL, C_CONV, K_STR, OFF(type), 0, 0 },
     { "--format", NULL, C_QUANT | C_CONV, K_STR, OFF(format), 0, 0 },
+    { "--embed-bits", NULL, C_QUANT, K_INT, OFF(embed_bits), 4, 8 },
+    { "--fallback", NULL, C_QUANT, K_STR, OFF(fallback), 0, 0 },
+    { "--target-bpw", NULL, C_QUANT, K_FLOAT, OFF(target_bpw), 1, 32 },
+    { "--quiet", "-q", C_QUANT | C_PPL, K_FLAG, OFF(quiet), 0, 0 },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
@@ -55,7 +59,8 @@ static void usage(FILE *f)
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
           "            [--act-order] [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
-          "            -o OUT [--format qlm]\n"
+          "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
+          "            [--fallback f32|f16|q8_0] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"

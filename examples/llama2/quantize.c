@@ -14,34 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llama.h"
+#include "quant.h"
 
 #define CALIB_MAX_SAMPLES 512
-#define CHECK_ROWS 4   /* rows of x in the round-trip matmul check */
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
-
-typedef struct quant_job {
-    const llama_opts *o;
-    qlib_ctx *ctx;
-    llama_model m;          /* the source, its norms, and the current layer's tensors */
-    llama_tokenizer tok;
-    llama_run r;            /* one layer's KV cache, no classifier */
-    qlib_config *cfg;
-    int calibrated;         /* GPTQ / AWQ */
-    token_seqs seqs;
-    float *hidden;          /* seqs.total x dim: the input of the current layer */
-    qlib_calib *calib;
-    llama_stage stage;      /* whose inputs the hook collects */
-    float *w[N_PROJ];       /* the current layer's fp32 weights, when not mapped as fp32 */
-    double err[N_PROJ];
-    uint64_t *digest;       /* per tensor: method, bits, group, dequantized weights, a product */
-    float *check;           /* digest scratch: x, y, and one tensor's weights */
-    qm_writer qw;
-    size_t proj_bytes;      /* storage bytes of every projection */
-    double proj_weights;
-    int method, bits, group;   /* of the first tensor, for the summary */
-} quant_job;
 
 /* The projections reading each stage's input, ended by -1. */
 static const int STAGE_PROJS[4][4] = {
@@ -108,6 +83,37 @@ static int make_config(const llama_opts *o, qlib_config **cfg)
     return rc;
 }
 
+int cfg_get(const qlib_config *c, qlib_param p)
+{
+    int v = 0;
+    return qlib_config_get_int(c, p, &v) == QLIB_OK ? v : 0;
+}
+
+qlib_config *job_cfg(const quant_job *j, int l, int p)
+{
+    return j->pcfg ? j->pcfg[(size_t)l * N_PROJ + (size_t)p] : j->cfg;
+}
+
+/* --format, else from OUT: .gguf a GGUF file, a directory (existing, or
+ * named with a trailing /) a Hugging Face checkpoint (AWQ for --method awq,
+ * else GPTQ), anything else qlib-llama's own file. */
+static int output_format(const llama_opts *o)
+{
+    static const char *const names[] = { "qlm", "gguf", "gptq", "awq" };
+    int i;
+    if (o->format) {
+        for (i = 0; i < 4; i++)
+            if (!strcmp(o->format, names[i]))
+                return i;
+        return -1;
+    }
+    if (ends_with(o->out, ".gguf"))
+        return FMT_GGUF;
+    if (hf_is_dir(o->out) || ends_with(o->out, "/"))
+        return o->method == QLIB_METHOD_AWQ ? FMT_AWQ : FMT_GPTQ;
+    return FMT_QLM;
+}
+
 static int check_quant_opts(const llama_opts *o)
 {
     if (o->method < 0 || !o->out) {
@@ -127,48 +133,29 @@ static int check_quant_opts(const llama_opts *o)
         llama_err("give --calib or --calib-tokens FILE, not both");
         return -1;
     }
-    if (o->format && strcmp(o->format, "qlm") != 0) {
-        llama_err("not available: quantize --format %s needs qlib_tensor_export (the GGML, GPTQ "
-                  "and AWQ layouts); this build writes --format qlm", o->format);
-        return -3;
-    }
-    return 0;
-}
-
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
-/* What the round trip compares: the tensor's method, bits and group, its
- * dequantized weights and a CHECK_ROWS-row product, bit for bit (hashed, so
- * that the tensors need not stay in memory until the file is read back). */
-static int tensor_digest(quant_job *j, const qlib_tensor *t, uint64_t *out)
-{
-    size_t n = qlib_tensor_rows(t), k = qlib_tensor_cols(t), i;
-    size_t big = (size_t)(j->m.cfg.hidden_dim > j->m.cfg.dim ? j->m.cfg.hidden_dim : j->m.cfg.dim);
-    float *x = j->check, *y = x + CHECK_ROWS * big, *w = y + CHECK_ROWS * big;
-    int meta[3];
-    uint64_t h = FNV_OFFSET;
-    for (i = 0; i < CHECK_ROWS * k; i++)
-        x[i] = sinf(0.37f * (float)i) * (1.0f + (float)(i % 7));
-    if (qlib_dequantize(j->ctx, t, w, k) != QLIB_OK
-        || qlib_matmul(j->ctx, t, x, CHECK_ROWS, k, y, n) != QLIB_OK) {
-        report_qlib_error("round trip");
+    if (output_format(o) < 0) {
+        llama_err("--format %s: qlm, gguf, gptq or awq", o->format);
         return -1;
     }
-    meta[0] = (int)qlib_tensor_method(t);
-    meta[1] = qlib_tensor_bits(t);
-    meta[2] = qlib_tensor_group_size(t);
-    h = fnv1a(h, meta, sizeof(meta));
-    h = fnv1a(h, w, n * k * sizeof(float));
-    *out = fnv1a(h, y, CHECK_ROWS * n * sizeof(float));
+    if (o->embed_bits && o->embed_bits != 4 && o->embed_bits != 8) {
+        llama_err("--embed-bits %d: 8 or 4", o->embed_bits);
+        return -1;
+    }
+    if (o->embed_bits && output_format(o) >= FMT_GPTQ) {
+        llama_err("--embed-bits: GPTQ and AWQ checkpoints keep the embedding in fp16 (use gguf or qlm)");
+        return -1;
+    }
+    if (o->fallback && (output_format(o) != FMT_GGUF
+                        || (strcmp(o->fallback, "f32") && strcmp(o->fallback, "f16") && strcmp(o->fallback, "q8_0")))) {
+        llama_err("--fallback f32|f16|q8_0 applies to GGUF output");
+        return -1;
+    }
+    if (o->method == QLIB_METHOD_AWQ && output_format(o) != FMT_QLM) {
+        llama_err("not available: --method awq into %s needs qlib_quantize_shared (q/k/v and w1/w3 "
+                  "sharing one set of input scales, folded into the norms); this build writes AWQ "
+                  "as --format qlm", o->format ? o->format : "this format");
+        return -3;
+    }
     return 0;
 }
 
@@ -195,7 +182,7 @@ static int quant_proj(quant_job *j, int l, int p, const qlib_calib *calib)
     qlib_status st;
     if (!w)
         return RC_FAIL;
-    st = qlib_quantize(j->ctx, w, proj_rows(c, p), k, k, j->cfg, calib, &t);
+    st = qlib_quantize(j->ctx, w, proj_rows(c, p), k, k, job_cfg(j, l, p), calib, &t);
     if (st != QLIB_OK) {
         snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
         return status_outcome(st, what);
@@ -268,28 +255,6 @@ static int quantize_layer(quant_job *j, int l)
     return rc;
 }
 
-/* Writes layer l's tensors, keeps their digests, and frees them. */
-static int write_layer(quant_job *j, int l)
-{
-    int p;
-    for (p = 0; p < N_PROJ; p++) {
-        qlib_tensor **t = model_proj(&j->m, l, p);
-        if (l == 0 && p == 0) {
-            j->method = (int)qlib_tensor_method(*t);
-            j->bits = qlib_tensor_bits(*t);
-            j->group = qlib_tensor_group_size(*t);
-        }
-        j->proj_bytes += qlib_tensor_storage_bytes(*t);
-        j->proj_weights += (double)qlib_tensor_rows(*t) * (double)qlib_tensor_cols(*t);
-        if (tensor_digest(j, *t, &j->digest[(size_t)l * N_PROJ + (size_t)p])
-            || qm_write_tensor(&j->qw, *t, l, p))
-            return -1;
-        qlib_tensor_destroy(*t);
-        *t = NULL;
-    }
-    return 0;
-}
-
 static int quantize_layers(quant_job *j)
 {
     int l, p, rc;
@@ -301,7 +266,7 @@ static int quantize_layers(quant_job *j)
         for (p = 0; p < N_PROJ; p++)
             fprintf(stderr, " %s %.3g", proj_names[p], j->err[p]);
         fprintf(stderr, " (%.2f s)\n", now_seconds() - t0);
-        if (write_layer(j, l) != 0)
+        if (qw_layer(j, l) != 0)
             return RC_FAIL;
     }
     return RC_OK;
@@ -404,41 +369,21 @@ static int prepare_calibration(quant_job *j)
     return 0;
 }
 
-/* ------------------------------------------------------- round-trip check */
-static int verify_round_trip(quant_job *j, const char *path)
-{
-    llama_model back;
-    int l, p, rc = 0;
-    uint64_t h;
-    if (model_load(j->ctx, path, &back) != 0)
-        return -1;
-    if (memcmp(&back.cfg, &j->m.cfg, sizeof(back.cfg)) != 0) {
-        llama_err("%s: the configuration read back differs from the model's", path);
-        rc = -1;
-    }
-    for (l = 0; rc == 0 && l < back.cfg.n_layers; l++)
-        for (p = 0; rc == 0 && p < N_PROJ; p++)
-            if (tensor_digest(j, *model_proj(&back, l, p), &h) != 0
-                || h != j->digest[(size_t)l * N_PROJ + (size_t)p]) {
-                llama_err("round trip: layer %d %s differs after reloading", l, proj_names[p]);
-                rc = -1;
-            }
-    model_free(&back);
-    return rc;
-}
-
 /* --------------------------------------------------------------- command */
-static void print_summary(const quant_job *j, size_t file_bytes, double seconds)
+static const char *const FORMAT_NAMES[] = { "qlm", "gguf", "gptq", "awq" };
+
+static void print_summary(const quant_job *j, double seconds)
 {
     const char *name = qlib_method_name((qlib_method)j->method);
     double bpw = j->proj_weights > 0 ? (double)j->proj_bytes * 8.0 / j->proj_weights : 0.0;
-    printf("wrote %s: %s, %d bits, group %d, %.3f bits/weight, projections %.1f KiB, file %.1f KiB,"
-           " %.2f s\n", j->o->out, name, j->bits, j->group, bpw, (double)j->proj_bytes / 1024.0,
-           (double)file_bytes / 1024.0, seconds);
-    printf("round trip: reloaded with QLIB_LOAD_BORROW, every tensor identical\n");
+    printf("wrote %s (%s): %s, %d bits, group %d, %.3f bits/weight, projections %.1f KiB, "
+           "file %.1f KiB, %.2f s\n", j->o->out, FORMAT_NAMES[j->format], name, j->bits, j->group,
+           bpw, (double)j->proj_bytes / 1024.0, (double)j->file_bytes / 1024.0, seconds);
+    printf("round trip: %s, every tensor identical\n", j->format == FMT_QLM
+           ? "reloaded with QLIB_LOAD_BORROW" : "read back through the model readers");
     printf("summary: method=%s bits=%d group=%d bits_per_weight=%.4f proj_bytes=%zu "
-           "file_bytes=%zu seconds=%.3f\n", name, j->bits, j->group, bpw, j->proj_bytes, file_bytes,
-           seconds);
+           "file_bytes=%zu seconds=%.3f format=%s embed_bits=%d\n", name, j->bits, j->group, bpw,
+           j->proj_bytes, j->file_bytes, seconds, FORMAT_NAMES[j->format], j->o->embed_bits);
 }
 
 /* The source, its norms, a tensor table, the tokenizer when needed, and the
@@ -448,7 +393,6 @@ static int open_job(quant_job *j)
     const llama_opts *o = j->o;
     llama_model *m = &j->m;
     mapped_file f;
-    size_t big;
     int rc;
     if (!hf_is_dir(o->model)) {
         if (map_file(o->model, &f) != 0)
@@ -464,38 +408,41 @@ static int open_job(quant_job *j)
         return RC_FAIL;
     m->cfg = m->src.cfg;
     m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
-    j->digest = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(uint64_t), "digests");
-    big = (size_t)(m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim);
-    j->check = xcalloc(2 * CHECK_ROWS * big + (size_t)m->cfg.hidden_dim * (size_t)m->cfg.dim,
-                       sizeof(float), "round trip");
-    if (!m->proj || !j->digest || !j->check || model_norms_from_source(m) != 0)
+    j->digest = xcalloc((size_t)m->cfg.n_layers * N_PROJ + 2, sizeof(uint64_t), "digests");
+    if (!m->proj || !j->digest || model_norms_from_source(m) != 0)
         return RC_FAIL;
-    if (j->calibrated && !o->calib_ids
+    /* calibration text needs a tokenizer; a GGUF output needs a vocabulary */
+    if (((j->calibrated && !o->calib_ids) || j->format == FMT_GGUF)
         && (rc = session_tokenizer(o, &m->src, m->cfg.vocab_size, 1, &j->tok)) != 0)
         return rc == -2 ? RC_USAGE : RC_FAIL;
+    if (o->embed_bits && j->format == FMT_GGUF && m->cfg.dim % 32 != 0) {
+        llama_err("--embed-bits into GGUF needs dim a multiple of 32 (Q8_0/Q4_0 blocks); dim is %d",
+                  m->cfg.dim);
+        return RC_USAGE;
+    }
     return run_init(&j->r, m, j->ctx, RUN_NO_LOGITS | RUN_ONE_LAYER) == 0 ? RC_OK : RC_FAIL;
 }
 
 static int run_quantize(quant_job *j, output_file *out)
 {
-    double t0 = now_seconds(), seconds;
-    size_t file_bytes = 0;
+    double seconds;
     int rc;
+    j->t0 = now_seconds();
+    j->out = out;
     if ((rc = open_job(j)) != RC_OK)
         return rc;
     if (j->calibrated && prepare_calibration(j) != 0)
         return RC_FAIL;
-    j->qw.f = out->f;
-    j->qw.path = out->tmp;
-    if (qm_write_floats(&j->qw, &j->m.src) != 0)
+    if (quantize_embeddings(j) != 0 || qw_begin(j) != 0)
         return RC_FAIL;
     if ((rc = quantize_layers(j)) != RC_OK)
         return rc;
-    seconds = now_seconds() - t0;
-    file_bytes = j->qw.written;
-    if (fflush(out->f) != 0 || verify_round_trip(j, out->tmp) != 0 || out_commit(out) != 0)
+    if (qw_end(j) != 0)
         return RC_FAIL;
-    print_summary(j, file_bytes, seconds);
+    seconds = now_seconds() - j->t0;
+    if ((out->f && fflush(out->f) != 0) || qw_verify(j) != 0 || out_commit(out) != 0)
+        return RC_FAIL;
+    print_summary(j, seconds);
     return RC_OK;
 }
 
@@ -506,7 +453,14 @@ static void free_job(quant_job *j)
         free(j->w[p]);
     free(j->hidden);
     free(j->digest);
-    free(j->check);
+    qw_free(j);
+    if (j->cls_q != j->emb_q)
+        qlib_tensor_destroy(j->cls_q);
+    qlib_tensor_destroy(j->emb_q);
+    for (p = 0; p < (int)j->n_owned; p++)
+        qlib_config_destroy(j->owned[p]);
+    free(j->owned);
+    free(j->pcfg);
     token_seqs_free(&j->seqs);
     run_free(&j->r);
     tokenizer_free(&j->tok);
@@ -519,16 +473,21 @@ int cmd_quantize(const llama_opts *o)
 {
     quant_job j;
     output_file out;
+    char path[4096];
     int rc;
     if ((rc = check_quant_opts(o)) != 0)
         return rc == -3 ? RC_UNAVAILABLE : RC_USAGE;
     memset(&j, 0, sizeof(j));
     j.o = o;
+    j.format = output_format(o);
     j.calibrated = o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ;
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
     /* the output is created first: a bad -o fails before any work */
-    if (out_open(&out, o->out) != 0) {
+    snprintf(path, sizeof(path), "%s", o->out);
+    while (strlen(path) > 1 && path[strlen(path) - 1] == '/')
+        path[strlen(path) - 1] = '\0';
+    if ((j.format >= FMT_GPTQ ? out_open_dir(&out, path) : out_open(&out, path)) != 0) {
         qlib_config_destroy(j.cfg);
         return RC_FAIL;
     }

@@ -92,8 +92,9 @@ static int alloc_tables(model_source *s)
 }
 
 /* ------------------------------------------------------------------ GGUF */
-static const char *const GGUF_PROJ[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
-                                               "ffn_gate", "ffn_down", "ffn_up" };
+const char *const GGUF_PROJ[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
+                                        "ffn_gate", "ffn_down", "ffn_up" };
+
 
 static int gguf_tensor(const model_source *s, const char *name, size_t rows, size_t cols,
                        int optional, src_tensor *out)
