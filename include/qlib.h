@@ -143,13 +143,21 @@ typedef enum qlib_param {
                                           multiple of 32; 0 = one group per row;
                                           -1 = one group for the whole tensor */
     QLIB_PARAM_SYMMETRIC = 3,          /* int 0/1: no zero point */
+    QLIB_PARAM_CLIP_GRID = 5,          /* int in [0, 1000], RTN and GPTQ (0.2): 0 = off (the
+                                          default); else each group's range is shrunk by
+                                          1 - i/grid * AWQ_MAX_SHRINK, i = 0 .. grid-1, and
+                                          the least error kept (docs/ALGORITHMS.md) */
     QLIB_PARAM_GPTQ_DAMP = 10,         /* float in [0, 1]: default 0.01 of mean(diag H) */
     QLIB_PARAM_GPTQ_BLOCK_SIZE = 11,   /* int in [1, 4096]: default 128 */
     QLIB_PARAM_GPTQ_ACT_ORDER = 12,    /* int 0/1: columns by decreasing diag(H) */
     QLIB_PARAM_GPTQ_STATIC_GROUPS = 13,/* int 0/1: group parameters from the unmodified W */
     QLIB_PARAM_AWQ_GRID = 20,          /* int in [1, 1000]: default 20 */
     QLIB_PARAM_AWQ_CLIP = 21,          /* int 0/1: default 1 */
-    QLIB_PARAM_AWQ_MAX_SHRINK = 22,    /* float in [0, 0.95]: default 0.5 */
+    QLIB_PARAM_AWQ_MAX_SHRINK = 22,    /* float in [0, 0.95]: default 0.5; also the range
+                                          of CLIP_GRID's search (RTN and GPTQ, 0.2) */
+    QLIB_PARAM_AWQ_ROUNDING = 23,      /* int (0.2): 0 = round to nearest (the default);
+                                          1 = GPTQ on the AWQ-scaled weights, which needs a
+                                          calibration with QLIB_CALIB_HESSIAN too */
     QLIB_PARAM_OUTLIER_THRESHOLD = 30  /* float: LLM.int8(), default 6.0; <= 0 disables */
 } qlib_param;
 
@@ -199,8 +207,10 @@ QLIB_API void        qlib_calib_destroy(qlib_calib *c);        /* NULL is fine *
 /* ---------------------------------------------------- quantized tensors */
 typedef struct qlib_tensor qlib_tensor;
 /* Quantizes w (n x k, row stride ldw >= k, like an nn.Linear weight) with
- * cfg. calib is required by GPTQ (HESSIAN) and AWQ (ACT_STATS + SAMPLES),
- * ignored otherwise (NULL is fine); its k must equal k.
+ * cfg. calib is required by GPTQ (HESSIAN) and AWQ (ACT_STATS + SAMPLES; and
+ * HESSIAN with AWQ_ROUNDING 1); RTN reads its ACT_STATS, if any, to weight
+ * the CLIP_GRID search (0.2); other methods ignore it. NULL is fine where
+ * it is not required; when read, its k must equal k.
  * Errors: ARG (NULL, zero or overflowing sizes, ldw < k), SHAPE (calib k),
  * NUMERIC (NaN/Inf in w, Hessian not positive definite), STATE (calib lacks
  * what the method needs or saw no tokens), NOMEM. The tensor does not keep a
@@ -208,6 +218,20 @@ typedef struct qlib_tensor qlib_tensor;
 QLIB_API qlib_status qlib_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                    const qlib_config *cfg, const qlib_calib *calib,
                                    qlib_tensor **out);
+/* count matrices that read the same input (q/k/v; gate/up), quantized
+ * together with one cfg and calib (0.2): w[i] is n[i] x k with row stride
+ * ldw[i] >= k; the tensors go to out[0 .. count-1]. AWQ searches ONE set of
+ * input scales on the joint output error of the count matrices (clipping
+ * stays per group of each), so every out[i] has the same input scales; GPTQ
+ * factors the Hessian once and gives the tensors separate qlib_quantize
+ * calls give, bit for bit, as do RTN and the other methods. All out[i] are
+ * made, or none: on failure every out[i] is NULL. Progress (if set) runs
+ * once from 0 to 1 over the whole call. Errors as qlib_quantize, and ARG:
+ * out, w, n or ldw NULL, count 0, a w[i] NULL, an n[i] 0, an ldw[i] < k. */
+QLIB_API qlib_status qlib_quantize_shared(qlib_ctx *ctx, size_t count, const float *const *w,
+                                          const size_t *n, size_t k, const size_t *ldw,
+                                          const qlib_config *cfg, const qlib_calib *calib,
+                                          qlib_tensor **out);
 /* Writes the N x K effective weights W^ in the original input space (AWQ
  * scales and act-order permutation undone), so that qlib_matmul(x) equals
  * x * W^T up to rounding. ldw >= K. */

@@ -389,6 +389,7 @@ typedef struct llama_opts {
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
     const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
+    int clip_grid, awq_rounding;              /* OPT_UNSET: qlib's default */
     int embed_bits;         /* quantize: 0 (float), 8 or 4: the token embedding and classifier */
     const char *fallback;   /* quantize --format gguf: f32, f16 or q8_0 */
     float target_bpw;       /* quantize: the bit budget, 0 = none */

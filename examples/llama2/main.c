@@ -8,7 +8,7 @@
 #include "llama.h"
 
 enum { C_PPL = 1, C_GEN = 2, C_QUANT = 4, C_INFO = 8, C_CONV = 16, C_ALL = 31 };
-enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED, K_CALIB_TOKENS };
+enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED, K_CALIB_TOKENS, K_ROUNDING };
 
 typedef struct opt_spec {
     const char *name, *alias;
@@ -36,6 +36,8 @@ static const opt_spec OPTS[] = {
     { "--bits", NULL, C_QUANT, K_INT, OFF(bits), 1, 32 },
     { "--group", NULL, C_QUANT, K_INT, OFF(group), -1, INT_MAX },
     { "--act-order", NULL, C_QUANT, K_FLAG, OFF(act_order), 0, 0 },
+    { "--clip-grid", NULL, C_QUANT, K_INT, OFF(clip_grid), 0, 1000 },
+    { "--awq-rounding", NULL, C_QUANT, K_ROUNDING, OFF(awq_rounding), 0, 0 },
     { "--sym", NULL, C_QUANT, K_FLAG, OFF(sym), 0, 0 },
     { "--calib", NULL, C_QUANT, K_STR, OFF(calib), 0, 0 },
     { "--calib-tokens", NULL, C_QUANT, K_CALIB_TOKENS, OFF(calib_ids), 2, INT_MAX },
@@ -58,7 +60,8 @@ static void usage(FILE *f)
           "  ppl       --text FILE                mean NLL and perplexity, one story per sequence\n"
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
-          "            [--act-order] [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
+          "            [--act-order] [--clip-grid N] [--awq-rounding rtn|gptq]\n"
+          "            [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
           "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
           "            [--fallback f32|f16|q8_0] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
@@ -121,6 +124,11 @@ static int set_value(const opt_spec *sp, const char *v, llama_opts *o)
         if (v[0] >= '0' && v[0] <= '9' && strspn(v, "0123456789") == strlen(v))
             return -1;
         o->calib_ids = v;
+        return 0;
+    case K_ROUNDING:
+        if (strcmp(v, "rtn") && strcmp(v, "gptq"))
+            return -1;
+        *(int *)(void *)field = strcmp(v, "gptq") == 0;
         return 0;
     case K_SEED:
         if (parse_long(v, 0, LLONG_MAX, &n))
@@ -194,6 +202,8 @@ static void default_opts(llama_opts *o)
     o->method = -1;
     o->bits = OPT_UNSET;
     o->group = OPT_UNSET;
+    o->clip_grid = OPT_UNSET;
+    o->awq_rounding = OPT_UNSET;
     o->calib_tokens = 8192;
     o->temperature = 0.0f;
     o->topp = 1.0f;

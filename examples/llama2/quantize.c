@@ -76,6 +76,11 @@ static int make_config(const llama_opts *o, qlib_config **cfg)
         rc = set_param(*cfg, QLIB_PARAM_SYMMETRIC, 1, "--sym", "");
     if (rc == RC_OK && o->act_order)
         rc = set_param(*cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1, "--act-order", "");
+    if (rc == RC_OK && o->clip_grid != OPT_UNSET)
+        rc = set_int_opt(*cfg, QLIB_PARAM_CLIP_GRID, o->clip_grid, "--clip-grid");
+    if (rc == RC_OK && o->awq_rounding != OPT_UNSET)
+        rc = set_param(*cfg, QLIB_PARAM_AWQ_ROUNDING, o->awq_rounding, "--awq-rounding",
+                       o->awq_rounding ? "gptq" : "rtn");
     if (rc != RC_OK) {
         qlib_config_destroy(*cfg);
         *cfg = NULL;

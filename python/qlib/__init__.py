@@ -26,7 +26,7 @@ from ._alloc import Allocator, CountingAllocator
 from ._context import Context, c_int_arg as _c_int_arg, default_context
 from ._config import Config, method_defaults
 from ._calib import ActStats, Calibration
-from ._tensor import Tensor, from_bytes, load, quantize
+from ._tensor import Tensor, from_bytes, load, quantize, quantize_shared
 from ._layouts import import_tensor
 
 __version__ = _lib.HEADER_VERSION_STRING
@@ -63,7 +63,8 @@ __all__ = [
     "LibraryNotFoundError", "Load", "import_tensor",
     "Method", "NoMemError", "NumericError", "Param", "QlibError", "QlibIOError", "ShapeError",
     "StateError", "Status", "Tensor", "UnsupportedError", "default_context", "from_bytes",
-    "last_error", "library_path", "load", "method_defaults", "quantize", "status_string",
+    "last_error", "library_path", "load", "method_defaults", "quantize", "quantize_shared",
+    "status_string",
     "method_name", "version", "version_number",
 ]
 __all__ += sorted(_c_constants())

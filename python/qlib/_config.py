@@ -16,6 +16,7 @@ OPTIONS = {
     "bits": Param.BITS,
     "group_size": Param.GROUP_SIZE,
     "symmetric": Param.SYMMETRIC,
+    "clip_grid": Param.CLIP_GRID,
     "damp": Param.GPTQ_DAMP,
     "block_size": Param.GPTQ_BLOCK_SIZE,
     "act_order": Param.GPTQ_ACT_ORDER,
@@ -23,6 +24,7 @@ OPTIONS = {
     "grid": Param.AWQ_GRID,
     "clip": Param.AWQ_CLIP,
     "max_shrink": Param.AWQ_MAX_SHRINK,
+    "awq_rounding": Param.AWQ_ROUNDING,
     "outlier_threshold": Param.OUTLIER_THRESHOLD,
 }
 _KEYWORDS = {p: name for name, p in OPTIONS.items()}

@@ -32,6 +32,7 @@ class Param(enum.IntEnum):
     BITS = 1
     GROUP_SIZE = 2
     SYMMETRIC = 3
+    CLIP_GRID = 5
     GPTQ_DAMP = 10
     GPTQ_BLOCK_SIZE = 11
     GPTQ_ACT_ORDER = 12
@@ -39,6 +40,7 @@ class Param(enum.IntEnum):
     AWQ_GRID = 20
     AWQ_CLIP = 21
     AWQ_MAX_SHRINK = 22
+    AWQ_ROUNDING = 23
     OUTLIER_THRESHOLD = 30
 
 

@@ -181,7 +181,7 @@ def run(ctx, function, args, progress=None, result=None):
     this thread at every report; its return value is ignored, and an
     exception it raises stops the call and is raised here. result: called
     after a successful call, it returns the object that owns what the call
-    made (a Tensor); run returns it. If an exception is raised although the
+    made (a Tensor, or a list of them); run returns it. If an exception is raised although the
     call succeeded (a signal handler that raised after the last report), that
     object is closed first.
     """
@@ -215,8 +215,8 @@ def run(ctx, function, args, progress=None, result=None):
             return result() if result is not None else None
         try:
             made = result() if status == Status.OK and result is not None else None
-            if made is not None:
-                made.close()
+            for obj in made if isinstance(made, list) else [made] if made is not None else []:
+                obj.close()
             # what the allocator or a lent thread pool raised, or another
             # failure, is consumed here and becomes the __context__
             ctx._raise_if(Status.OK if status == Status.ERR_CANCELLED else status, function)

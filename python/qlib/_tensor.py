@@ -226,10 +226,18 @@ class Tensor(_Handle):
             n, k, m.name.lower(), fmt, self.bits_per_weight, self.nbytes)
 
 
+_ROUNDINGS = {"rtn": 0, "gptq": 1}
+
+
 def _set_options(cfg, method, options):
     for name, value in options.items():
         if value is None:
             continue
+        if name == "awq_rounding" and isinstance(value, str):
+            if value.lower() not in _ROUNDINGS:
+                raise ValueError("awq_rounding must be \"rtn\" or \"gptq\" (or 0 or 1), got %r"
+                                 % value)
+            value = _ROUNDINGS[value.lower()]
         param = OPTIONS[name]
         try:
             cfg.set(param, value)
@@ -238,9 +246,18 @@ def _set_options(cfg, method, options):
                             % (name, method.name.lower(), e.message)) from e
 
 
+def _calib_handle(calib):
+    if calib is None:
+        return None
+    if not isinstance(calib, Calibration):
+        raise TypeError("calib must be a qlib.Calibration or None, got %s" % type(calib).__name__)
+    return calib._handle()
+
+
 def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
              group_size=None, symmetric=None, act_order=None, static_groups=None, damp=None,
-             block_size=None, grid=None, clip=None, max_shrink=None, outlier_threshold=None):
+             block_size=None, grid=None, clip=None, max_shrink=None, outlier_threshold=None,
+             clip_grid=None, awq_rounding=None):
     """Quantizes w (N x K, like an nn.Linear weight: a numpy array, a torch
     tensor or anything numpy.asarray takes) and returns a Tensor.
 
@@ -249,7 +266,10 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
     An option left at None keeps the library's default for the method (see
     :func:`qlib.method_defaults`); an option the method does not have raises
     TypeError. calib: a :class:`Calibration` of the layer's inputs, required
-    by GPTQ (CALIB_HESSIAN) and AWQ (CALIB_ACT_STATS | CALIB_SAMPLES).
+    by GPTQ (CALIB_HESSIAN) and AWQ (CALIB_ACT_STATS | CALIB_SAMPLES, and
+    CALIB_HESSIAN with awq_rounding="gptq"); RTN reads its statistics, when
+    given, to weight the clip_grid search. clip_grid: the clipping search's
+    grid (RTN, GPTQ, AWQ; 0 = off); awq_rounding: "rtn" (0) or "gptq" (1).
 
     progress: None or ``progress(stage, fraction)``, called on this thread
     between units of work with a stage name ("hessian", "gptq", "awq-scale",
@@ -262,20 +282,15 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
     """
     m = as_method(method)
     _progress.check_progress(progress)
-    if calib is not None:
-        if not isinstance(calib, Calibration):
-            raise TypeError("calib must be a qlib.Calibration or None, got %s"
-                            % type(calib).__name__)
-        calib_p = calib._handle()
-    else:
-        calib_p = None
+    calib_p = _calib_handle(calib)
     w2, n, k, ldw = _arrays.matrix(w, "w")
     if n == 0 or k == 0:
         raise ValueError("w: expected a non-empty matrix, got shape %s" % (w2.shape,))
     ctx = resolve(ctx)
     options = dict(bits=bits, group_size=group_size, symmetric=symmetric, act_order=act_order,
                    static_groups=static_groups, damp=damp, block_size=block_size, grid=grid,
-                   clip=clip, max_shrink=max_shrink, outlier_threshold=outlier_threshold)
+                   clip=clip, max_shrink=max_shrink, outlier_threshold=outlier_threshold,
+                   clip_grid=clip_grid, awq_rounding=awq_rounding)
     with Config(m) as cfg:
         _set_options(cfg, m, options)
         out = _lib.tensor_p()
@@ -283,6 +298,55 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
             ctx, "qlib_quantize",
             (_arrays.fptr(w2), n, k, ldw, cfg._handle(), calib_p, ctypes.byref(out)),
             progress, lambda: Tensor._wrap(out, ctx._keepalive()))
+
+
+def quantize_shared(ws, config, calib=None, ctx=None, progress=None):
+    """Quantizes matrices that read the same input (q/k/v; gate/up) together
+    and returns a list of Tensors, one per matrix, in order.
+
+    ws: a sequence of 2-D float32 arrays with the same number of columns K
+    (rows may differ). config: a :class:`Config` (or a method name for its
+    defaults). AWQ searches one set of input scales on the matrices' joint
+    output error, so every tensor gets the same input scales; GPTQ factors
+    the Hessian once and gives the tensors :func:`quantize` gives for each
+    matrix, bit for bit, as do the other methods. All are made or none (an
+    error raises and nothing is kept). progress and Ctrl-C: as in
+    :func:`quantize`, once over the whole call.
+    """
+    _progress.check_progress(progress)
+    if isinstance(config, Config):
+        cfg, own = config, None
+    else:
+        cfg = own = Config(config)
+    try:
+        mats = list(ws)
+        if not mats:
+            raise ValueError("ws: expected at least one matrix")
+        arrays, ns, lds = [], [], []
+        k = None
+        for i, w in enumerate(mats):
+            a, n, kk, ld = _arrays.matrix(w, "ws[%d]" % i, cols=k)
+            if n == 0 or kk == 0:
+                raise ValueError("ws[%d]: expected a non-empty matrix, got shape %s"
+                                 % (i, a.shape))
+            k = kk
+            arrays.append(a)
+            ns.append(n)
+            lds.append(ld)
+        count = len(arrays)
+        calib_p = _calib_handle(calib)
+        ptrs = (_lib.float_p * count)(*[_arrays.fptr(a) for a in arrays])
+        n_arr = (ctypes.c_size_t * count)(*ns)
+        ld_arr = (ctypes.c_size_t * count)(*lds)
+        out = (_lib.tensor_p * count)()
+        ctx = resolve(ctx)
+        return _progress.run(
+            ctx, "qlib_quantize_shared",
+            (count, ptrs, n_arr, k, ld_arr, cfg._handle(), calib_p, out), progress,
+            lambda: [Tensor._wrap(out[i], ctx._keepalive()) for i in range(count)])
+    finally:
+        if own is not None:
+            own.close()
 
 
 def from_bytes(buffer, borrow=False, ctx=None):

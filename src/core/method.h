@@ -44,6 +44,15 @@ typedef qlib_status (*qlib_quantize_fn)(qlib_ctx *ctx, const float *w, size_t n,
                                         size_t ldw, const qlib_config *cfg,
                                         const qlib_calib *calib, qlib_tensor **out);
 
+/* count weight matrices that read the same input, quantized together
+ * (qlib_quantize_shared, after its checks): fills out[0 .. count-1], all of
+ * them or, on failure, whatever it got to (the caller destroys out's
+ * tensors). */
+typedef qlib_status (*qlib_quantize_shared_fn)(qlib_ctx *ctx, size_t count,
+                                               const float *const *w, const size_t *n, size_t k,
+                                               const size_t *ldw, const qlib_config *cfg,
+                                               const qlib_calib *calib, qlib_tensor **out);
+
 /* How the quantized product runs for one call: input columns with drop[c]
  * != 0 count as zero (drop NULL: none); post(post_arg, n0, n1), when set,
  * runs after each chunk of output columns (docs in core.h). */
@@ -63,7 +72,8 @@ typedef struct qlib_method_row {
     qlib_method id;
     const char *name;             /* qlib_method_name() */
     const char *label;            /* in messages: "GPTQ", "LLM.int8()" */
-    unsigned calib;               /* QLIB_CALIB_* its quantizer reads; 0: it takes none */
+    unsigned calib;               /* QLIB_CALIB_* its quantizer reads, if given (whether it
+                                     needs them is its own check); 0: it takes none */
     const qlib_param_spec *params;
     unsigned n_params;
     int float_weights;            /* its tensors keep fp32/fp16 weights, not codes */
@@ -72,7 +82,8 @@ typedef struct qlib_method_row {
     /* Further validity rule for a tensor description (created or loaded), or
      * NULL: returns code with a message naming fn when d breaks it. */
     qlib_status (*check)(const struct qlib_tensor_desc *d, const char *fn, qlib_status code);
-    qlib_quantize_fn quantize;
+    qlib_quantize_fn quantize;                 /* NULL: quantize_shared with a count of 1 */
+    qlib_quantize_shared_fn quantize_shared;   /* NULL: one quantize call per matrix */
     qlib_matmul_plan_fn matmul_plan;   /* NULL: the quantized product as is */
 } qlib_method_row;
 

@@ -45,8 +45,10 @@ typedef struct awq_layer {
     const float *x;                  /* ns x k calibration samples */
     size_t ns;
     float *gram;                     /* k x k X^T X when k < ns, else NULL */
+    int owns_gram;                   /* else another layer's (layers reading one input) */
     float *col_min, *col_max;        /* k: column ranges of W, per-tensor groups only */
     size_t n_clip;                   /* clipping ratios searched (1: none) */
+    qlib_clip clip;                  /* grid > 0: CLIP_GRID's ratios, else 1 - i/20 */
     size_t rows, clip_rows;          /* rows of W per scoring chunk and per clipping chunk */
     size_t n_slots;                  /* chunks in flight */
     int gemm_in_tasks;               /* OpenBLAS is single-threaded: GEMMs on our threads */
@@ -121,14 +123,18 @@ static inline float level_of(const qlib_qparams *p, float v)
     return r < lo ? lo : r > hi ? hi : r;
 }
 
-static float clip_ratio(size_t step) { return (float)(CLIP_STEPS - step) / (float)CLIP_STEPS; }
+static float clip_ratio(const awq_layer *L, size_t step)
+{
+    if (L->clip.grid > 0) return qlib_clip_ratio(&L->clip, (int)step);
+    return (float)(CLIP_STEPS - step) / (float)CLIP_STEPS;
+}
 
 /* Parameters for the range [lo, hi] (lo <= 0 <= hi) with the weights clamped
  * to +-ratio * absmax, as the reference clamps them; step 0 is the plain
  * range. Returns 0 when the scale exceeds fp16. */
 static int clip_params(const awq_layer *L, float lo, float hi, size_t step, qlib_qparams *p)
 {
-    float mv = (hi > -lo ? hi : -lo) * clip_ratio(step);
+    float mv = (hi > -lo ? hi : -lo) * clip_ratio(L, step);
     return qlib_rtn_params_range(lo > -mv ? lo : -mv, hi < mv ? hi : mv, L->bits, L->sym, p);
 }
 
@@ -348,39 +354,60 @@ static int tensor_params(const awq_layer *L, const float *s, size_t step, qlib_q
     return clip_params(L, lo, hi, step, p);
 }
 
-/* The alpha grid: best scales into s and inv, and *best pointing at them.
- * Ties keep the smaller alpha, so channels of equal magnitude keep s = 1. */
-static qlib_status search_alpha(const awq_layer *L, int grid, float *s, float *inv,
-                                awq_cand *best, double *best_err, size_t *best_i)
+/* The alpha grid for count layers that read one input: the scales with the
+ * least output error summed over the layers, into s and inv; best[t] points
+ * at them, with layer t's per-tensor parameters, and best_err[t] is layer
+ * t's error. Ties keep the smaller alpha, so channels of equal magnitude
+ * keep s = 1. Progress: [0, share] of the part. */
+static qlib_status search_alpha(const awq_layer *L, size_t count, int grid, double share,
+                                float *s, float *inv, awq_cand *best, double *best_err,
+                                size_t *best_i)
 {
-    size_t k = L->k;
-    float *cs = qlib_mem_alloc(&L->ctx->alloc, 2 * k * sizeof(float));
-    if (!cs) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for the AWQ scale search", FN);
+    size_t k = L[0].k;
+    const qlib_allocator *a = &L[0].ctx->alloc;
+    float *cs = qlib_mem_alloc(a, 2 * k * sizeof(float));
+    awq_cand *c = qlib_mem_alloc(a, count * (sizeof(awq_cand) + sizeof(double)));
+    if (!cs || !c) {
+        qlib_mem_free(a, cs);
+        qlib_mem_free(a, c);
+        return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for the AWQ scale search", FN);
+    }
+    double *e = (double *)(void *)(c + count), best_total = 0.0;
     int found = 0;
+    qlib_status st = QLIB_OK;
     for (int i = 0; i < grid; i++) {
-        if (qlib_progress(L->ctx, "awq-scale", SHARE_SCALE * i / grid)) {
-            qlib_mem_free(&L->ctx->alloc, cs);
-            return qlib_progress_cancelled(FN, "awq-scale");
+        if (qlib_progress(L[0].ctx, "awq-scale", share * i / grid)) {
+            st = qlib_progress_cancelled(FN, "awq-scale");
+            break;
         }
-        awq_cand c = { cs, cs + k, { 0, 0.0f, 0, 0 } };
-        channel_scales(L, (double)i / grid, cs, cs + k);
-        double e;
-        if (L->per_tensor && !tensor_params(L, cs, 0, &c.tensor_p)) continue;
-        if (!score(L, &c, &e) || (found && !(e < *best_err))) continue;
+        channel_scales(&L[0], (double)i / grid, cs, cs + k);
+        double total = 0.0;
+        size_t t;
+        for (t = 0; t < count; t++) {
+            awq_cand ct = { cs, cs + k, { 0, 0.0f, 0, 0 } };
+            c[t] = ct;
+            if (L[t].per_tensor && !tensor_params(&L[t], cs, 0, &c[t].tensor_p)) break;
+            if (!score(&L[t], &c[t], &e[t])) break;
+            total += e[t];
+        }
+        if (t < count || (found && !(total < best_total))) continue;
         found = 1;
-        *best_err = e;
+        best_total = total;
         *best_i = (size_t)i;
-        best->tensor_p = c.tensor_p;
+        for (t = 0; t < count; t++) {
+            best[t] = c[t];
+            best[t].s = s;
+            best[t].inv = inv;
+            best_err[t] = e[t];
+        }
         memcpy(s, cs, k * sizeof(float));
         memcpy(inv, cs + k, k * sizeof(float));
     }
-    qlib_mem_free(&L->ctx->alloc, cs);
-    if (!found)
-        return qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale",
-                         FN);
-    best->s = s;
-    best->inv = inv;
-    return QLIB_OK;
+    qlib_mem_free(a, cs);
+    qlib_mem_free(a, c);
+    if (st == QLIB_OK && !found)
+        st = qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale", FN);
+    return st;
 }
 
 /* Per-tensor groups: one clipping ratio for the whole tensor. */
@@ -408,7 +435,7 @@ typedef struct clip_job {
     size_t g, c0, len, r0;           /* the group; the block's first row of W */
     const float *gram;               /* the group's Gram matrix (row stride ldg), or NULL */
     size_t ldg;
-    uint8_t *step;                   /* n x n_groups: the chosen clip step */
+    uint16_t *step;                  /* n x n_groups: the chosen clip step */
 } clip_job;
 
 static size_t clip_chunk_rows(const clip_job *j, size_t i, size_t *r0)
@@ -466,7 +493,7 @@ static void clip_pick(void *arg, size_t i)
         size_t best = 0;
         for (size_t st = 1; st < nc; st++)
             if (e[st] < e[best]) best = st;
-        j->step[(r0 + r) * L->n_groups + j->g] = (uint8_t)best;
+        j->step[(r0 + r) * L->n_groups + j->g] = (uint16_t)best;
     }
 }
 
@@ -482,7 +509,7 @@ static const float *group_gram(const awq_layer *L, const float *grams, size_t g,
 }
 
 static qlib_status clip_groups(const awq_layer *L, const float *s, const float *inv,
-                               uint8_t *step)
+                               uint16_t *step, double f0, double share)
 {
     size_t glen = L->glen;
     float *grams = NULL;
@@ -498,7 +525,7 @@ static qlib_status clip_groups(const awq_layer *L, const float *s, const float *
     }
     size_t span = L->clip_rows * L->n_slots;
     for (size_t g = 0; g < L->n_groups; g++) {
-        if (qlib_progress(L->ctx, "awq-clip", SHARE_SCALE + SHARE_CLIP * (double)g / L->n_groups)) {
+        if (qlib_progress(L->ctx, "awq-clip", f0 + share * (double)g / L->n_groups)) {
             qlib_mem_free(&L->ctx->alloc, grams);
             return qlib_progress_cancelled(FN, "awq-clip");
         }
@@ -520,7 +547,7 @@ typedef struct fill_job {
     const awq_layer *L;
     qlib_tensor *t;
     const awq_cand *best;
-    const uint8_t *step;             /* NULL: no clipping */
+    const uint16_t *step;            /* NULL: no clipping */
     int failed;
 } fill_job;
 
@@ -558,37 +585,33 @@ static void fill_task(void *arg, size_t i)
     for (size_t r = r0; r < r1; r++) fill_row(j, ws, codes, r);
 }
 
-static qlib_status make_tensor(const awq_layer *L, const qlib_config *cfg, const awq_cand *best,
-                               const uint8_t *step, qlib_tensor **out)
+/* Fills the created tensor t (with an input scales section) from L's
+ * weights under best and step (NULL: no clipping). */
+static qlib_status fill_tensor(const awq_layer *L, qlib_tensor *t, const awq_cand *best,
+                               const uint16_t *step)
 {
-    if (qlib_progress(L->ctx, "pack", SHARE_SCALE + SHARE_CLIP))
-        return qlib_progress_cancelled(FN, "pack");
-    qlib_tensor_desc d = qlib_quant_desc(cfg, L->n, L->k);
-    d.has_input_scales = 1;
-    qlib_tensor *t;
-    qlib_status s = qlib_tensor_create(&L->ctx->alloc, &d, &t, FN);
-    if (s != QLIB_OK) return s;
     fill_job j = { L, t, best, step, 0 };
     if (L->per_tensor) qlib_tensor_put_params(t, 0, 0, &best->tensor_p);
     qlib_ctx_parallel_for(L->ctx, fill_task, &j, L->n_fill_tasks);
-    if (j.failed) {
-        qlib_tensor_destroy(t);
+    if (j.failed)
         return qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale",
                          FN);
-    }
     memcpy((float *)t->input_scales, best->inv, L->k * sizeof(float));
-    *out = t;
     return QLIB_OK;
 }
 
 /* ---- setup ---- */
 
-static qlib_status check_calib(const qlib_calib *calib, size_t k)
+static qlib_status check_calib(const qlib_calib *calib, size_t k, int gptq_rounding)
 {
     if (!calib || !calib->abs_sum || !calib->samples)
         return qlib_fail(QLIB_ERR_STATE,
                          "%s: AWQ needs a calibration with QLIB_CALIB_ACT_STATS and "
                          "QLIB_CALIB_SAMPLES", FN);
+    if (gptq_rounding && !calib->hessian)
+        return qlib_fail(QLIB_ERR_STATE,
+                         "%s: AWQ with GPTQ rounding (QLIB_PARAM_AWQ_ROUNDING 1) needs a "
+                         "calibration with QLIB_CALIB_HESSIAN as well", FN);
     if (calib->k != k)
         return qlib_fail(QLIB_ERR_SHAPE, "%s: calibration has k=%zu, weights have k=%zu", FN,
                          calib->k, k);
@@ -640,7 +663,7 @@ static void layer_free(awq_layer *L)
     qlib_mem_free(a, L->tmp);
     qlib_mem_free(a, L->err);
     qlib_mem_free(a, L->work);
-    qlib_mem_free(a, L->gram);
+    if (L->owns_gram) qlib_mem_free(a, L->gram);
     qlib_mem_free(a, L->col_min);
 }
 
@@ -658,7 +681,8 @@ static void column_ranges(awq_layer *L)
 }
 
 static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_t n, size_t k,
-                              size_t ldw, const qlib_config *cfg, const qlib_calib *calib)
+                              size_t ldw, const qlib_config *cfg, const qlib_calib *calib,
+                              const awq_layer *first)
 {
     qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
     memset(L, 0, sizeof *L);
@@ -679,11 +703,14 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->x = calib->samples;
     L->ns = calib->n_samples;
     L->n_clip = 1;
-    if (qlib_cfg_int(cfg, QLIB_PARAM_AWQ_CLIP)) {
+    L->clip = qlib_clip_of(cfg);
+    /* GPTQ rounding clips in its own search (CLIP_GRID), not here */
+    if (qlib_cfg_int(cfg, QLIB_PARAM_AWQ_CLIP) && !qlib_cfg_int(cfg, QLIB_PARAM_AWQ_ROUNDING)) {
         /* int(20 * max_shrink) ratios, as the reference; the slack keeps
          * 0.95f, stored a hair below 0.95, at 19 */
         double steps =
             floor((double)qlib_cfg_float(cfg, QLIB_PARAM_AWQ_MAX_SHRINK) * CLIP_STEPS + 1e-4);
+        if (L->clip.grid > 0) steps = L->clip.grid;
         L->n_clip = steps < 1.0 ? 1 : (size_t)steps;
     }
     int gram = k < L->ns;
@@ -693,7 +720,8 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
     L->tmp = qlib_mem_alloc(a, L->n_slots * L->tmp_floats * sizeof(float));
     L->err = qlib_mem_alloc(a, L->n_slots * L->err_count * sizeof(double));
     L->work = qlib_mem_alloc(a, L->n_fill_tasks * L->work_bytes);
-    if (gram) L->gram = qlib_mem_alloc(a, k * k * sizeof(float));
+    L->owns_gram = gram && !first;
+    if (gram) L->gram = first ? first->gram : qlib_mem_alloc(a, k * k * sizeof(float));
     if (L->per_tensor) L->col_min = qlib_mem_alloc(a, 2 * k * sizeof(float));
     if (!L->d || !L->tmp || !L->err || !L->work || (gram && !L->gram) ||
         (L->per_tensor && !L->col_min)) {
@@ -701,25 +729,47 @@ static qlib_status layer_init(awq_layer *L, qlib_ctx *ctx, const float *w, size_
         return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for AWQ (k=%zu, %zu samples)", FN, k,
                          L->ns);
     }
-    if (gram) qlib_la_sgemm(1, 0, k, k, L->ns, 1.0f, L->x, k, L->x, k, 0.0f, L->gram, k);
+    if (L->owns_gram) qlib_la_sgemm(1, 0, k, k, L->ns, 1.0f, L->x, k, L->x, k, 0.0f, L->gram, k);
     if (L->per_tensor) column_ranges(L);
     return QLIB_OK;
 }
 
-/* Checks, then the layer's search state. */
-static qlib_status awq_begin(awq_layer *L, qlib_ctx *ctx, const float *w, size_t n, size_t k,
-                             size_t ldw, const qlib_config *cfg, const qlib_calib *calib)
+/* The search state of count layers reading one input (the calibration's):
+ * one array of layers, the first one's Gram matrix shared. On failure
+ * nothing is left allocated. */
+static qlib_status layers_init(awq_layer **out, qlib_ctx *ctx, size_t count,
+                               const float *const *w, const size_t *n, size_t k,
+                               const size_t *ldw, const qlib_config *cfg, const qlib_calib *calib)
 {
-    qlib_status s = check_calib(calib, k);
+    *out = NULL;
+    qlib_status s = check_calib(calib, k, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_ROUNDING));
     if (s != QLIB_OK) return s;
-    return layer_init(L, ctx, w, n, k, ldw, cfg, calib);
+    awq_layer *L = qlib_mem_alloc(&ctx->alloc, count * sizeof(awq_layer));
+    if (!L) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
+    size_t t;
+    for (t = 0; t < count && s == QLIB_OK; t++)
+        s = layer_init(&L[t], ctx, w[t], n[t], k, ldw[t], cfg, calib, t ? &L[0] : NULL);
+    if (s != QLIB_OK) {
+        for (size_t i = 0; i + 1 < t; i++) layer_free(&L[i]);   /* the failed one freed itself */
+        qlib_mem_free(&ctx->alloc, L);
+        return s;
+    }
+    *out = L;
+    return QLIB_OK;
+}
+
+/* Shared layers free their own buffers first, the Gram matrix's owner last. */
+static void layers_free(qlib_ctx *ctx, awq_layer *L, size_t count)
+{
+    for (size_t t = count; t-- > 0;) layer_free(&L[t]);
+    qlib_mem_free(&ctx->alloc, L);
 }
 
 qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                   const qlib_config *cfg, const qlib_calib *calib, float *alpha)
 {
-    awq_layer L;
-    qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
+    awq_layer *L;
+    qlib_status s = layers_init(&L, ctx, 1, &w, &n, k, &ldw, cfg, calib);
     if (s != QLIB_OK) return s;
     qlib_progress_begin(ctx);
     float *sc = qlib_mem_alloc(&ctx->alloc, 2 * k * sizeof(float));
@@ -727,45 +777,119 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     double err;
     size_t i = 0;
     int grid = qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID);
-    s = sc ? search_alpha(&L, grid, sc, sc + k, &best, &err, &i)
+    s = sc ? search_alpha(L, 1, grid, SHARE_SCALE, sc, sc + k, &best, &err, &i)
            : qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
     if (s == QLIB_OK) *alpha = (float)((double)i / grid);
     qlib_mem_free(&ctx->alloc, sc);
-    layer_free(&L);
+    layers_free(ctx, L, 1);
     return s;
 }
 
-qlib_status qlib_quantize_awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
-                                const qlib_config *cfg, const qlib_calib *calib,
-                                qlib_tensor **out)
+/* Shares of a call with GPTQ rounding: the scale search, then GPTQ. */
+#define SHARE_SCALE_GPTQ 0.3
+
+/* Round to nearest: each layer's clipping (per group, or one ratio per
+ * tensor), each in its share of the progress (by rows), then the tensors;
+ * errors ||W - W^||^2 / ||W||^2. */
+static qlib_status round_nearest(qlib_ctx *ctx, awq_layer *L, size_t count,
+                                 const qlib_config *cfg, awq_cand *best, const double *err,
+                                 qlib_tensor **out)
 {
-    awq_layer L;
-    qlib_status s = awq_begin(&L, ctx, w, n, k, ldw, cfg, calib);
-    if (s != QLIB_OK) return s;
-    int clip_each = L.n_clip > 1 && !L.per_tensor;
-    float *sc = qlib_mem_alloc(&ctx->alloc, 2 * k * sizeof(float));
-    uint8_t *step = clip_each ? qlib_mem_alloc(&ctx->alloc, n * L.n_groups) : NULL;
-    qlib_tensor *t = NULL;
-    awq_cand best;
-    double err = 0.0;
-    size_t alpha_i;
-    if (!sc || (clip_each && !step)) s = qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK)
-        s = search_alpha(&L, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID), sc, sc + k, &best, &err,
-                         &alpha_i);
-    if (s == QLIB_OK && clip_each) s = clip_groups(&L, sc, sc + k, step);
-    if (s == QLIB_OK && L.per_tensor) clip_tensor(&L, &best, err);
-    if (s == QLIB_OK) s = make_tensor(&L, cfg, &best, step, &t);
-    layer_free(&L);
-    qlib_mem_free(&ctx->alloc, sc);
-    qlib_mem_free(&ctx->alloc, step);
-    if (s != QLIB_OK) return s;
-    s = qlib_relative_error(ctx, t, w, ldw, &err);
-    if (s != QLIB_OK) {
-        qlib_tensor_destroy(t);
-        return s;
+    const qlib_allocator *a = &ctx->alloc;
+    uint16_t **step = qlib_mem_calloc(a, count * sizeof(uint16_t *));
+    if (!step) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
+    double rows = 0.0, done = 0.0;
+    qlib_status s = QLIB_OK;
+    for (size_t t = 0; t < count; t++) rows += (double)L[t].n;
+    for (size_t t = 0; t < count && s == QLIB_OK; t++) {
+        if (L[t].n_clip > 1 && !L[t].per_tensor) {
+            step[t] = qlib_mem_alloc(a, L[t].n * L[t].n_groups * sizeof(uint16_t));
+            s = step[t] ? clip_groups(&L[t], best[t].s, best[t].inv, step[t],
+                                      SHARE_SCALE + SHARE_CLIP * done / rows,
+                                      SHARE_CLIP * (double)L[t].n / rows)
+                        : qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
+        }
+        if (s == QLIB_OK && L[t].per_tensor) clip_tensor(&L[t], &best[t], err[t]);
+        done += (double)L[t].n;
     }
-    qlib_tensor_seal(t, err, 0);
-    *out = t;
-    return QLIB_OK;
+    if (s == QLIB_OK && qlib_progress(ctx, "pack", SHARE_SCALE + SHARE_CLIP))
+        s = qlib_progress_cancelled(FN, "pack");
+    for (size_t t = 0; t < count && s == QLIB_OK; t++) {
+        qlib_tensor_desc d = qlib_quant_desc(cfg, L[t].n, L[t].k);
+        d.has_input_scales = 1;
+        s = qlib_tensor_create(a, &d, &out[t], FN);
+        if (s == QLIB_OK) s = fill_tensor(&L[t], out[t], &best[t], step[t]);
+    }
+    for (size_t t = 0; t < count; t++) qlib_mem_free(a, step[t]);
+    qlib_mem_free(a, step);
+    for (size_t t = 0; t < count && s == QLIB_OK; t++) {
+        double e;
+        s = qlib_relative_error(ctx, out[t], L[t].w, L[t].ldw, &e);
+        if (s == QLIB_OK) qlib_tensor_seal(out[t], e, 0);
+    }
+    return s;
+}
+
+/* GPTQ rounding: W diag(s) rounded by GPTQ in the space of diag(1/s) H
+ * diag(1/s), one factor for every layer; errors Hessian-weighted. */
+static qlib_status round_gptq(qlib_ctx *ctx, awq_layer *L, size_t count, const qlib_config *cfg,
+                              const qlib_calib *calib, const awq_cand *best, qlib_tensor **out)
+{
+    const qlib_allocator *a = &ctx->alloc;
+    qlib_status s = QLIB_OK;
+    qlib_gptq_opts o = qlib_gptq_opts_of(cfg);
+    o.s = best[0].s;
+    o.inv = best[0].inv;
+    const float **w = qlib_mem_alloc(a, count * (sizeof(float *) + 2 * sizeof(double)));
+    if (!w) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
+    size_t *ldw = (size_t *)(void *)(w + count);
+    double *err = (double *)(void *)(ldw + count);
+    for (size_t t = 0; t < count && s == QLIB_OK; t++) {
+        qlib_tensor_desc d = qlib_quant_desc(cfg, L[t].n, L[t].k);
+        d.has_input_scales = 1;
+        s = qlib_tensor_create(a, &d, &out[t], FN);
+        w[t] = L[t].w;
+        ldw[t] = L[t].ldw;
+    }
+    if (s == QLIB_OK) {
+        qlib_part part = qlib_progress_sub(ctx, SHARE_SCALE_GPTQ, 1.0);
+        s = qlib_gptq_fill(ctx, count, out, w, ldw, calib, &o, err);
+        qlib_progress_restore(ctx, part);
+    }
+    for (size_t t = 0; t < count && s == QLIB_OK; t++) {
+        memcpy((float *)out[t]->input_scales, o.inv, L[t].k * sizeof(float));
+        qlib_tensor_seal(out[t], err[t], 1);
+    }
+    qlib_mem_free(a, w);
+    return s;
+}
+
+/* count layers reading one input: one set of scales searched on their joint
+ * output error, then each layer's clipping and rounding. Fills out[0 ..
+ * count-1]; on failure the caller destroys what out holds. */
+qlib_status qlib_quantize_shared_awq(qlib_ctx *ctx, size_t count, const float *const *w,
+                               const size_t *n, size_t k, const size_t *ldw,
+                               const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
+{
+    const qlib_allocator *a = &ctx->alloc;
+    awq_layer *L;
+    qlib_status s = layers_init(&L, ctx, count, w, n, k, ldw, cfg, calib);
+    if (s != QLIB_OK) return s;
+    int gptq_rounding = qlib_cfg_int(cfg, QLIB_PARAM_AWQ_ROUNDING);
+    float *sc = qlib_mem_alloc(a, 2 * k * sizeof(float));
+    awq_cand *best = qlib_mem_alloc(a, count * (sizeof(awq_cand) + sizeof(double)));
+    size_t alpha_i;
+    if (!sc || !best) s = qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
+    double *err = best ? (double *)(void *)(best + count) : NULL;
+    if (s == QLIB_OK)
+        s = search_alpha(L, count, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID),
+                         gptq_rounding ? SHARE_SCALE_GPTQ : SHARE_SCALE, sc, sc + k, best, err,
+                         &alpha_i);
+    if (s == QLIB_OK)
+        s = gptq_rounding ? round_gptq(ctx, L, count, cfg, calib, best, out)
+                          : round_nearest(ctx, L, count, cfg, best, err, out);
+    layers_free(ctx, L, count);
+    qlib_mem_free(a, sc);
+    qlib_mem_free(a, best);
+    return s;
 }

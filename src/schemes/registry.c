@@ -23,19 +23,28 @@ _Static_assert(QLIB_METHOD_LLM_INT8 == 4, "qlib_method values are pinned");
 #define FIXED(id, v) { id, QLIB_PK_INT, v, v, 0, v, 1, #id }
 
 static const qlib_param_spec none_params[] = { BITS(W(16) | W(32), 32) };
-static const qlib_param_spec rtn_params[] = { BITS(QUANT_WIDTHS, 4), GROUP, SYMMETRIC };
+#define CLIP_GRID { QLIB_PARAM_CLIP_GRID, QLIB_PK_INT, 0, 1000, 0, 0, 0, "clip grid" }
+#define MAX_SHRINK(what) { QLIB_PARAM_AWQ_MAX_SHRINK, QLIB_PK_FLOAT, 0, 0.95, 0, 0.5, 0, what }
+
+static const qlib_param_spec rtn_params[] = {
+    BITS(QUANT_WIDTHS, 4), GROUP, SYMMETRIC, CLIP_GRID, MAX_SHRINK("max shrink"),
+};
 static const qlib_param_spec gptq_params[] = {
     BITS(QUANT_WIDTHS, 4), GROUP, SYMMETRIC,
-    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, 0.01, 0, "GPTQ damp" },
-    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, 128, 0, "GPTQ block size" },
+    { QLIB_PARAM_GPTQ_DAMP, QLIB_PK_FLOAT, 0, 1, 0, GPTQ_DEFAULT_DAMP, 0, "GPTQ damp" },
+    { QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PK_INT, 1, 4096, 0, GPTQ_DEFAULT_BLOCK, 0,
+      "GPTQ block size" },
     { QLIB_PARAM_GPTQ_ACT_ORDER, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ act-order" },
     { QLIB_PARAM_GPTQ_STATIC_GROUPS, QLIB_PK_SWITCH, 0, 1, 0, 0, 0, "GPTQ static groups" },
+    CLIP_GRID, MAX_SHRINK("max shrink"),
 };
 static const qlib_param_spec awq_params[] = {
     BITS(QUANT_WIDTHS, 4), GROUP, SYMMETRIC,
     { QLIB_PARAM_AWQ_GRID, QLIB_PK_INT, 1, 1000, 0, 20, 0, "AWQ grid" },
     { QLIB_PARAM_AWQ_CLIP, QLIB_PK_SWITCH, 0, 1, 0, 1, 0, "AWQ clip" },
-    { QLIB_PARAM_AWQ_MAX_SHRINK, QLIB_PK_FLOAT, 0, 0.95, 0, 0.5, 0, "AWQ max shrink" },
+    MAX_SHRINK("AWQ max shrink"),
+    { QLIB_PARAM_AWQ_ROUNDING, QLIB_PK_INT, 0, 1, 0, 0, 0, "AWQ rounding" },
+    CLIP_GRID,
 };
 static const qlib_param_spec llm_int8_params[] = {
     BITS(W(8), 8), FIXED(QLIB_PARAM_GROUP_SIZE, 0), FIXED(QLIB_PARAM_SYMMETRIC, 1),
@@ -46,21 +55,27 @@ static const qlib_param_spec llm_int8_params[] = {
 #define PARAMS(a) a, sizeof a / sizeof a[0]
 #define SEC(id) QLIB_SEC_BIT(QLIB_SEC_##id)
 
-/* { id, name, label, calibration read, parameters, float weights, optional
- *   sections, header parameter, tensor rule, quantize, matmul plan } */
+/* { id, name, label, calibration it reads when given, parameters, float
+ *   weights, optional sections, header parameter, tensor rule, quantize,
+ *   quantize shared, matmul plan } */
 static const qlib_method_row rows[] = {
     [QLIB_METHOD_NONE] = { QLIB_METHOD_NONE, "none", "NONE", 0, PARAMS(none_params), 1, 0, 0,
-                           NULL, qlib_quantize_none, NULL },
-    [QLIB_METHOD_RTN] = { QLIB_METHOD_RTN, "rtn", "RTN", 0, PARAMS(rtn_params), 0, 0, 0, NULL,
-                          qlib_quantize_rtn, NULL },
+                           NULL, qlib_quantize_none, NULL, NULL },
+    /* RTN's calibration is optional: it weights the clipping search's error */
+    [QLIB_METHOD_RTN] = { QLIB_METHOD_RTN, "rtn", "RTN", QLIB_CALIB_ACT_STATS, PARAMS(rtn_params),
+                          0, 0, 0, NULL, qlib_quantize_rtn, NULL, NULL },
     [QLIB_METHOD_GPTQ] = { QLIB_METHOD_GPTQ, "gptq", "GPTQ", QLIB_CALIB_HESSIAN,
-                           PARAMS(gptq_params), 0, SEC(PERM), 0, NULL, qlib_quantize_gptq, NULL },
-    [QLIB_METHOD_AWQ] = { QLIB_METHOD_AWQ, "awq", "AWQ", QLIB_CALIB_ACT_STATS | QLIB_CALIB_SAMPLES,
-                          PARAMS(awq_params), 0, SEC(INPUT_SCALES), 0, NULL, qlib_quantize_awq,
-                          NULL },
+                           PARAMS(gptq_params), 0, SEC(PERM), 0, NULL, NULL,
+                           qlib_quantize_shared_gptq, NULL },
+    /* HESSIAN only for AWQ_ROUNDING 1 (GPTQ rounding) */
+    [QLIB_METHOD_AWQ] = { QLIB_METHOD_AWQ, "awq", "AWQ",
+                          QLIB_CALIB_ACT_STATS | QLIB_CALIB_SAMPLES | QLIB_CALIB_HESSIAN,
+                          PARAMS(awq_params), 0, SEC(INPUT_SCALES), 0, NULL, NULL,
+                          qlib_quantize_shared_awq, NULL },
     [QLIB_METHOD_LLM_INT8] = { QLIB_METHOD_LLM_INT8, "llm-int8", "LLM.int8()", 0,
                                PARAMS(llm_int8_params), 0, 0, QLIB_PARAM_OUTLIER_THRESHOLD,
-                               qlib_llm_int8_check, qlib_quantize_llm_int8, qlib_llm_int8_plan },
+                               qlib_llm_int8_check, qlib_quantize_llm_int8, NULL,
+                               qlib_llm_int8_plan },
 };
 _Static_assert(sizeof rows / sizeof rows[0] == QLIB_METHOD_COUNT, "one registry row per method");
 

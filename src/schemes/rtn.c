@@ -37,6 +37,50 @@ int qlib_rtn_params(const float *w, size_t len, int bits, int symmetric, qlib_qp
     return qlib_rtn_params_range(lo, hi, bits, symmetric, p);
 }
 
+/* ---- the clipping search ---- */
+
+qlib_clip qlib_clip_of(const qlib_config *cfg)
+{
+    qlib_clip c = { qlib_cfg_int(cfg, QLIB_PARAM_CLIP_GRID),
+                    qlib_cfg_float(cfg, QLIB_PARAM_AWQ_MAX_SHRINK) };
+    return c;
+}
+
+/* sum wt[j] (v - v^)^2 over the span, the values rounded as the tensor
+ * rounds them. */
+static double span_error(const qlib_span *sp, const qlib_qparams *p)
+{
+    const float sc = p->scale, lo = (float)-p->zero, hi = (float)(p->maxq - p->zero);
+    double e = 0.0;
+    for (size_t r = 0; r < sp->rows; r++) {
+        const float *v = sp->v + r * sp->ld;
+        for (size_t j = 0; j < sp->len; j++) {
+            float x = v[j * sp->stride], d = x - sc * qlib_rtn_level(x, sc, lo, hi);
+            e += (double)(sp->wt ? sp->wt[j] : 1.0f) * ((double)d * d);
+        }
+    }
+    return e;
+}
+
+int qlib_rtn_params_search(const qlib_span *sp, float lo, float hi, int bits, int symmetric,
+                           const qlib_clip *clip, qlib_qparams *p)
+{
+    if (!qlib_rtn_params_range(lo, hi, bits, symmetric, p)) return 0;
+    if (clip->grid <= 1) return 1;
+    double best = span_error(sp, p);
+    for (int i = 1; i < clip->grid; i++) {
+        float r = qlib_clip_ratio(clip, i);
+        qlib_qparams c;
+        if (!qlib_rtn_params_range(lo * r, hi * r, bits, symmetric, &c)) continue;
+        double e = span_error(sp, &c);
+        if (e < best) {
+            best = e;
+            *p = c;
+        }
+    }
+    return 1;
+}
+
 qlib_tensor_desc qlib_quant_desc(const qlib_config *cfg, size_t n, size_t k)
 {
     qlib_tensor_desc d;
@@ -68,7 +112,22 @@ typedef struct rtn_job {
     uint8_t *codes;            /* n_tasks x kp */
     qlib_qparams tensor_p;     /* group -1 */
     int failed;                /* a scale overflowed fp16 */
+    const qlib_clip *clip;     /* the clipping search, or NULL */
+    const float *wt;           /* k: its error weights, or NULL */
 } rtn_job;
+
+static int group_params(const rtn_job *j, const float *v, size_t c0, size_t len, qlib_qparams *p)
+{
+    const qlib_tensor *t = j->t;
+    if (!j->clip) return qlib_rtn_params(v, len, t->d.bits, t->d.symmetric, p);
+    float lo = 0.0f, hi = 0.0f;
+    for (size_t i = 0; i < len; i++) {
+        lo = fminf(lo, v[i]);
+        hi = fmaxf(hi, v[i]);
+    }
+    qlib_span sp = { v, 1, len, len, 1, j->wt ? j->wt + c0 : NULL };
+    return qlib_rtn_params_search(&sp, lo, hi, t->d.bits, t->d.symmetric, j->clip, p);
+}
 
 static void rtn_row(rtn_job *j, size_t r, uint8_t *codes)
 {
@@ -79,7 +138,7 @@ static void rtn_row(rtn_job *j, size_t r, uint8_t *codes)
     for (size_t g = 0; g < t->w.n_groups; g++) {
         size_t c0 = g * G, c1 = c0 + G < k ? c0 + G : k;
         if (t->d.group_size >= 0) {
-            if (!qlib_rtn_params(wr + c0, c1 - c0, t->d.bits, t->d.symmetric, &p)) {
+            if (!group_params(j, wr + c0, c0, c1 - c0, &p)) {
                 __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);
                 return;
             }
@@ -100,8 +159,15 @@ static void rtn_task(void *arg, size_t i)
 
 qlib_status qlib_rtn_fill(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t ldw)
 {
+    return qlib_rtn_fill_clip(ctx, t, w, ldw, NULL, NULL);
+}
+
+qlib_status qlib_rtn_fill_clip(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t ldw,
+                               const qlib_clip *clip, const float *wt)
+{
     static const char fn[] = "qlib_quantize";
-    rtn_job j = { t, w, ldw, (size_t)ctx->n_threads, NULL, { 0, 0, 0, 0 }, 0 };
+    rtn_job j = { t, w, ldw, (size_t)ctx->n_threads, NULL, { 0, 0, 0, 0 }, 0, NULL, wt };
+    if (clip && clip->grid > 1) j.clip = clip;
     if (j.n_tasks > t->d.n) j.n_tasks = t->d.n;
     if (t->d.group_size < 0) {
         float lo = 0.0f, hi = 0.0f;
@@ -110,7 +176,11 @@ qlib_status qlib_rtn_fill(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t 
                 lo = fminf(lo, w[r * ldw + c]);
                 hi = fmaxf(hi, w[r * ldw + c]);
             }
-        if (!qlib_rtn_params_range(lo, hi, t->d.bits, t->d.symmetric, &j.tensor_p))
+        qlib_span sp = { w, t->d.n, ldw, t->d.k, 1, wt };
+        int ok = j.clip ? qlib_rtn_params_search(&sp, lo, hi, t->d.bits, t->d.symmetric, j.clip,
+                                                 &j.tensor_p)
+                        : qlib_rtn_params_range(lo, hi, t->d.bits, t->d.symmetric, &j.tensor_p);
+        if (!ok)
             return qlib_fail(QLIB_ERR_NUMERIC, "%s: weight range too large for an fp16 scale", fn);
         qlib_tensor_put_params(t, 0, 0, &j.tensor_p);
     }
@@ -194,16 +264,40 @@ static qlib_status finish(qlib_ctx *ctx, qlib_tensor *t, const float *w, size_t 
     return QLIB_OK;
 }
 
+/* The clipping search's weights from a calibration's ACT_STATS: (mean |x_j|)^2,
+ * the diagonal of E[x x^T] as far as the statistics tell it. NULL in *wt
+ * when the search is off or there is no such calibration. */
+static qlib_status act_weights(qlib_ctx *ctx, const qlib_clip *clip, const qlib_calib *calib,
+                               size_t k, float **wt)
+{
+    *wt = NULL;
+    if (clip->grid <= 1 || !calib || !calib->abs_sum) return QLIB_OK;
+    if (calib->n_tokens == 0)
+        return qlib_fail(QLIB_ERR_STATE, "qlib_quantize: RTN clipping search: the calibration "
+                         "saw no tokens");
+    float *v = qlib_mem_alloc(&ctx->alloc, k * sizeof(float));
+    if (!v) return qlib_fail(QLIB_ERR_NOMEM, "qlib_quantize: out of memory");
+    for (size_t j = 0; j < k; j++) {
+        float m = (float)(calib->abs_sum[j] / (double)calib->n_tokens);
+        v[j] = m * m;
+    }
+    *wt = v;
+    return QLIB_OK;
+}
+
 qlib_status qlib_quantize_rtn(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                                 const qlib_config *cfg, const qlib_calib *calib, qlib_tensor **out)
 {
-    (void)calib;
     if (qlib_progress(ctx, "rtn", 0.0)) return qlib_progress_cancelled("qlib_quantize", "rtn");
-    qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
-    qlib_tensor *t;
-    qlib_status s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
+    qlib_clip clip = qlib_clip_of(cfg);
+    float *wt;
+    qlib_status s = act_weights(ctx, &clip, calib, k, &wt);
     if (s != QLIB_OK) return s;
-    s = qlib_rtn_fill(ctx, t, w, ldw);
+    qlib_tensor_desc d = qlib_quant_desc(cfg, n, k);
+    qlib_tensor *t = NULL;
+    s = qlib_tensor_create(&ctx->alloc, &d, &t, "qlib_quantize");
+    if (s == QLIB_OK) s = qlib_rtn_fill_clip(ctx, t, w, ldw, &clip, wt);
+    qlib_mem_free(&ctx->alloc, wt);
     if (s != QLIB_OK) {
         qlib_tensor_destroy(t);
         return s;

@@ -6,11 +6,14 @@
  *             1  set_int   (param from a, value from b)
  *             2  set_float (param from a, value from b)
  *             3  get every parameter, as int and as float
- *             4  quantize an 8 x 96 layer scaled by 2^e (e from b0) with the config
+ *             4  quantize an 8 x 96 layer scaled by 2^e (e from b0) with the config,
+ *                then its rows 0-2 and 3-7 with qlib_quantize_shared
  *             5  destroy the config (later calls get NULL)
  * A failed set must leave the value unchanged; a successful one must read
  * back exactly; every tensor quantize makes must match its config, survive a
- * serialize/deserialize round trip and multiply like its dequantized form. */
+ * serialize/deserialize round trip and multiply like its dequantized form;
+ * shared tensors are all made or none, and equal separate calls' (GPTQ, RTN,
+ * ...) or share one set of input scales (AWQ). */
 #include <limits.h>
 
 #include "fuzz.h"
@@ -23,7 +26,7 @@ static const qlib_param params[] = {
     QLIB_PARAM_BITS, QLIB_PARAM_GROUP_SIZE, QLIB_PARAM_SYMMETRIC, QLIB_PARAM_GPTQ_DAMP,
     QLIB_PARAM_GPTQ_BLOCK_SIZE, QLIB_PARAM_GPTQ_ACT_ORDER, QLIB_PARAM_GPTQ_STATIC_GROUPS,
     QLIB_PARAM_AWQ_GRID, QLIB_PARAM_AWQ_CLIP, QLIB_PARAM_AWQ_MAX_SHRINK,
-    QLIB_PARAM_OUTLIER_THRESHOLD
+    QLIB_PARAM_OUTLIER_THRESHOLD, QLIB_PARAM_CLIP_GRID, QLIB_PARAM_AWQ_ROUNDING
 };
 #define N_PARAMS (sizeof params / sizeof params[0])
 
@@ -83,6 +86,21 @@ static float pick_float(const uint8_t *b)
 }
 
 static int is_status(qlib_status s) { return (unsigned)s <= QLIB_ERR_FORMAT; }
+
+static int same_blobs(const qlib_tensor *a, const qlib_tensor *b)
+{
+    size_t na = 0, nb = 0;
+    FZ_CHECK(qlib_tensor_serialized_size(a, &na) == QLIB_OK);
+    FZ_CHECK(qlib_tensor_serialized_size(b, &nb) == QLIB_OK);
+    if (na != nb) return 0;
+    uint8_t *ba = fz_malloc(na), *bb = fz_malloc(nb);
+    FZ_CHECK(qlib_tensor_serialize(a, ba, na, NULL) == QLIB_OK);
+    FZ_CHECK(qlib_tensor_serialize(b, bb, nb, NULL) == QLIB_OK);
+    int same = memcmp(ba, bb, na) == 0;
+    free(ba);
+    free(bb);
+    return same;
+}
 
 /* The message of the failure just returned names the function. */
 static int failed_in(qlib_status s, const char *fn)
@@ -204,6 +222,42 @@ static void check_plain_error(const qlib_tensor *t, const float *w)
     free(wq);
 }
 
+/* Rows 0-2 and 3-7 of w through qlib_quantize_shared: all made or none; AWQ
+ * gives both one set of input scales, the other methods the tensors of
+ * separate calls, or the status of the first that fails. */
+static void shared_parts(const qlib_config *cfg, const float *w)
+{
+    const float *ws[2] = { w, w + 3 * LDW };
+    const size_t ns[2] = { 3, N - 3 }, lds[2] = { LDW, LDW };
+    qlib_tensor *out[2] = { (qlib_tensor *)&ctx, (qlib_tensor *)&ctx };
+    qlib_status s = qlib_quantize_shared(ctx, 2, ws, ns, K, lds, cfg, calib, out);
+    FZ_CHECK(is_status(s) || s == QLIB_ERR_CANCELLED);
+    if (s != QLIB_OK) {
+        FZ_CHECK(out[0] == NULL && out[1] == NULL && failed_in(s, "qlib_quantize"));
+        FZ_CHECK(s == QLIB_ERR_NUMERIC || s == QLIB_ERR_UNSUPPORTED);
+    } else {
+        FZ_CHECK(out[0] != NULL && out[1] != NULL);
+        FZ_CHECK(qlib_tensor_rows(out[0]) == 3 && qlib_tensor_rows(out[1]) == N - 3);
+    }
+    if (qlib_config_method(cfg) == QLIB_METHOD_AWQ) {
+        if (s == QLIB_OK)
+            FZ_CHECK(memcmp(qlib_tensor_input_scales(out[0]), qlib_tensor_input_scales(out[1]),
+                            K * sizeof(float)) == 0);
+    } else {
+        qlib_status first = QLIB_OK;
+        for (int i = 0; i < 2; i++) {
+            qlib_tensor *t = NULL;
+            qlib_status si = qlib_quantize(ctx, ws[i], ns[i], K, LDW, cfg, calib, &t);
+            if (first == QLIB_OK) first = si;
+            if (s == QLIB_OK) FZ_CHECK(si == QLIB_OK && same_blobs(t, out[i]));
+            qlib_tensor_destroy(t);
+        }
+        FZ_CHECK(s == first);
+    }
+    qlib_tensor_destroy(out[0]);
+    qlib_tensor_destroy(out[1]);
+}
+
 static void op_quantize(const qlib_config *cfg, const uint8_t *b)
 {
     float *w = fz_malloc(N * LDW * sizeof(float));
@@ -228,6 +282,7 @@ static void op_quantize(const qlib_config *cfg, const uint8_t *b)
             check_plain_error(t, w);
         fz_check_compute(ctx, t, 3, b[1]);
     }
+    if (cfg) shared_parts(cfg, w);
     qlib_tensor_destroy(t);
     free(w);
 }

@@ -204,7 +204,8 @@ static void corrupt_seeds(void)
 
 /* ---- config scripts: [op, param, b0..b3] ---- */
 enum { OP_CREATE, OP_SET_INT, OP_SET_FLOAT, OP_GET_ALL, OP_QUANTIZE, OP_DESTROY };
-enum { P_BITS, P_GROUP, P_SYM, P_DAMP, P_BLOCK, P_ACT, P_STATIC, P_GRID, P_CLIP, P_SHRINK, P_THR };
+enum { P_BITS, P_GROUP, P_SYM, P_DAMP, P_BLOCK, P_ACT, P_STATIC, P_GRID, P_CLIP, P_SHRINK, P_THR,
+       P_CLIP_GRID, P_ROUNDING };
 
 typedef struct script { uint8_t b[256]; size_t len; } script;
 
@@ -280,6 +281,62 @@ static void config_seeds(void)
     op(&s, OP_SET_INT, P_GRID, 0, int_index(1));
     op(&s, OP_QUANTIZE, 0, 0, 0);                      /* weights x 2^-140 */
     out_file("fuzz_config", "awq-edges", s.b, s.len, NULL, 0);
+}
+
+/* The clipping search, AWQ with GPTQ rounding, and their refusals (written
+ * last, so that the numbering of the older seeds stays). */
+static void quality_seeds(void)
+{
+    script s = { { 0 }, 0 };
+    op(&s, OP_CREATE, 0, 2, 0);                        /* RTN */
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(20));
+    op(&s, OP_SET_INT, P_GROUP, 0, int_index(32));
+    op(&s, OP_QUANTIZE, 0, 140, 1);
+    op(&s, OP_SET_FLOAT, P_SHRINK, 0, 5);              /* 0.95 */
+    op(&s, OP_SET_INT, P_GROUP, 0, int_index(-1));
+    op(&s, OP_QUANTIZE, 0, 141, 2);
+    op(&s, OP_CREATE, 0, 3, 0);                        /* GPTQ */
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(7));
+    op(&s, OP_SET_INT, P_ACT, 0, int_index(1));
+    op(&s, OP_SET_INT, P_BITS, 0, int_index(3));
+    op(&s, OP_QUANTIZE, 0, 140, 3);
+    op(&s, OP_SET_INT, P_GROUP, 0, int_index(0));
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(1000));
+    op(&s, OP_QUANTIZE, 0, 139, 4);
+    op(&s, OP_GET_ALL, 0, 0, 0);
+    out_file("fuzz_config", "clip-grid", s.b, s.len, NULL, 0);
+    s.len = 0;
+    op(&s, OP_CREATE, 0, 4, 0);                        /* AWQ */
+    op(&s, OP_SET_INT, P_ROUNDING, 0, int_index(1));
+    op(&s, OP_SET_INT, P_GRID, 0, int_index(4));
+    op(&s, OP_QUANTIZE, 0, 140, 5);
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(20));
+    op(&s, OP_SET_INT, P_GROUP, 0, int_index(-1));
+    op(&s, OP_QUANTIZE, 0, 142, 6);
+    op(&s, OP_SET_INT, P_ROUNDING, 0, int_index(0));
+    op(&s, OP_SET_INT, P_GROUP, 0, int_index(64));
+    op(&s, OP_QUANTIZE, 0, 140, 7);
+    op(&s, OP_GET_ALL, 0, 0, 0);
+    out_file("fuzz_config", "awq-rounding", s.b, s.len, NULL, 0);
+    s.len = 0;
+    op(&s, OP_CREATE, 0, 3, 0);                        /* GPTQ */
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(-1));
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(1001));
+    op(&s, OP_SET_FLOAT, P_SHRINK, 0, 6);              /* just above 0.95 */
+    op(&s, OP_SET_FLOAT, P_SHRINK, 0, 15);             /* NaN */
+    op(&s, OP_SET_INT, P_ROUNDING, 0, int_index(1));   /* not GPTQ's */
+    op(&s, OP_CREATE, 0, 4, 0);                        /* AWQ */
+    op(&s, OP_SET_INT, P_ROUNDING, 0, int_index(2));
+    op(&s, OP_SET_INT, P_ROUNDING, 0, int_index(-1));
+    op(&s, OP_SET_FLOAT, P_ROUNDING, 0, 3);            /* int parameter as float */
+    op(&s, OP_CREATE, 0, 5, 0);                        /* LLM.int8() */
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(20));
+    op(&s, OP_SET_FLOAT, P_SHRINK, 0, 4);
+    op(&s, OP_CREATE, 0, 2, 0);                        /* RTN */
+    op(&s, OP_SET_INT, P_CLIP_GRID, 0, int_index(20));
+    op(&s, OP_QUANTIZE, 0, 180, 0);                    /* weights x 2^40: beyond fp16 */
+    op(&s, OP_QUANTIZE, 0, 0, 0);                      /* weights x 2^-140 */
+    out_file("fuzz_config", "clip-errors", s.b, s.len, NULL, 0);
 }
 
 /* ---- calibration streams: [k, what, max_samples, finish] [n, ld, len, bytes]... ---- */
@@ -630,6 +687,7 @@ int main(int argc, char **argv)
     checkpoint_seeds();
     tokenizer_seeds();
     layout_seeds();
+    quality_seeds();
     qlib_ctx_destroy(ctx);
     return 0;
 }

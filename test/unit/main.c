@@ -6,7 +6,7 @@
 
 #define SUITES(X) X(core) X(config) X(rtn) X(matmul) X(serialize) X(calib) X(threads) \
     X(alloc) X(kernels) X(gptq) X(awq) X(llm_int8) X(stress) X(golden) X(progress) \
-    X(layouts)
+    X(layouts) X(quality)
 
 #define DECLARE(name) Suite *suite_##name(void) __attribute__((weak));
 SUITES(DECLARE)

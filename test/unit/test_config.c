@@ -24,13 +24,15 @@ static const param_info params[] = {
     { QLIB_PARAM_BITS, 0, 0x1f },
     { QLIB_PARAM_GROUP_SIZE, 0, M(QLIB_METHOD_RTN) | M(QLIB_METHOD_GPTQ) | M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_SYMMETRIC, 0, M(QLIB_METHOD_RTN) | M(QLIB_METHOD_GPTQ) | M(QLIB_METHOD_AWQ) },
+    { QLIB_PARAM_CLIP_GRID, 0, M(QLIB_METHOD_RTN) | M(QLIB_METHOD_GPTQ) | M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_GPTQ_DAMP, 1, M(QLIB_METHOD_GPTQ) },
     { QLIB_PARAM_GPTQ_BLOCK_SIZE, 0, M(QLIB_METHOD_GPTQ) },
     { QLIB_PARAM_GPTQ_ACT_ORDER, 0, M(QLIB_METHOD_GPTQ) },
     { QLIB_PARAM_GPTQ_STATIC_GROUPS, 0, M(QLIB_METHOD_GPTQ) },
     { QLIB_PARAM_AWQ_GRID, 0, M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_AWQ_CLIP, 0, M(QLIB_METHOD_AWQ) },
-    { QLIB_PARAM_AWQ_MAX_SHRINK, 1, M(QLIB_METHOD_AWQ) },
+    { QLIB_PARAM_AWQ_MAX_SHRINK, 1, M(QLIB_METHOD_RTN) | M(QLIB_METHOD_GPTQ) | M(QLIB_METHOD_AWQ) },
+    { QLIB_PARAM_AWQ_ROUNDING, 0, M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_OUTLIER_THRESHOLD, 1, M(QLIB_METHOD_LLM_INT8) },
 };
 #undef M
@@ -224,6 +226,36 @@ START_TEST(test_awq_params)
     static const float shrink_bad[] = { -0.01f, 0.951f, 1.0f, 5.0f, NAN, INFINITY, -INFINITY };
     check_float_range(QLIB_METHOD_AWQ, QLIB_PARAM_AWQ_MAX_SHRINK, shrink_good,
                       COUNT(shrink_good), shrink_bad, COUNT(shrink_bad));
+    static const int rounding_good[] = { 0, 1 };
+    static const int rounding_bad[] = { -1, 2, 3, INT_MAX, INT_MIN };
+    check_int_range(QLIB_METHOD_AWQ, QLIB_PARAM_AWQ_ROUNDING, rounding_good,
+                    COUNT(rounding_good), rounding_bad, COUNT(rounding_bad));
+}
+END_TEST
+
+/* The clipping search (0.2): CLIP_GRID in [0, 1000] and its range
+ * AWQ_MAX_SHRINK in [0, 0.95], off (0) and 0.5 by default, for RTN, GPTQ
+ * and AWQ; AWQ_ROUNDING 0 by default. */
+START_TEST(test_clip_params)
+{
+    static const qlib_method quant[] = { QLIB_METHOD_RTN, QLIB_METHOD_GPTQ, QLIB_METHOD_AWQ };
+    static const int grid_good[] = { 0, 1, 2, 20, 999, 1000 };
+    static const int grid_bad[] = { -1, 1001, 4096, INT_MAX, INT_MIN };
+    static const float shrink_good[] = { 0.0f, 0.05f, 0.5f, 0.9f, 0.95f };
+    static const float shrink_bad[] = { -0.01f, 0.951f, 1.0f, 5.0f, NAN, INFINITY, -INFINITY };
+    for (size_t i = 0; i < COUNT(quant); i++) {
+        qlib_config *c = make(quant[i]);
+        ck_assert_int_eq(get_i(c, QLIB_PARAM_CLIP_GRID), 0);
+        ck_assert(get_f(c, QLIB_PARAM_AWQ_MAX_SHRINK) == 0.5f);
+        qlib_config_destroy(c);
+        check_int_range(quant[i], QLIB_PARAM_CLIP_GRID, grid_good, COUNT(grid_good), grid_bad,
+                        COUNT(grid_bad));
+        check_float_range(quant[i], QLIB_PARAM_AWQ_MAX_SHRINK, shrink_good, COUNT(shrink_good),
+                          shrink_bad, COUNT(shrink_bad));
+    }
+    qlib_config *c = make(QLIB_METHOD_AWQ);
+    ck_assert_int_eq(get_i(c, QLIB_PARAM_AWQ_ROUNDING), 0);
+    qlib_config_destroy(c);
 }
 END_TEST
 
@@ -270,7 +302,7 @@ END_TEST
 
 START_TEST(test_unknown_params)
 {
-    static const int unknown[] = { 0, 4, 5, 9, 14, 15, 19, 23, 29, 31, 100, -1, INT_MAX,
+    static const int unknown[] = { 0, 4, 6, 9, 14, 15, 19, 24, 29, 31, 100, -1, INT_MAX,
                                    INT_MIN };
     for (size_t mi = 0; mi < N_METHODS; mi++) {
         qlib_config *c = make(all_methods[mi]);
@@ -409,6 +441,7 @@ Suite *suite_config(void)
     tcase_add_test(tc, test_group_and_symmetric);
     tcase_add_test(tc, test_gptq_params);
     tcase_add_test(tc, test_awq_params);
+    tcase_add_test(tc, test_clip_params);
     tcase_add_test(tc, test_outlier_threshold);
     tcase_add_test(tc, test_other_methods_params);
     tcase_add_test(tc, test_unknown_params);
