@@ -32,7 +32,8 @@ typedef struct quant_job {
     float *hidden;          /* seqs.total x dim: the input of the current layer */
     qlib_calib *calib;
     llama_stage stage;      /* whose inputs the hook collects */
-    float *w[N_PROJ];       /* the current layer's fp32 weights, when not mapped as fp32 */
+    float *w[N_PROJ];       /* the current layer's fp32 weights, when read or rescaled */
+    const float *wp[N_PROJ];   /* the current layer's fp32 weights: w[p] or the mapping */
     double err[N_PROJ];
     uint64_t *digest;       /* per tensor (projections, then T_EMB, T_CLS): what a reader must get */
     uint64_t float_digest;  /* of the float tensors as written (norms; embeddings when float) */

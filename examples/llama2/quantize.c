@@ -155,46 +155,48 @@ static int check_quant_opts(const llama_opts *o)
         llama_err("--fallback f32|f16|q8_0 applies to GGUF output");
         return -1;
     }
-    if (o->method == QLIB_METHOD_AWQ && output_format(o) != FMT_QLM) {
-        llama_err("not available: --method awq into %s needs qlib_quantize_shared (q/k/v and w1/w3 "
-                  "sharing one set of input scales, folded into the norms); this build writes AWQ "
-                  "as --format qlm", o->format ? o->format : "this format");
-        return -3;
+    return 0;
+}
+
+/* Layer l's fp32 weights: used from the mapping when the file holds them as
+ * fp32 and nothing will change them, else read into w[p] (AWQ's folding
+ * rescales rows and columns of wv/wo and w3/w2 before they are quantized). */
+static int load_layer(quant_job *j, int l)
+{
+    int p;
+    for (p = 0; p < N_PROJ; p++) {
+        const src_tensor *t = source_proj(&j->m.src, l, p);
+        j->wp[p] = j->fold ? NULL : src_direct_f32(t);
+        if (j->wp[p])
+            continue;
+        if (!j->w[p] && !(j->w[p] = xcalloc(t->rows, t->cols * sizeof(float), "layer weights")))
+            return -1;
+        src_read_rows(t, 0, t->rows, j->w[p]);
+        j->wp[p] = j->w[p];
     }
     return 0;
 }
 
-/* The fp32 weights of layer l's projection p: mapped, or read into w[p]. */
-static const float *layer_weight(quant_job *j, int l, int p)
+static void set_slot(quant_job *j, int l, int p, qlib_tensor *t)
 {
-    const src_tensor *t = source_proj(&j->m.src, l, p);
-    const float *direct = src_direct_f32(t);
-    if (direct)
-        return direct;
-    if (!j->w[p] && !(j->w[p] = xcalloc(t->rows, t->cols * sizeof(float), "layer weights")))
-        return NULL;
-    src_read_rows(t, 0, t->rows, j->w[p]);
-    return j->w[p];
+    qlib_tensor **slot = model_proj(&j->m, l, p);
+    qlib_tensor_destroy(*slot);
+    *slot = t;
+    j->err[p] = qlib_tensor_quant_error(t);
 }
 
 static int quant_proj(quant_job *j, int l, int p, const qlib_calib *calib)
 {
     const llama_config *c = &j->m.cfg;
-    qlib_tensor *t = NULL, **slot = model_proj(&j->m, l, p);
+    qlib_tensor *t = NULL;
     size_t k = proj_cols(c, p);
-    const float *w = layer_weight(j, l, p);
     char what[64];
-    qlib_status st;
-    if (!w)
-        return RC_FAIL;
-    st = qlib_quantize(j->ctx, w, proj_rows(c, p), k, k, job_cfg(j, l, p), calib, &t);
+    qlib_status st = qlib_quantize(j->ctx, j->wp[p], proj_rows(c, p), k, k, job_cfg(j, l, p), calib, &t);
     if (st != QLIB_OK) {
         snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
         return status_outcome(st, what);
     }
-    qlib_tensor_destroy(*slot);
-    *slot = t;
-    j->err[p] = qlib_tensor_quant_error(t);
+    set_slot(j, l, p, t);
     return RC_OK;
 }
 
@@ -227,27 +229,225 @@ static int run_layer_all(quant_job *j, int l, llama_stage stop)
     return 0;
 }
 
+static int new_calib(quant_job *j, size_t k, llama_stage st)
+{
+    if (qlib_calib_create(j->ctx, k, QLIB_CALIB_ALL, CALIB_MAX_SAMPLES, &j->calib) != QLIB_OK) {
+        report_qlib_error("calibration");
+        return -1;
+    }
+    j->stage = st;
+    return 0;
+}
+
+static void free_calib(quant_job *j)
+{
+    qlib_calib_destroy(j->calib);
+    j->calib = NULL;
+}
+
+/* A copy of c with AWQ's scale grid of one point (alpha 0: every input
+ * scale 1), keeping its clipping search and rounding: AWQ for a projection
+ * whose scales were folded beforehand, or cannot be. */
+static qlib_config *clip_only(const qlib_config *c)
+{
+    static const qlib_param ints[] = { QLIB_PARAM_BITS, QLIB_PARAM_GROUP_SIZE, QLIB_PARAM_SYMMETRIC,
+                                       QLIB_PARAM_CLIP_GRID, QLIB_PARAM_AWQ_CLIP, QLIB_PARAM_AWQ_ROUNDING,
+                                       QLIB_PARAM_GPTQ_BLOCK_SIZE };
+    static const qlib_param floats[] = { QLIB_PARAM_AWQ_MAX_SHRINK, QLIB_PARAM_GPTQ_DAMP };
+    qlib_config *o = NULL;
+    size_t i;
+    int v;
+    float f;
+    if (qlib_config_create(qlib_config_method(c), &o) != QLIB_OK)
+        return NULL;
+    for (i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
+        if (qlib_config_get_int(c, ints[i], &v) == QLIB_OK)
+            qlib_config_set_int(o, ints[i], v);
+    for (i = 0; i < sizeof(floats) / sizeof(floats[0]); i++)
+        if (qlib_config_get_float(c, floats[i], &f) == QLIB_OK)
+            qlib_config_set_float(o, floats[i], f);
+    if (qlib_config_set_int(o, QLIB_PARAM_AWQ_GRID, 1) != QLIB_OK) {
+        qlib_config_destroy(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Replaces the tensor in slot (l, p) by its copy without input scales and
+ * returns the scales it had (the caller folds them; NULL on failure). */
+static int fold_slot(quant_job *j, int l, int p, float *sigma)
+{
+    qlib_tensor **slot = model_proj(&j->m, l, p), *folded = NULL;
+    const float *in = qlib_tensor_input_scales(*slot);
+    size_t k = qlib_tensor_cols(*slot);
+    float *s = xcalloc(k, sizeof(float), "scales");
+    int rc = -1;
+    if (!s || !in)
+        goto done;
+    memcpy(sigma, in, k * sizeof(float));
+    if (qlib_tensor_fold_input_scales(j->ctx, *slot, s, &folded) != QLIB_OK) {
+        report_qlib_error("folding AWQ's input scales");
+        goto done;
+    }
+    qlib_tensor_destroy(*slot);
+    *slot = folded;
+    rc = 0;
+done:
+    free(s);
+    return rc;
+}
+
+static int stage_shared(const quant_job *j, int l, llama_stage st)
+{
+    const qlib_config *c = job_cfg(j, l, STAGE_PROJS[st][0]);
+    int i;
+    for (i = 1; STAGE_PROJS[st][i] >= 0; i++)
+        if (job_cfg(j, l, STAGE_PROJS[st][i]) != c)
+            return 0;
+    /* AWQ searches one set of input scales for the stage only when they are
+     * folded; qlib-llama's own file keeps each tensor's own scales */
+    return qlib_config_method(c) != QLIB_METHOD_AWQ || j->fold;
+}
+
+/* The stage's projections quantized together (qlib_quantize_shared); with
+ * folding, AWQ's common input scales go into the stage's RMSNorm weight
+ * (q/k/v, w1/w3), or are 1 (wo, w2: their scales were folded into wv/w3
+ * before, or cannot be). */
+static int quant_shared(quant_job *j, int l, llama_stage st)
+{
+    const llama_config *c = &j->m.cfg;
+    const float *w[3];
+    size_t n[3], ld[3], k = proj_cols(c, STAGE_PROJS[st][0]), count, i, col;
+    qlib_tensor *out[3] = { NULL, NULL, NULL };
+    const qlib_config *cfg = job_cfg(j, l, STAGE_PROJS[st][0]);
+    qlib_config *own = NULL;
+    int awq_fold = j->fold && qlib_config_method(cfg) == QLIB_METHOD_AWQ, rc = RC_OK;
+    float *sigma = NULL, *norm;
+    char what[64];
+    qlib_status s;
+    for (count = 0; STAGE_PROJS[st][count] >= 0; count++) {
+        int p = STAGE_PROJS[st][count];
+        w[count] = j->wp[p];
+        n[count] = proj_rows(c, p);
+        ld[count] = k;
+    }
+    if (awq_fold && (st == STAGE_O || st == STAGE_DOWN)) {
+        if (!(own = clip_only(cfg))) {
+            report_qlib_error("config");
+            return RC_FAIL;
+        }
+        cfg = own;
+    }
+    s = qlib_quantize_shared(j->ctx, count, w, n, k, ld, cfg, j->calib, out);
+    qlib_config_destroy(own);
+    if (s != QLIB_OK) {
+        snprintf(what, sizeof(what), "layer %d %s", l, proj_names[STAGE_PROJS[st][0]]);
+        return status_outcome(s, what);
+    }
+    for (i = 0; i < count; i++)
+        set_slot(j, l, STAGE_PROJS[st][i], out[i]);
+    if (!awq_fold)
+        return RC_OK;
+    if (!(sigma = xcalloc(k, sizeof(float), "scales")))
+        return RC_FAIL;
+    for (i = 0; rc == RC_OK && i < count; i++)
+        if (fold_slot(j, l, STAGE_PROJS[st][i], sigma) != 0)
+            rc = RC_FAIL;
+    /* every tensor had the same scales: the last one's go into the norm */
+    if (rc == RC_OK && (st == STAGE_QKV || st == STAGE_UP)) {
+        norm = (float *)(st == STAGE_QKV ? j->m.rms_att : j->m.rms_ffn) + (size_t)l * k;
+        for (col = 0; col < k; col++)
+            norm[col] *= sigma[col];
+    }
+    free(sigma);
+    return rc;
+}
+
+/* AWQ with folding, before q/k/v (for wo) or w1/w3 (for w2) are quantized:
+ * wo's or w2's input scales searched on the input the float producers give,
+ * then folded into the producer's rows (wv, w3) and the consumer's columns,
+ * as AWQ does; the consumer is later quantized with scales of 1. wo only
+ * when wv's rows are wo's input columns (no grouped-query attention). */
+static int awq_prescale(quant_job *j, int l, llama_stage st)
+{
+    const llama_config *c = &j->m.cfg;
+    int consumer = st == STAGE_O ? P_WO : P_W2, producer = st == STAGE_O ? P_WV : P_W3;
+    static const int fp_o[] = { P_WQ, P_WK, P_WV, -1 }, fp_down[] = { P_W1, P_W3, -1 };
+    const int *fp = st == STAGE_O ? fp_o : fp_down;
+    size_t k = proj_cols(c, consumer), n = proj_rows(c, consumer), r, col;
+    qlib_config *none = NULL;
+    qlib_tensor *t = NULL;
+    const float *sigma;
+    float *prod = j->w[producer], *cons = j->w[consumer];
+    int i, rc = RC_FAIL;
+    if (qlib_config_method(job_cfg(j, l, consumer)) != QLIB_METHOD_AWQ
+        || (st == STAGE_O && c->n_kv_heads != c->n_heads))
+        return RC_OK;
+    if (qlib_config_create(QLIB_METHOD_NONE, &none) != QLIB_OK)
+        return RC_FAIL;
+    for (i = 0; fp[i] >= 0; i++) {
+        qlib_tensor *f = NULL;
+        if (qlib_quantize(j->ctx, j->wp[fp[i]], proj_rows(c, fp[i]), proj_cols(c, fp[i]),
+                          proj_cols(c, fp[i]), none, NULL, &f) != QLIB_OK) {
+            report_qlib_error("float tensor");
+            goto done;
+        }
+        set_slot(j, l, fp[i], f);
+    }
+    if (new_calib(j, k, st) != 0 || run_layer_all(j, l, st) != 0)
+        goto done;
+    if ((rc = status_outcome(qlib_quantize(j->ctx, cons, n, k, k, job_cfg(j, l, consumer), j->calib, &t),
+                             "AWQ scales")) != RC_OK)
+        goto done;
+    rc = RC_FAIL;
+    sigma = qlib_tensor_input_scales(t);
+    /* x' = sigma x: the producer's output row col times sigma[col], the
+     * consumer's input column col divided by it */
+    for (col = 0; col < k; col++) {
+        size_t pk = proj_cols(c, producer);
+        for (r = 0; r < pk; r++)
+            prod[col * pk + r] *= sigma[col];
+        for (r = 0; r < n; r++)
+            cons[r * k + col] /= sigma[col];
+    }
+    rc = RC_OK;
+done:
+    qlib_tensor_destroy(t);
+    free_calib(j);
+    for (i = 0; fp[i] >= 0; i++) {
+        qlib_tensor **slot = model_proj(&j->m, l, fp[i]);
+        qlib_tensor_destroy(*slot);
+        *slot = NULL;
+    }
+    qlib_config_destroy(none);
+    return rc;
+}
+
 static int quantize_stage(quant_job *j, int l, llama_stage st)
 {
     const llama_config *c = &j->m.cfg;
     size_t k = (size_t)(st == STAGE_DOWN ? c->hidden_dim : c->dim);
     int i, rc;
-    if (qlib_calib_create(j->ctx, k, QLIB_CALIB_ALL, CALIB_MAX_SAMPLES, &j->calib) != QLIB_OK) {
-        report_qlib_error("calibration");
+    if (j->fold && (st == STAGE_QKV || st == STAGE_UP)
+        && (rc = awq_prescale(j, l, st == STAGE_QKV ? STAGE_O : STAGE_DOWN)) != RC_OK)
+        return rc;
+    if (new_calib(j, k, st) != 0)
         return RC_FAIL;
-    }
-    j->stage = st;
     rc = run_layer_all(j, l, st) == 0 ? RC_OK : RC_FAIL;
-    for (i = 0; rc == RC_OK && STAGE_PROJS[st][i] >= 0; i++)
-        rc = quant_proj(j, l, STAGE_PROJS[st][i], j->calib);
-    qlib_calib_destroy(j->calib);
-    j->calib = NULL;
+    if (rc == RC_OK && stage_shared(j, l, st))
+        rc = quant_shared(j, l, st);
+    else
+        for (i = 0; rc == RC_OK && STAGE_PROJS[st][i] >= 0; i++)
+            rc = quant_proj(j, l, STAGE_PROJS[st][i], j->calib);
+    free_calib(j);
     return rc;
 }
 
 static int quantize_layer(quant_job *j, int l)
 {
     int st, p, rc = RC_OK;
+    if (load_layer(j, l) != 0)
+        return RC_FAIL;
     if (!j->calibrated) {
         for (p = 0; p < N_PROJ && rc == RC_OK; p++)
             rc = quant_proj(j, l, p, NULL);
@@ -486,6 +686,7 @@ int cmd_quantize(const llama_opts *o)
     j.o = o;
     j.format = output_format(o);
     j.calibrated = o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ;
+    j.fold = o->method == QLIB_METHOD_AWQ && j.format != FMT_QLM;
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
     /* the output is created first: a bad -o fails before any work */
