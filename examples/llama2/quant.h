@@ -50,6 +50,7 @@ typedef struct quant_job {
 } quant_job;
 
 qlib_config *job_cfg(const quant_job *j, int l, int p);
+qlib_config *own_config(quant_job *j, qlib_method m);   /* freed with the job */
 int  cfg_get(const qlib_config *c, qlib_param p);  /* 0 when the method does not take p */
 
 /* qwrite.c */
@@ -60,5 +61,6 @@ int  qw_verify(quant_job *j);                 /* reads the written output back *
 void qw_free(quant_job *j);
 int  tensor_digest(qlib_ctx *ctx, const qlib_tensor *t, int weights_only, uint64_t *out);
 int  quantize_embeddings(quant_job *j);       /* --embed-bits */
+int  ggml_type(const qlib_config *c, size_t k);  /* the GGML type holding c's tensors exactly, or -1 */
 
 #endif

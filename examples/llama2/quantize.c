@@ -151,8 +151,9 @@ static int check_quant_opts(const llama_opts *o)
         return -1;
     }
     if (o->fallback && (output_format(o) != FMT_GGUF
-                        || (strcmp(o->fallback, "f32") && strcmp(o->fallback, "f16") && strcmp(o->fallback, "q8_0")))) {
-        llama_err("--fallback f32|f16|q8_0 applies to GGUF output");
+                        || (strcmp(o->fallback, "f32") && strcmp(o->fallback, "f16")
+                            && strcmp(o->fallback, "q8_0") && strcmp(o->fallback, "keep")))) {
+        llama_err("--fallback f32|f16|q8_0|keep applies to GGUF output");
         return -1;
     }
     return 0;
@@ -628,6 +629,54 @@ static int open_job(quant_job *j)
     return run_init(&j->r, m, j->ctx, RUN_NO_LOGITS | RUN_ONE_LAYER) == 0 ? RC_OK : RC_FAIL;
 }
 
+/* A config the job owns (freed with it). */
+qlib_config *own_config(quant_job *j, qlib_method m)
+{
+    qlib_config **o = realloc(j->owned, (j->n_owned + 1) * sizeof(*o));
+    if (!o) {
+        llama_err("out of memory for configs");
+        return NULL;
+    }
+    j->owned = o;
+    if (qlib_config_create(m, &j->owned[j->n_owned]) != QLIB_OK) {
+        report_qlib_error("config");
+        return NULL;
+    }
+    return j->owned[j->n_owned++];
+}
+
+/* --fallback keep: the projections GGUF cannot hold as quantized leave
+ * quantization out (float tensors of the source's weights, fp16 when the
+ * source stores fp16), as llama.cpp's quantize does. */
+static int plan_keep(quant_job *j)
+{
+    const llama_config *c = &j->m.cfg;
+    size_t total = (size_t)c->n_layers * N_PROJ, i;
+    qlib_config *none[2] = { NULL, NULL };
+    int l, p, b;
+    if (j->format != FMT_GGUF || !j->o->fallback || strcmp(j->o->fallback, "keep"))
+        return 0;
+    if (!j->pcfg && !(j->pcfg = xcalloc(total, sizeof(qlib_config *), "plan")))
+        return -1;
+    for (l = 0; l < c->n_layers; l++)
+        for (p = 0; p < N_PROJ; p++) {
+            i = (size_t)l * N_PROJ + (size_t)p;
+            if (!j->pcfg[i])
+                j->pcfg[i] = j->cfg;
+            if (ggml_type(j->pcfg[i], proj_cols(c, p)) >= 0)
+                continue;
+            b = source_proj(&j->m.src, l, p)->dtype == DT_F16;
+            if (!none[b] && !(none[b] = own_config(j, QLIB_METHOD_NONE)))
+                return -1;
+            if (qlib_config_set_int(none[b], QLIB_PARAM_BITS, b ? 16 : 32) != QLIB_OK) {
+                report_qlib_error("config");
+                return -1;
+            }
+            j->pcfg[i] = none[b];
+        }
+    return 0;
+}
+
 static int run_quantize(quant_job *j, output_file *out)
 {
     double seconds;
@@ -636,6 +685,8 @@ static int run_quantize(quant_job *j, output_file *out)
     j->out = out;
     if ((rc = open_job(j)) != RC_OK)
         return rc;
+    if (plan_keep(j) != 0)
+        return RC_FAIL;
     if (j->calibrated && prepare_calibration(j) != 0)
         return RC_FAIL;
     if (quantize_embeddings(j) != 0 || qw_begin(j) != 0)

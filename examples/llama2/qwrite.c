@@ -236,7 +236,7 @@ static int st_put(void *w, const void *p, size_t n)
 
 /* --------------------------------------------------------------- GGUF */
 /* The GGML type holding a tensor made with c exactly, or -1. */
-static int ggml_type(const qlib_config *c, size_t k)
+int ggml_type(const qlib_config *c, size_t k)
 {
     int m = (int)qlib_config_method(c), bits = cfg_get(c, QLIB_PARAM_BITS);
     int sym = cfg_get(c, QLIB_PARAM_SYMMETRIC), group = cfg_get(c, QLIB_PARAM_GROUP_SIZE);
@@ -256,7 +256,7 @@ static int ggml_type(const qlib_config *c, size_t k)
 
 static int fallback_type(const llama_opts *o, size_t k)
 {
-    if (!o->fallback || !strcmp(o->fallback, "f32"))
+    if (!o->fallback || !strcmp(o->fallback, "f32") || !strcmp(o->fallback, "keep"))
         return DT_F32;
     if (!strcmp(o->fallback, "f16"))
         return DT_F16;
@@ -305,7 +305,11 @@ static int gguf_plan(quant_job *j, qwrite *wr)
         for (p = 0; p < N_PROJ; p++) {
             i = l * N_PROJ + p;
             wr->gtype[i] = ggml_type(job_cfg(j, l, p), proj_cols(c, p));
-            if (wr->gtype[i] < 0) {
+            if (job_cfg(j, l, p) != j->cfg && qlib_config_method(job_cfg(j, l, p)) == QLIB_METHOD_NONE
+                && qlib_config_method(j->cfg) != QLIB_METHOD_NONE) {
+                snprintf(name, sizeof(name), "blk.%d.%s", l, GGUF_PROJ[p]);
+                note_fallback(wr, name);    /* --fallback keep: not quantized */
+            } else if (wr->gtype[i] < 0) {
                 wr->gtype[i] = fallback_type(j->o, proj_cols(c, p));
                 snprintf(name, sizeof(name), "blk.%d.%s", l, GGUF_PROJ[p]);
                 note_fallback(wr, name);
@@ -397,7 +401,11 @@ static int gguf_begin(quant_job *j)
     if (!(wr->gw = gguf_writer_create(j->out->f, j->out->tmp)) || gguf_plan(j, wr)
         || gguf_write_begin(wr->gw))
         return -1;
-    if (wr->n_fallback)
+    if (wr->n_fallback && j->o->fallback && !strcmp(j->o->fallback, "keep"))
+        fprintf(stderr, "%zu projections Q4_0/Q8_0 cannot hold (K not a multiple of 32, asymmetric, "
+                "act-order, other bits) are kept unquantized (--fallback keep): %s\n", wr->n_fallback,
+                wr->fallback);
+    else if (wr->n_fallback)
         fprintf(stderr, "%zu projections are not held exactly by Q4_0/Q8_0 (K not a multiple of 32, "
                 "asymmetric, act-order, other bits) and are written as %s: %s\n", wr->n_fallback,
                 dtype_name(fallback_type(j->o, 32)), wr->fallback);

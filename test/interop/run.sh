@@ -155,18 +155,20 @@ fi
 # GGUF files quantized by qlib-llama itself: every one loads in llama.cpp and
 # scores qlib-llama's NLL within 2e-3 (both multiply Q4_0/Q8_0 blocks with
 # 8-bit activation blocks, each its own way). Q4_0 needs symmetric 4-bit
-# groups of 32; w2 (K = 172) is written F32, as in llama.cpp's own Q4_0
-# above (make_gguf.py, ggml's reference quantizer), so the two Q4_0 files
-# differ only in how the same tensors were quantized.
+# groups of 32. w2 (K = 172) cannot be Q4_0: with --fallback keep it holds
+# the checkpoint's F32 weights, as in llama.cpp's own Q4_0 above
+# (make_gguf.py, ggml's reference quantizer), so those Q4_0 files differ
+# only in how the same tensors were quantized; by default (the Q8_0 file) it
+# holds qlib's quantized w2 exactly in F32, with --fallback f16 rounded.
 CALIB=$DATA/tinystories-train-calib.txt
 Q4_TARGET=0.02   # issue 18: qlib's Q4_0 at least this much below llama.cpp's own
 if [ -f "$CALIB" ]; then
     # label | quantize arguments
     QROWS=(
-        "qlib-gptq-q4_0|--method gptq --bits 4 --group 32 --sym --clip-grid 20"
-        "qlib-awq-q4_0|--method awq --bits 4 --group 32 --sym --awq-rounding gptq --clip-grid 20"
+        "qlib-gptq-q4_0|--method gptq --bits 4 --group 32 --sym --clip-grid 20 --fallback keep"
+        "qlib-awq-q4_0|--method awq --bits 4 --group 32 --sym --awq-rounding gptq --clip-grid 20 --fallback keep"
         "qlib-gptq-q8_0|--method gptq --bits 8 --group 32 --sym"
-        "qlib-rtn-q4_0-embed8|--method rtn --bits 4 --group 32 --sym --clip-grid 20 --embed-bits 8"
+        "qlib-rtn-q4_0-embed8|--method rtn --bits 4 --group 32 --sym --clip-grid 20 --embed-bits 8 --fallback f16"
     )
     for row in "${QROWS[@]}"; do
         IFS='|' read -r label args <<< "$row"
@@ -180,7 +182,7 @@ if [ -f "$CALIB" ]; then
     done
     ref=$(json "$WORK/q4_0.json" 'd["nll"]' 2> /dev/null)
     echo
-    echo "Q4_0 files in llama.cpp, first $STORIES stories (w2 and the embedding F32 in all):"
+    echo "Q4_0 files in llama.cpp, first $STORIES stories (w2 and the embedding: the checkpoint's F32 in all):"
     printf '  %-50s %10s %10s\n' "file" "NLL" "vs own"
     printf '  %-50s %10.6f %10s\n' "llama.cpp's own Q4_0 (ggml reference quantizer)" "$ref" "-"
     for label in qlib-gptq-q4_0 qlib-awq-q4_0; do
@@ -188,15 +190,10 @@ if [ -f "$CALIB" ]; then
         [ -n "$ours" ] && [ -n "$ref" ] || { fail "$label: no llama.cpp NLL to compare"; continue; }
         printf '  %-50s %10.6f %+10.6f\n' "$label ($(sed -n 's/^summary: method=\([a-z-]*\).*/\1/p' "$WORK/$label.q"))" "$ours" \
             "$(awk -v a="$ours" -v b="$ref" 'BEGIN { print a - b }')"
-        if awk -v a="$ours" -v b="$ref" 'BEGIN { exit !(a < b) }'; then
-            pass "$label: llama.cpp NLL below its own Q4_0's"
-        else
-            fail "$label: llama.cpp NLL $ours not below its own Q4_0's $ref"
-        fi
         if awk -v a="$ours" -v b="$ref" -v t="$Q4_TARGET" 'BEGIN { exit !(a <= b - t) }'; then
-            echo "info  $label: at least $Q4_TARGET below llama.cpp's own Q4_0 (the issue's target): met"
+            pass "$label: llama.cpp NLL at least $Q4_TARGET below its own Q4_0's"
         else
-            echo "info  $label: at least $Q4_TARGET below llama.cpp's own Q4_0 (the issue's target): NOT met"
+            fail "$label: llama.cpp NLL $ours not $Q4_TARGET below its own Q4_0's $ref"
         fi
     done
     echo
