@@ -385,6 +385,7 @@ typedef struct llama_opts {
     int threads;            /* -1: qlib's default */
     int compute;            /* qlib_compute */
     int method, bits, group, act_order, sym;  /* bits, group: -2 = unset */
+    unsigned methods;       /* --method: bit m for each method given (a list with --target-bpw) */
     int calib_tokens;       /* the calibration budget */
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */

@@ -104,7 +104,27 @@ static int set_value(const opt_spec *sp, const char *v, llama_opts *o)
     double d;
     switch (sp->kind) {
     case K_STR: *(const char **)(void *)field = v; return 0;
-    case K_METHOD: return parse_method(v, (int *)(void *)field);
+    case K_METHOD: {
+        /* one method, or (for --target-bpw) a comma-separated list of them */
+        char name[32];
+        const char *p = v;
+        int m;
+        o->methods = 0;
+        while (*p) {
+            size_t len = strcspn(p, ",");
+            if (len == 0 || len >= sizeof(name))
+                return -1;
+            memcpy(name, p, len);
+            name[len] = '\0';
+            if (parse_method(name, &m) != 0)
+                return -1;
+            if (!o->methods)
+                *(int *)(void *)field = m;
+            o->methods |= 1u << m;
+            p += len + (p[len] == ',');
+        }
+        return o->methods ? 0 : -1;
+    }
     case K_COMPUTE:
         if (strcmp(v, "auto") && strcmp(v, "f32"))
             return -1;

@@ -63,4 +63,7 @@ int  tensor_digest(qlib_ctx *ctx, const qlib_tensor *t, int weights_only, uint64
 int  quantize_embeddings(quant_job *j);       /* --embed-bits */
 int  ggml_type(const qlib_config *c, size_t k);  /* the GGML type holding c's tensors exactly, or -1 */
 
+/* budget.c: --target-bpw, after the calibration is prepared: fills pcfg */
+int  budget_plan(quant_job *j);
+
 #endif

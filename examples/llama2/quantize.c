@@ -142,6 +142,29 @@ static int check_quant_opts(const llama_opts *o)
         llama_err("--format %s: qlm, gguf, gptq or awq", o->format);
         return -1;
     }
+    if ((o->methods & (o->methods - 1)) && o->target_bpw <= 0.0f) {
+        llama_err("a list of methods is for --target-bpw");
+        return -1;
+    }
+    if (o->target_bpw > 0.0f) {
+        if (o->bits != OPT_UNSET || o->group != OPT_UNSET) {
+            llama_err("--target-bpw chooses bits and group per projection: leave out --bits and --group");
+            return -1;
+        }
+        if (output_format(o) >= FMT_GPTQ) {
+            llama_err("--target-bpw: a GPTQ / AWQ checkpoint has one bits and group size (use qlm or gguf)");
+            return -1;
+        }
+        if ((o->methods & (1u << QLIB_METHOD_AWQ)) && output_format(o) == FMT_GGUF) {
+            llama_err("--target-bpw into GGUF: AWQ folds one set of scales per group of projections; "
+                      "use --method gptq or rtn");
+            return -1;
+        }
+        if (o->methods & ((1u << QLIB_METHOD_NONE) | (1u << QLIB_METHOD_LLM_INT8))) {
+            llama_err("--target-bpw chooses among rtn, gptq and awq");
+            return -1;
+        }
+    }
     if (o->embed_bits && o->embed_bits != 4 && o->embed_bits != 8) {
         llama_err("--embed-bits %d: 8 or 4", o->embed_bits);
         return -1;
@@ -685,9 +708,9 @@ static int run_quantize(quant_job *j, output_file *out)
     j->out = out;
     if ((rc = open_job(j)) != RC_OK)
         return rc;
-    if (plan_keep(j) != 0)
-        return RC_FAIL;
     if (j->calibrated && prepare_calibration(j) != 0)
+        return RC_FAIL;
+    if ((j->o->target_bpw > 0.0f && budget_plan(j) != 0) || plan_keep(j) != 0)
         return RC_FAIL;
     if (quantize_embeddings(j) != 0 || qw_begin(j) != 0)
         return RC_FAIL;
@@ -736,7 +759,7 @@ int cmd_quantize(const llama_opts *o)
     memset(&j, 0, sizeof(j));
     j.o = o;
     j.format = output_format(o);
-    j.calibrated = o->method == QLIB_METHOD_GPTQ || o->method == QLIB_METHOD_AWQ;
+    j.calibrated = (o->methods & ((1u << QLIB_METHOD_GPTQ) | (1u << QLIB_METHOD_AWQ))) != 0;
     j.fold = o->method == QLIB_METHOD_AWQ && j.format != FMT_QLM;
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
