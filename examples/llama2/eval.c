@@ -110,6 +110,7 @@ static int sequence_nll(llama_session *s, const int *tok, int n, double *nll)
 static int report_ppl(llama_session *s, const llama_opts *o)
 {
     token_seqs seqs;
+    progress prog;
     double nll = 0.0, t0, dt;
     size_t i, predicted;
     if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, &seqs) != 0)
@@ -119,13 +120,17 @@ static int report_ppl(llama_session *s, const llama_opts *o)
         return -1;
     }
     t0 = now_seconds();
+    progress_init(&prog, o, (int)seqs.count, "story");
     for (i = 0; i < seqs.count; i++) {
         if (sequence_nll(s, seqs.tokens + seqs.start[i], (int)(seqs.start[i + 1] - seqs.start[i]),
                          &nll) != 0) {
+            progress_end(&prog);
             token_seqs_free(&seqs);
             return -1;
         }
+        progress_step(&prog);
     }
+    progress_end(&prog);
     dt = now_seconds() - t0;
     predicted = seqs.total - seqs.count;
     printf("text: %s: %zu stories, %zu predicted tokens\n", o->text, seqs.count, predicted);

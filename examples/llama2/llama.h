@@ -22,6 +22,7 @@ void   llama_err(const char *fmt, ...)
 #endif
     ;
 void   report_qlib_error(const char *what);                 /* prints the qlib status detail */
+extern void (*llama_err_before)(void);                      /* called before a message, if set */
 int    size_mul(size_t a, size_t b, size_t *out);   /* 0 ok, -1 overflow */
 int    size_add(size_t a, size_t b, size_t *out);
 void  *xcalloc(size_t n, size_t size, const char *what);  /* NULL + message on failure */
@@ -402,6 +403,24 @@ typedef struct llama_opts {
 } llama_opts;
 
 int setup_ctx(const llama_opts *o, qlib_ctx **ctx);
+
+/* progress.c: a bar on a terminal (stderr), nothing elsewhere or with --quiet */
+typedef struct progress {
+    int tty, quiet, drawn;
+    int total, done;            /* units: layers, stories */
+    const char *unit;
+    char what[64];              /* what the current unit is doing */
+    double unit_frac;           /* of the current unit */
+    const char *stage;          /* qlib's stage, from the progress callback */
+    double stage_frac;
+    double t0, last;
+} progress;
+void progress_init(progress *p, const llama_opts *o, int total, const char *unit);
+void progress_what(progress *p, const char *what, double unit_frac);
+int  progress_qlib(void *user, const char *stage, double fraction);  /* a qlib_progress_fn */
+void progress_step(progress *p);      /* a unit done */
+void progress_clear(progress *p);     /* before printing a line of its own */
+void progress_end(progress *p);
 
 /* A context, a model, its tokenizer and the activations to run it. */
 typedef struct llama_session {

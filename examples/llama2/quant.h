@@ -45,7 +45,7 @@ typedef struct quant_job {
     qm_writer qw;           /* FMT_QLM */
     qwrite *wr;             /* FMT_GGUF, FMT_GPTQ, FMT_AWQ */
     size_t file_bytes;
-    int layer_done;         /* layers written so far (progress) */
+    progress prog;          /* layers; qlib's stages within them */
     double t0;
 } quant_job;
 

@@ -23,6 +23,8 @@ static const int STAGE_PROJS[4][4] = {
     { P_WQ, P_WK, P_WV, -1 }, { P_WO, -1, -1, -1 }, { P_W1, P_W3, -1, -1 }, { P_W2, -1, -1, -1 }
 };
 
+static const char *const STAGE_NAMES[4] = { "wq,wk,wv", "wo", "w1,w3", "w2" };
+
 /* RC_UNAVAILABLE for what qlib cannot do yet, else fail with the detail. */
 static int status_outcome(qlib_status st, const char *what)
 {
@@ -457,6 +459,7 @@ static int quantize_stage(quant_job *j, int l, llama_stage st)
         return rc;
     if (new_calib(j, k, st) != 0)
         return RC_FAIL;
+    progress_what(&j->prog, STAGE_NAMES[st], (double)st / 4.0);
     rc = run_layer_all(j, l, st) == 0 ? RC_OK : RC_FAIL;
     if (rc == RC_OK && stage_shared(j, l, st))
         rc = quant_shared(j, l, st);
@@ -473,8 +476,10 @@ static int quantize_layer(quant_job *j, int l)
     if (load_layer(j, l) != 0)
         return RC_FAIL;
     if (!j->calibrated) {
-        for (p = 0; p < N_PROJ && rc == RC_OK; p++)
+        for (p = 0; p < N_PROJ && rc == RC_OK; p++) {
+            progress_what(&j->prog, proj_names[p], (double)p / N_PROJ);
             rc = quant_proj(j, l, p, NULL);
+        }
         return rc;
     }
     for (st = STAGE_QKV; st <= STAGE_DOWN && rc == RC_OK; st++)
@@ -484,21 +489,38 @@ static int quantize_layer(quant_job *j, int l)
     return rc;
 }
 
+/* One line per layer (above the bar on a terminal; the log elsewhere). */
+static void layer_line(quant_job *j, int l, double seconds)
+{
+    int p;
+    if (j->o->quiet)
+        return;
+    progress_clear(&j->prog);
+    fprintf(stderr, "layer %d/%d quant error:", l + 1, j->m.cfg.n_layers);
+    for (p = 0; p < N_PROJ; p++)
+        fprintf(stderr, " %s %.3g", proj_names[p], j->err[p]);
+    fprintf(stderr, " (%.2f s)\n", seconds);
+}
+
 static int quantize_layers(quant_job *j)
 {
-    int l, p, rc;
-    for (l = 0; l < j->m.cfg.n_layers; l++) {
+    int l, rc = RC_OK;
+    progress_init(&j->prog, j->o, j->m.cfg.n_layers, "layer");
+    if (j->prog.tty)
+        qlib_ctx_set_progress(j->ctx, progress_qlib, &j->prog);
+    for (l = 0; l < j->m.cfg.n_layers && rc == RC_OK; l++) {
         double t0 = now_seconds();
         if ((rc = quantize_layer(j, l)) != RC_OK)
-            return rc;
-        fprintf(stderr, "layer %d/%d quant error:", l + 1, j->m.cfg.n_layers);
-        for (p = 0; p < N_PROJ; p++)
-            fprintf(stderr, " %s %.3g", proj_names[p], j->err[p]);
-        fprintf(stderr, " (%.2f s)\n", now_seconds() - t0);
+            break;
+        layer_line(j, l, now_seconds() - t0);
+        progress_what(&j->prog, "writing", 0.99);
         if (qw_layer(j, l) != 0)
-            return RC_FAIL;
+            rc = RC_FAIL;
+        progress_step(&j->prog);
     }
-    return RC_OK;
+    qlib_ctx_set_progress(j->ctx, NULL, NULL);
+    progress_end(&j->prog);
+    return rc;
 }
 
 /* ------------------------------------------------------------ calibration */
