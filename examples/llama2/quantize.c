@@ -674,6 +674,21 @@ static int open_job(quant_job *j)
     return run_init(&j->r, m, j->ctx, RUN_NO_LOGITS | RUN_ONE_LAYER) == 0 ? RC_OK : RC_FAIL;
 }
 
+/* What quantizing needed and reading the output back does not: the layer
+ * weights, the calibration activations, the run state. */
+static void release_buffers(quant_job *j)
+{
+    int p;
+    for (p = 0; p < N_PROJ; p++) {
+        free(j->w[p]);
+        j->w[p] = NULL;
+    }
+    free(j->hidden);
+    j->hidden = NULL;
+    token_seqs_free(&j->seqs);
+    run_free(&j->r);
+}
+
 /* A config the job owns (freed with it). */
 qlib_config *own_config(quant_job *j, qlib_method m)
 {
@@ -741,6 +756,7 @@ static int run_quantize(quant_job *j, output_file *out)
     if (qw_end(j) != 0)
         return RC_FAIL;
     seconds = now_seconds() - j->t0;
+    release_buffers(j);
     if ((out->f && fflush(out->f) != 0) || qw_verify(j) != 0 || out_commit(out) != 0)
         return RC_FAIL;
     print_summary(j, seconds);
