@@ -288,7 +288,7 @@ $(filter $(B)/fuzz/replay_fuzz_layout_%,$(REPLAY_BINS)): test/fuzz/fuzz_layout.h
 
 # the llama2 example's file readers, for test/fuzz/fuzz_llama_*.c
 LLAMA_READERS = $(filter $(addprefix examples/llama2/,util.c model.c qmodel.c tokenizer.c source.c gguf.c \
-    safetensors.c hf.c dtype.c),$(LLAMA_SRC))
+    safetensors.c hf.c hfquant.c dtype.c),$(LLAMA_SRC))
 $(B)/fuzz/replay_fuzz_llama_%: test/fuzz/fuzz_llama_%.c test/fuzz/replay.c $(LLAMA_READERS) \
         $(INTERNAL) test/fuzz/fuzz.h examples/llama2/llama.h
 	@mkdir -p $(dir $@)

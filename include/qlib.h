@@ -236,6 +236,13 @@ QLIB_API qlib_status qlib_quantize_shared(qlib_ctx *ctx, size_t count, const flo
  * scales and act-order permutation undone), so that qlib_matmul(x) equals
  * x * W^T up to rounding. ldw >= K. */
 QLIB_API qlib_status qlib_dequantize(qlib_ctx *ctx, const qlib_tensor *t, float *w, size_t ldw);
+/* Rows row0 .. row0 + count - 1 of the effective weights (as qlib_dequantize
+ * writes them, bit for bit) into w, count x K with leading dimension ldw >= K
+ * (0.2): e.g. the rows of a quantized token embedding for the tokens of a
+ * batch. ERR_ARG: a NULL argument, count 0, rows past N, ldw < K, a size
+ * that overflows; ERR_NOMEM: scratch for a permuted or input-scaled tensor. */
+QLIB_API qlib_status qlib_dequantize_rows(qlib_ctx *ctx, const qlib_tensor *t, size_t row0,
+                                          size_t count, float *w, size_t ldw);
 QLIB_API void        qlib_tensor_destroy(qlib_tensor *t);                 /* NULL is fine */
 QLIB_API size_t      qlib_tensor_rows(const qlib_tensor *t);              /* N; 0 for NULL */
 QLIB_API size_t      qlib_tensor_cols(const qlib_tensor *t);              /* K; 0 for NULL */

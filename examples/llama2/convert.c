@@ -19,9 +19,6 @@
 #define CHUNK_ROWS 64
 #define DT_KEEP (-1)   /* --type keep: each tensor in its stored type, its bytes copied */
 
-static const char *const GGUF_PROJ_NAMES[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
-                                                     "ffn_gate", "ffn_down", "ffn_up" };
-
 /* --------------------------------------------------------------- vocabulary */
 /* A piece as SentencePiece stores it: spaces as U+2581. */
 static char *spm_piece(const char *s)
@@ -99,7 +96,7 @@ static int key_equals(const gguf_kv *kv, const char *key)
 }
 
 /* A GGUF input's keys, copied as they are, except those the output restates. */
-static int copy_keys(gguf_writer *w, const gguf_file *g, int own_vocab)
+int gguf_copy_keys(gguf_writer *w, const gguf_file *g, int own_vocab)
 {
     size_t i;
     for (i = 0; i < g->n_kv; i++) {
@@ -113,7 +110,7 @@ static int copy_keys(gguf_writer *w, const gguf_file *g, int own_vocab)
     return 0;
 }
 
-static const char *base_name(const char *path)
+const char *base_name(const char *path)
 {
     const char *s;
     size_t n = strlen(path);
@@ -124,7 +121,7 @@ static const char *base_name(const char *path)
     return s;
 }
 
-static int llama_keys(gguf_writer *w, const llama_config *c, const char *name)
+int gguf_llama_keys(gguf_writer *w, const llama_config *c, const char *name)
 {
     struct { const char *key; uint32_t v; } u[] = {
         { "llama.context_length", (uint32_t)c->seq_len },
@@ -166,7 +163,7 @@ static size_t plan_tensors(const model_source *s, int dtype, int hf, out_tensor 
     size_t n = 0;
     int l, p;
 #define ADD(src_, dt_, ...) do { snprintf(t[n].name, sizeof(t[n].name), __VA_ARGS__); \
-        t[n].src = (src_); t[n].dtype = (dt_) == DT_KEEP ? (src_)->dtype : (dt_); \
+        t[n].src = (src_); t[n].dtype = (dt_) != DT_KEEP ? (dt_) : (src_)->q ? DT_F32 : (src_)->dtype; \
         t[n].hf_permute = 0; n++; } while (0)
     ADD(&s->emb, dtype, hf ? "model.embed_tokens.weight" : "token_embd.weight");
     ADD(&s->norm_final, hf ? dtype : DT_F32, hf ? "model.norm.weight" : "output_norm.weight");
@@ -181,7 +178,7 @@ static size_t plan_tensors(const model_source *s, int dtype, int hf, out_tensor 
             if (hf)
                 ADD(source_proj(s, l, p), dtype, "model.layers.%d.%s.weight", l, HF_PROJ[p]);
             else
-                ADD(source_proj(s, l, p), dtype, "blk.%d.%s.weight", l, GGUF_PROJ_NAMES[p]);
+                ADD(source_proj(s, l, p), dtype, "blk.%d.%s.weight", l, GGUF_PROJ[p]);
             if (hf && p == P_WQ)
                 t[n - 1].hf_permute = c->n_heads;
             if (hf && p == P_WK)
@@ -285,9 +282,9 @@ static int write_gguf(const model_source *s, const llama_tokenizer *tok, int own
     int rc = -1;
     if (!w || !t || alloc_buffers(s, &buf, &bytes))
         goto done;
-    if (s->kind == SRC_GGUF && copy_keys(w, &s->gguf, own_vocab))
+    if (s->kind == SRC_GGUF && gguf_copy_keys(w, &s->gguf, own_vocab))
         goto done;
-    if (llama_keys(w, &s->cfg, base_name(s->path))
+    if (gguf_llama_keys(w, &s->cfg, base_name(s->path))
         || (file_type(s, dtype) >= 0 && gguf_add_u32(w, "general.file_type", (uint32_t)file_type(s, dtype)))
         || (!gguf_has_key(w, "tokenizer.ggml.model") && write_vocab_gguf(w, tok)))
         goto done;
@@ -311,8 +308,7 @@ done:
 }
 
 /* ------------------------------------------------------------ HF directory */
-static int hf_config_json(const model_source *s, const llama_tokenizer *tok, int dtype,
-                          const char *path)
+json_t *hf_config_object(const model_source *s, const llama_tokenizer *tok, int dtype)
 {
     const llama_config *c = &s->cfg;
     json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:b,s:s,s:s,s:i,s:i,"
@@ -328,13 +324,25 @@ static int hf_config_json(const model_source *s, const llama_tokenizer *tok, int
                           "bos_token_id", tok->vocab ? tok->bos : 1,
                           "eos_token_id", tok->vocab ? tok->eos : 2,
                           "attention_bias", 0, "mlp_bias", 0, "rope_scaling");
-    int rc;
     if (!j)
-        return -1;
-    rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS);
-    json_decref(j);
+        llama_err("cannot build config.json");
+    return j;
+}
+
+int write_json(json_t *j, const char *path)
+{
+    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (rc != 0)
         llama_err("%s: cannot write", path);
+    return rc;
+}
+
+static int hf_config_json(const model_source *s, const llama_tokenizer *tok, int dtype,
+                          const char *path)
+{
+    json_t *j = hf_config_object(s, tok, dtype);
+    int rc = j ? write_json(j, path) : -1;
+    json_decref(j);
     return rc;
 }
 
@@ -364,7 +372,7 @@ static int copy_file(const char *from, const char *to)
 }
 
 /* The tokenizer files of an HF input, as they are. */
-static int copy_tokenizer_files(const model_source *s, const output_file *out, int *copied)
+int copy_tokenizer_files(const model_source *s, const output_file *out, int *copied)
 {
     static const char *const names[] = { "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                                          "special_tokens_map.json", "generation_config.json" };
@@ -430,7 +438,7 @@ done:
 }
 
 /* ------------------------------------------------------------- command */
-static int ends_with(const char *s, const char *tail)
+int ends_with(const char *s, const char *tail)
 {
     size_t a = strlen(s), b = strlen(tail);
     return a >= b && strcmp(s + a - b, tail) == 0;

@@ -20,6 +20,8 @@ const char *dtype_name(int dtype)
     case DT_Q8_0: return "Q8_0";
     case DT_Q4_0: return "Q4_0";
     case ST_I32: return "I32";
+    case DT_GPTQ: return "GPTQ";
+    case DT_AWQ: return "AWQ";
     default: return NULL;
     }
 }

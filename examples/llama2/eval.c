@@ -70,9 +70,14 @@ void describe_model(const llama_session *s, FILE *f)
     fprintf(f, "model: dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d, seq_len %d, %s\n",
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
             c->seq_len, s->m.quantized ? "quantized file" : source_kind_name(s->m.src.kind));
-    fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier fp32 (%s)\n",
+    char cls[64];
+    if (s->m.cls_q)
+        snprintf(cls, sizeof(cls), "%d-bit qlib tensor", qlib_tensor_bits(s->m.cls_q));
+    else
+        snprintf(cls, sizeof(cls), "fp32");
+    fprintf(f, "projections: %s, %d bits, group %d, %.3f bits/weight; classifier %s (%s)\n",
             qlib_method_name(qlib_tensor_method(t)), qlib_tensor_bits(t), qlib_tensor_group_size(t),
-            model_bits_per_weight(&s->m, NULL),
+            model_bits_per_weight(&s->m, NULL), cls,
             c->shared_classifier ? "the token embedding" : "separate");
     fprintf(f, "qlib %s, isa %s, threads %d, compute %s\n", qlib_version_string(),
             qlib_ctx_isa(s->ctx), qlib_ctx_threads(s->ctx),
@@ -105,6 +110,7 @@ static int sequence_nll(llama_session *s, const int *tok, int n, double *nll)
 static int report_ppl(llama_session *s, const llama_opts *o)
 {
     token_seqs seqs;
+    progress prog;
     double nll = 0.0, t0, dt;
     size_t i, predicted;
     if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, &seqs) != 0)
@@ -114,13 +120,17 @@ static int report_ppl(llama_session *s, const llama_opts *o)
         return -1;
     }
     t0 = now_seconds();
+    progress_init(&prog, o, (int)seqs.count, "story");
     for (i = 0; i < seqs.count; i++) {
         if (sequence_nll(s, seqs.tokens + seqs.start[i], (int)(seqs.start[i + 1] - seqs.start[i]),
                          &nll) != 0) {
+            progress_end(&prog);
             token_seqs_free(&seqs);
             return -1;
         }
+        progress_step(&prog);
     }
+    progress_end(&prog);
     dt = now_seconds() - t0;
     predicted = seqs.total - seqs.count;
     printf("text: %s: %zu stories, %zu predicted tokens\n", o->text, seqs.count, predicted);

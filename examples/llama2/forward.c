@@ -329,28 +329,48 @@ int llama_layer(llama_run *r, int l, int n, int pos0, llama_stage stop, llama_ho
     return feed_forward(r, l, n, stop, hook, user);
 }
 
-void llama_embed(llama_run *r, const int *tokens, int n)
+int llama_embed(llama_run *r, const int *tokens, int n)
 {
     size_t d = (size_t)r->m->cfg.dim;
     int t;
-    for (t = 0; t < n; t++)
-        memcpy(r->s.x + (size_t)t * d, r->m->tok_emb + (size_t)tokens[t] * d, d * sizeof(float));
+    for (t = 0; t < n; t++) {
+        float *x = r->s.x + (size_t)t * d;
+        if (r->m->tok_emb) {
+            memcpy(x, r->m->tok_emb + (size_t)tokens[t] * d, d * sizeof(float));
+        } else if (qlib_dequantize_rows(r->ctx, r->m->emb_q, (size_t)tokens[t], 1, x, d) != QLIB_OK) {
+            report_qlib_error("token embedding");
+            return -1;
+        }
+    }
+    return 0;
 }
 
-void llama_classify(llama_run *r, int n, int last_only)
+int llama_classify(llama_run *r, int n, int last_only)
 {
     const llama_config *c = &r->m->cfg;
     llama_state *s = &r->s;
     size_t d = (size_t)c->dim;
+    if (!r->m->wcls) {
+        const float *x = last_only ? s->x + (size_t)(n - 1) * d : s->x;
+        int rows = last_only ? 1 : n;
+        rmsnorm_rows(s->xb, x, r->m->rms_final, rows, c->dim, c->norm_eps);
+        if (qlib_matmul(r->ctx, r->m->cls_q, s->xb, (size_t)rows, d, s->logits,
+                        (size_t)c->vocab_size) != QLIB_OK) {
+            report_qlib_error("classifier");
+            return -1;
+        }
+        return 0;
+    }
     if (last_only) {
         rmsnorm(s->xb, s->x + (size_t)(n - 1) * d, r->m->rms_final, c->dim, c->norm_eps);
         cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab_size, c->dim, 1.0f, r->m->wcls,
                     c->dim, s->xb, 1, 0.0f, s->logits, 1);
-        return;
+        return 0;
     }
     rmsnorm_rows(s->xb, s->x, r->m->rms_final, n, c->dim, c->norm_eps);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->vocab_size, c->dim, 1.0f, s->xb,
                 c->dim, r->m->wcls, c->dim, 0.0f, s->logits, c->vocab_size);
+    return 0;
 }
 
 int llama_forward(llama_run *r, const int *tokens, int n, int pos0, int last_only)
@@ -368,10 +388,10 @@ int llama_forward(llama_run *r, const int *tokens, int n, int pos0, int last_onl
             return -1;
         }
     }
-    llama_embed(r, tokens, n);
+    if (llama_embed(r, tokens, n) != 0)
+        return -1;
     for (l = 0; l < c->n_layers; l++)
         if (llama_layer(r, l, n, pos0, STAGE_END, NULL, NULL) != 0)
             return -1;
-    llama_classify(r, n, last_only);
-    return 0;
+    return llama_classify(r, n, last_only);
 }

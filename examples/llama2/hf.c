@@ -4,10 +4,18 @@
  * model.safetensors.index.json ({"weight_map": {tensor: file}}). Tensor
  * names are transformers' (model.embed_tokens.weight,
  * model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight).
+ *
+ * GPTQ (v1) and AWQ (gemm) checkpoints: config.json's quantization_config
+ * (or, for older AutoGPTQ directories, quantize_config.json) names the
+ * layout, bits and group size; a projection stored as NAME.qweight,
+ * NAME.qzeros, NAME.scales (and NAME.g_idx for GPTQ) is imported into a qlib
+ * tensor with qlib_tensor_import, one stored as NAME.weight (a module left
+ * unquantized) is read as a float tensor.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
@@ -215,6 +223,189 @@ static const st_tensor *find_any(const model_source *s, const char *name)
     return NULL;
 }
 
+/* ------------------------------------------------ quantized checkpoints */
+static int json_int_of(json_t *o, const char *key, const char *alt, int *v, int *found)
+{
+    json_t *x = json_object_get(o, key);
+    if ((!x || json_is_null(x)) && alt)
+        x = json_object_get(o, alt);
+    *found = x && !json_is_null(x);
+    if (!*found)
+        return 0;
+    if (!json_is_integer(x) || json_integer_value(x) < -1 || json_integer_value(x) > (1 << 20))
+        return -1;
+    *v = (int)json_integer_value(x);
+    return 0;
+}
+
+static int str_is(json_t *x, const char *v)
+{
+    return json_is_string(x) && strcasecmp(json_string_value(x), v) == 0;
+}
+
+/* The layout, bits and group size of a quantization_config object. */
+static int quant_config(const char *dir, const char *file, json_t *q, model_source *s)
+{
+    json_t *method = json_object_get(q, "quant_method"), *fmt;
+    int found_b, found_g;
+    if (!json_is_object(q)) {
+        llama_err("%s: %s: quantization_config is not an object", dir, file);
+        return -1;
+    }
+    if (json_int_of(q, "bits", "w_bit", &s->quant_bits, &found_b)
+        || json_int_of(q, "group_size", "q_group_size", &s->quant_group, &found_g)
+        || !found_b || !found_g) {
+        llama_err("%s: %s: quantization_config needs integer bits and group_size", dir, file);
+        return -1;
+    }
+    if (!method || json_is_null(method) || str_is(method, "gptq")) {
+        fmt = json_object_get(q, "checkpoint_format");
+        if (fmt && !json_is_null(fmt) && !str_is(fmt, "gptq")) {
+            llama_err("%s: %s: GPTQ checkpoint_format %s is not read (only \"gptq\", v1)", dir,
+                      file, json_is_string(fmt) ? json_string_value(fmt) : "?");
+            return -1;
+        }
+        s->quant_layout = QLIB_LAYOUT_GPTQ;
+        if (s->quant_bits != 2 && s->quant_bits != 3 && s->quant_bits != 4 && s->quant_bits != 8) {
+            llama_err("%s: %s: GPTQ with %d bits; qlib reads 2, 3, 4 and 8", dir, file, s->quant_bits);
+            return -1;
+        }
+    } else if (str_is(method, "awq")) {
+        fmt = json_object_get(q, "version");
+        if (fmt && !json_is_null(fmt) && !str_is(fmt, "gemm")) {
+            llama_err("%s: %s: AWQ version %s is not read (only gemm)", dir, file,
+                      json_is_string(fmt) ? json_string_value(fmt) : "?");
+            return -1;
+        }
+        s->quant_layout = QLIB_LAYOUT_AWQ_GEMM;
+        if (s->quant_bits != 4) {
+            llama_err("%s: %s: AWQ gemm with %d bits; the layout holds 4", dir, file, s->quant_bits);
+            return -1;
+        }
+    } else {
+        llama_err("%s: %s: quant_method %s is not read (gptq and awq are)", dir, file,
+                  json_is_string(method) ? json_string_value(method) : "?");
+        return -1;
+    }
+    if (s->quant_group == 0 || (s->quant_group > 0 && s->quant_group % 32 != 0)) {
+        llama_err("%s: %s: group_size %d; qlib holds groups of a multiple of 32 or -1", dir, file,
+                  s->quant_group);
+        return -1;
+    }
+    return 0;
+}
+
+/* quantization_config from config.json, else quantize_config.json. */
+static int hf_quant_config(const char *dir, json_t *cfg, model_source *s)
+{
+    json_t *q = json_object_get(cfg, "quantization_config"), *file;
+    int rc;
+    char path[4200];
+    struct stat st;
+    if (q && !json_is_null(q))
+        return quant_config(dir, "config.json", q, s);
+    snprintf(path, sizeof(path), "%s/quantize_config.json", dir);
+    if (stat(path, &st) != 0)
+        return 0;
+    if (!(file = hf_load_json(dir, "quantize_config.json", 0)))
+        return -1;
+    rc = quant_config(dir, "quantize_config.json", file, s);
+    json_decref(file);
+    return rc;
+}
+
+static const st_tensor *find_any(const model_source *s, const char *name);
+
+/* NAME.SUFFIX, with the dtype and shape a layout needs. */
+static const st_tensor *quant_part(const model_source *s, const char *base, const char *suffix,
+                                   int dtype, uint64_t d0, uint64_t d1, int dims)
+{
+    char name[160];
+    const st_tensor *t;
+    snprintf(name, sizeof(name), "%s.%s", base, suffix);
+    t = find_any(s, name);
+    if (!t) {
+        llama_err("%s: %s is missing", s->path, name);
+        return NULL;
+    }
+    if (t->dtype != dtype || t->n_dims != dims || t->shape[0] != d0 || (dims > 1 && t->shape[1] != d1)) {
+        if (dims > 1)
+            llama_err("%s: %s is %s of another shape; the model needs %s [%llu, %llu]", s->path, name,
+                      t->dtype_name, dtype_name(dtype), (unsigned long long)d0, (unsigned long long)d1);
+        else
+            llama_err("%s: %s is %s of another shape; the model needs %s [%llu]", s->path, name,
+                      t->dtype_name, dtype_name(dtype), (unsigned long long)d0);
+        return NULL;
+    }
+    return t;
+}
+
+/* A projection stored as GPTQ or AWQ parts, imported with rows in model
+ * order (wq and wk: HF's rotary order undone on the packed parts). */
+static int quant_tensor(model_source *s, const char *base, size_t rows, size_t cols, int heads,
+                        src_tensor *out)
+{
+    int gptq = s->quant_layout == QLIB_LAYOUT_GPTQ, bits = s->quant_bits, i, rc = -1;
+    size_t bytes[4], groups, *from = NULL;
+    const st_tensor *p[4] = { NULL, NULL, NULL, NULL };
+    const void *parts[4] = { NULL, NULL, NULL, NULL };
+    void *perm[4] = { NULL, NULL, NULL, NULL };
+    float *row = NULL;
+    qlib_status st;
+    if (hfq_part_sizes(s->quant_layout, rows, cols, bits, s->quant_group, bytes) != 0
+        || hfq_groups(s->quant_layout, cols, s->quant_group, &groups) != 0) {
+        llama_err("%s: %s: a %zu x %zu weight cannot be held in %s with %d bits, group %d", s->path,
+                  base, rows, cols, gptq ? "GPTQ" : "AWQ gemm", bits, s->quant_group);
+        return -1;
+    }
+    p[0] = gptq ? quant_part(s, base, "qweight", ST_I32, cols * (size_t)bits / 32, rows, 2)
+                : quant_part(s, base, "qweight", ST_I32, cols, rows / 8, 2);
+    p[1] = p[0] ? quant_part(s, base, "qzeros", ST_I32, groups, gptq ? rows * (size_t)bits / 32 : rows / 8, 2)
+                : NULL;
+    p[2] = p[1] ? quant_part(s, base, "scales", DT_F16, groups, rows, 2) : NULL;
+    p[3] = gptq && p[2] ? quant_part(s, base, "g_idx", ST_I32, cols, 0, 1) : NULL;
+    if (!p[2] || (gptq && !p[3]))
+        return -1;
+    for (i = 0; i < 4; i++)
+        parts[i] = p[i] ? p[i]->data : NULL;
+    if (heads > 0) {
+        from = xcalloc(rows, sizeof(size_t), "permutation");
+        for (i = 0; from && i < 4; i++)
+            if (bytes[i] && !(perm[i] = xcalloc(bytes[i], 1, "quantized tensor")))
+                goto done;
+        if (!from)
+            goto done;
+        hf_rotary_from(rows, heads, 0, from);
+        hfq_permute(s->quant_layout, rows, cols, bits, groups, from, parts, perm);
+        for (i = 0; i < 4; i++)
+            parts[i] = perm[i];
+    }
+    st = qlib_tensor_import(s->qctx, (qlib_layout)s->quant_layout, rows, cols, bits, s->quant_group,
+                            parts, bytes, &out->q);
+    if (st != QLIB_OK) {
+        llama_err("%s: %s: %s", s->path, base, qlib_last_error());
+        goto done;
+    }
+    /* the first read allocates the context's scratch (act-order tensors) */
+    if (!(row = xcalloc(cols, sizeof(float), "row"))
+        || qlib_dequantize_rows(s->qctx, out->q, 0, 1, row, cols) != QLIB_OK) {
+        if (row)
+            llama_err("%s: %s: %s", s->path, base, qlib_last_error());
+        goto done;
+    }
+    out->dtype = gptq ? DT_GPTQ : DT_AWQ;
+    out->rows = rows;
+    out->cols = cols;
+    out->qctx = s->qctx;
+    rc = 0;
+done:
+    free(from);
+    free(row);
+    for (i = 0; i < 4; i++)
+        free(perm[i]);
+    return rc;
+}
+
 static int hf_tensor(const model_source *s, const char *name, size_t rows, size_t cols, int heads,
                      src_tensor *out)
 {
@@ -264,6 +455,13 @@ static int hf_tensors(model_source *s)
             return -1;
         for (p = 0; p < N_PROJ; p++) {
             int heads = p == P_WQ ? c->n_heads : p == P_WK ? c->n_kv_heads : 0;
+            snprintf(name, sizeof(name), "model.layers.%d.%s.qweight", l, HF_PROJ[p]);
+            if (s->quant_layout && find_any(s, name)) {
+                snprintf(name, sizeof(name), "model.layers.%d.%s", l, HF_PROJ[p]);
+                if (quant_tensor(s, name, proj_rows(c, p), proj_cols(c, p), heads, source_proj(s, l, p)))
+                    return -1;
+                continue;
+            }
             snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, HF_PROJ[p]);
             if (hf_tensor(s, name, proj_rows(c, p), proj_cols(c, p), heads, source_proj(s, l, p)))
                 return -1;
@@ -280,9 +478,18 @@ int hf_open(const char *dir, model_source *s)
     if (!cfg)
         return -1;
     rc = hf_config(dir, cfg, &s->cfg);
+    if (rc == 0)
+        rc = hf_quant_config(dir, cfg, s);
     json_decref(cfg);
     if (rc != 0)
         return -1;
+    if (s->quant_layout) {
+        /* one thread: rows are read a few at a time, on the caller's thread */
+        if (qlib_ctx_create(&s->qctx) != QLIB_OK || qlib_ctx_set_threads(s->qctx, 1) != QLIB_OK) {
+            report_qlib_error("context");
+            return -1;
+        }
+    }
     s->norm_att = xcalloc((size_t)s->cfg.n_layers, sizeof(src_tensor), "tensor table");
     s->norm_ffn = xcalloc((size_t)s->cfg.n_layers, sizeof(src_tensor), "tensor table");
     s->proj = xcalloc((size_t)s->cfg.n_layers * N_PROJ, sizeof(src_tensor), "tensor table");

@@ -22,6 +22,7 @@ void   llama_err(const char *fmt, ...)
 #endif
     ;
 void   report_qlib_error(const char *what);                 /* prints the qlib status detail */
+extern void (*llama_err_before)(void);                      /* called before a message, if set */
 int    size_mul(size_t a, size_t b, size_t *out);   /* 0 ok, -1 overflow */
 int    size_add(size_t a, size_t b, size_t *out);
 void  *xcalloc(size_t n, size_t size, const char *what);  /* NULL + message on failure */
@@ -57,6 +58,8 @@ void     put_u64le(unsigned char *p, uint64_t v);
 /* ------------------------------------------------------ element types */
 /* Stored element types; the values are GGML's type ids (GGUF tensor types). */
 enum { DT_F32 = 0, DT_F16 = 1, DT_Q4_0 = 2, DT_Q8_0 = 8, DT_BF16 = 30 };
+/* Tensors of quantized Hugging Face checkpoints, held as imported qlib tensors. */
+enum { DT_GPTQ = 1001, DT_AWQ = 1002 };
 const char *dtype_name(int dtype);            /* "F32", ...; NULL when unknown */
 int    dtype_block(int dtype, size_t *elems, size_t *bytes);  /* -1 when unknown */
 int    dtype_row_bytes(int dtype, size_t cols, size_t *bytes); /* -1: cols not whole blocks */
@@ -183,6 +186,11 @@ const st_tensor *st_find(const st_file *s, const char *name);
 enum { ST_I32 = 1000 };
 typedef struct st_writer st_writer;
 st_writer *st_writer_create(FILE *f, const char *path);
+/* Spooled: the data goes to spool as it is written, and st_write_end writes
+ * the header (built from every tensor declared by then) and copies the data
+ * after it, so that tensors may be declared while writing, each before it is
+ * opened; no st_write_begin needed. */
+st_writer *st_writer_create_spooled(FILE *f, FILE *spool, const char *path);
 void st_writer_free(st_writer *w);
 int  st_add_tensor(st_writer *w, const char *name, int dtype, int n_dims, const uint64_t *shape);
 int  st_add_metadata(st_writer *w, const char *key, const char *value);
@@ -201,6 +209,8 @@ typedef struct src_tensor {
     int dtype;
     size_t rows, cols;
     int hf_heads;           /* > 0: rows in HF's rotary order for this many heads, undone on read */
+    qlib_tensor *q;         /* DT_GPTQ, DT_AWQ: the imported tensor, rows in model order */
+    qlib_ctx *qctx;         /* the context that reads its rows */
 } src_tensor;
 enum { SRC_LLAMA2C = 1, SRC_GGUF = 2, SRC_HF = 3 };
 typedef struct model_source {
@@ -214,6 +224,9 @@ typedef struct model_source {
     src_tensor emb, cls, norm_final;
     src_tensor *norm_att, *norm_ffn;   /* n_layers */
     src_tensor *proj;                  /* n_layers * N_PROJ */
+    qlib_ctx *qctx;         /* HF GPTQ / AWQ: imports the tensors and reads their rows */
+    int quant_layout;       /* HF GPTQ / AWQ: QLIB_LAYOUT_GPTQ or _AWQ_GEMM, else 0 */
+    int quant_bits, quant_group;
 } model_source;
 
 int  source_open(const char *path, model_source *s);
@@ -227,6 +240,18 @@ int  src_read_all(const src_tensor *t, float **out, const char *what);  /* alloc
 const unsigned char *src_row_bytes(const src_tensor *t, size_t r);
 /* the stored rows themselves, when they are fp32 in model order */
 const float *src_direct_f32(const src_tensor *t);
+/* The engine's qlib tensor for a stored tensor: GGML Q8_0 / Q4_0 blocks and
+ * GPTQ / AWQ tensors imported as they are (a GPTQ / AWQ tensor moves from the
+ * source to *out), F16 as a 16-bit float tensor, anything else fp32. */
+int  src_to_tensor(qlib_ctx *ctx, src_tensor *t, float *buf, qlib_tensor **out, const char *what);
+
+/* hfquant.c: HF's rotary order and the output columns of packed GPTQ / AWQ
+ * parts. from[c] is the source column that column c takes. */
+void hf_rotary_from(size_t rows, int heads, int to_hf, size_t *from);
+int  hfq_groups(int layout, size_t k, int group, size_t *groups);
+int  hfq_part_sizes(int layout, size_t n, size_t k, int bits, int group, size_t bytes[4]);
+void hfq_permute(int layout, size_t n, size_t k, int bits, size_t groups, const size_t *from,
+                 const void *const src[4], void *const dst[4]);
 /* hf.c */
 extern const char *const HF_PROJ[N_PROJ];   /* "self_attn.q_proj", ... */
 int  hf_open(const char *dir, model_source *s);
@@ -243,6 +268,8 @@ typedef struct llama_model {
     const float *rms_ffn;   /* n_layers x dim */
     const float *rms_final; /* dim */
     const float *wcls;      /* vocab x dim (== tok_emb when shared) */
+    qlib_tensor *emb_q;     /* a quantized token embedding (tok_emb NULL): rows dequantized on lookup */
+    qlib_tensor *cls_q;     /* a quantized classifier (wcls NULL); == emb_q when shared */
     float *owned[5];        /* what the pointers above point to when converted */
     qlib_tensor **proj;     /* n_layers * N_PROJ, index l * N_PROJ + p */
 } llama_model;
@@ -267,7 +294,12 @@ typedef struct qm_writer {
     const char *path;
     size_t written;
 } qm_writer;
-int  qm_write_floats(qm_writer *w, const model_source *src);
+/* header flags: the token embedding / the separate classifier are qlib
+ * tensors, in records (layer n_layers, projection QM_REC_EMB / QM_REC_CLS)
+ * after the projections, instead of fp32 arrays */
+enum { QM_FLAG_EMB_QUANTIZED = 2, QM_FLAG_CLS_QUANTIZED = 4 };
+enum { QM_REC_EMB = N_PROJ, QM_REC_CLS = N_PROJ + 1 };
+int  qm_write_floats(qm_writer *w, const model_source *src, unsigned flags);
 int  qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p);
 
 /* ----------------------------------------------------------- tokenizer */
@@ -340,9 +372,9 @@ void run_free(llama_run *r);
  * after the hook of stage stop (STAGE_END: the whole layer). */
 int  llama_layer(llama_run *r, int l, int n, int pos0, llama_stage stop,
                  llama_hook hook, void *user);
-void llama_embed(llama_run *r, const int *tokens, int n);
+int  llama_embed(llama_run *r, const int *tokens, int n);
 /* Logits of the n positions in r->s.x (or of the last one) into r->s.logits. */
-void llama_classify(llama_run *r, int n, int last_only);
+int  llama_classify(llama_run *r, int n, int last_only);
 /* tokens[0..n) at positions pos0.. ; logits of every position or the last */
 int  llama_forward(llama_run *r, const int *tokens, int n, int pos0, int last_only);
 
@@ -354,11 +386,16 @@ typedef struct llama_opts {
     int threads;            /* -1: qlib's default */
     int compute;            /* qlib_compute */
     int method, bits, group, act_order, sym;  /* bits, group: -2 = unset */
+    unsigned methods;       /* --method: bit m for each method given (a list with --target-bpw) */
     int calib_tokens;       /* the calibration budget */
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
     const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
     int clip_grid, awq_rounding;              /* OPT_UNSET: qlib's default */
+    int embed_bits;         /* quantize: 0 (float), 8 or 4: the token embedding and classifier */
+    const char *fallback;   /* quantize --format gguf: f32, f16 or q8_0 */
+    float target_bpw;       /* quantize: the bit budget, 0 = none */
+    int quiet;              /* quantize, ppl: no progress */
     float temperature, topp;
     int steps;
     unsigned long long seed;
@@ -366,6 +403,24 @@ typedef struct llama_opts {
 } llama_opts;
 
 int setup_ctx(const llama_opts *o, qlib_ctx **ctx);
+
+/* progress.c: a bar on a terminal (stderr), nothing elsewhere or with --quiet */
+typedef struct progress {
+    int tty, quiet, drawn;
+    int total, done;            /* units: layers, stories */
+    const char *unit;
+    char what[64];              /* what the current unit is doing */
+    double unit_frac;           /* of the current unit */
+    const char *stage;          /* qlib's stage, from the progress callback */
+    double stage_frac;
+    double t0, last;
+} progress;
+void progress_init(progress *p, const llama_opts *o, int total, const char *unit);
+void progress_what(progress *p, const char *what, double unit_frac);
+int  progress_qlib(void *user, const char *stage, double fraction);  /* a qlib_progress_fn */
+void progress_step(progress *p);      /* a unit done */
+void progress_clear(progress *p);     /* before printing a line of its own */
+void progress_end(progress *p);
 
 /* A context, a model, its tokenizer and the activations to run it. */
 typedef struct llama_session {
@@ -388,6 +443,15 @@ int cmd_quantize(const llama_opts *o);
 int cmd_info(const llama_opts *o);
 int cmd_convert(const llama_opts *o);
 int write_vocab_gguf(gguf_writer *w, const llama_tokenizer *t);
+/* convert.c, shared with quantize's writers */
+extern const char *const GGUF_PROJ[N_PROJ];  /* "attn_q", ... */
+int  gguf_copy_keys(gguf_writer *w, const gguf_file *g, int own_vocab);
+int  gguf_llama_keys(gguf_writer *w, const llama_config *c, const char *name);
+const char *base_name(const char *path);
+int  ends_with(const char *s, const char *tail);
+struct json_t *hf_config_object(const model_source *s, const llama_tokenizer *tok, int dtype);
+int  write_json(struct json_t *j, const char *path);
+int  copy_tokenizer_files(const model_source *s, const output_file *out, int *copied);
 
 /* Stories of a text file encoded as BOS + tokens, each at most seq_len. */
 typedef struct token_seqs {

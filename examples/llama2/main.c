@@ -45,6 +45,10 @@ static const opt_spec OPTS[] = {
     { "--output", "-o", C_QUANT | C_CONV, K_STR, OFF(out), 0, 0 },
     { "--type", NULL, C_CONV, K_STR, OFF(type), 0, 0 },
     { "--format", NULL, C_QUANT | C_CONV, K_STR, OFF(format), 0, 0 },
+    { "--embed-bits", NULL, C_QUANT, K_INT, OFF(embed_bits), 4, 8 },
+    { "--fallback", NULL, C_QUANT, K_STR, OFF(fallback), 0, 0 },
+    { "--target-bpw", NULL, C_QUANT, K_FLOAT, OFF(target_bpw), 1, 32 },
+    { "--quiet", "-q", C_QUANT | C_PPL, K_FLAG, OFF(quiet), 0, 0 },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
@@ -58,7 +62,8 @@ static void usage(FILE *f)
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
           "            [--act-order] [--clip-grid N] [--awq-rounding rtn|gptq]\n"
           "            [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
-          "            -o OUT [--format qlm]\n"
+          "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
+          "            [--fallback f32|f16|q8_0] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"
@@ -99,7 +104,27 @@ static int set_value(const opt_spec *sp, const char *v, llama_opts *o)
     double d;
     switch (sp->kind) {
     case K_STR: *(const char **)(void *)field = v; return 0;
-    case K_METHOD: return parse_method(v, (int *)(void *)field);
+    case K_METHOD: {
+        /* one method, or (for --target-bpw) a comma-separated list of them */
+        char name[32];
+        const char *p = v;
+        int m;
+        o->methods = 0;
+        while (*p) {
+            size_t len = strcspn(p, ",");
+            if (len == 0 || len >= sizeof(name))
+                return -1;
+            memcpy(name, p, len);
+            name[len] = '\0';
+            if (parse_method(name, &m) != 0)
+                return -1;
+            if (!o->methods)
+                *(int *)(void *)field = m;
+            o->methods |= 1u << m;
+            p += len + (p[len] == ',');
+        }
+        return o->methods ? 0 : -1;
+    }
     case K_COMPUTE:
         if (strcmp(v, "auto") && strcmp(v, "f32"))
             return -1;

@@ -240,45 +240,47 @@ int model_norms_from_source(llama_model *m)
     return 0;
 }
 
-/* Every projection as a qlib NONE tensor: fp32, or fp16 when stored as fp16
- * (both exact). */
+/* Every projection as a qlib tensor: Q8_0 / Q4_0 blocks and GPTQ / AWQ
+ * checkpoints imported, F16 as a 16-bit float tensor, else fp32 (all
+ * exact). */
 static int source_tensors(qlib_ctx *ctx, llama_model *m)
 {
-    qlib_config *cfg[2] = { NULL, NULL };
     size_t big = (size_t)m->cfg.dim * (size_t)(m->cfg.hidden_dim > m->cfg.dim ? m->cfg.hidden_dim : m->cfg.dim);
-    float *buf = NULL;
-    int l, p, rc = 0, i;
-    for (i = 0; i < 2; i++)
-        if (qlib_config_create(QLIB_METHOD_NONE, &cfg[i]) != QLIB_OK
-            || qlib_config_set_int(cfg[i], QLIB_PARAM_BITS, i ? 16 : 32) != QLIB_OK) {
-            report_qlib_error("float tensor config");
-            rc = -1;
-        }
+    float *buf = xcalloc(big, sizeof(float), "weights");
+    char what[80];
+    int l, p, rc = buf ? 0 : -1;
     for (l = 0; rc == 0 && l < m->cfg.n_layers; l++) {
         for (p = 0; rc == 0 && p < N_PROJ; p++) {
-            const src_tensor *t = source_proj(&m->src, l, p);
-            const float *w = src_direct_f32(t);
-            if (!w) {
-                if (!buf && !(buf = xcalloc(big, sizeof(float), "weights"))) {
-                    rc = -1;
-                    break;
-                }
-                src_read_rows(t, 0, t->rows, buf);
-                w = buf;
-            }
-            if (qlib_quantize(ctx, w, t->rows, t->cols, t->cols, cfg[t->dtype == DT_F16], NULL,
-                              model_proj(m, l, p)) != QLIB_OK) {
-                char what[80];
-                snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
-                report_qlib_error(what);
-                rc = -1;
-            }
+            snprintf(what, sizeof(what), "layer %d %s", l, proj_names[p]);
+            rc = src_to_tensor(ctx, source_proj(&m->src, l, p), buf, model_proj(m, l, p), what);
         }
     }
     free(buf);
-    qlib_config_destroy(cfg[0]);
-    qlib_config_destroy(cfg[1]);
     return rc;
+}
+
+/* The token embedding and classifier: fp32 (mapped or converted), or, when
+ * stored as GGML blocks, imported qlib tensors (rows looked up with
+ * qlib_dequantize_rows, the classifier multiplied by qlib_matmul). */
+static int embeddings(qlib_ctx *ctx, llama_model *m)
+{
+    src_tensor *e = &m->src.emb, *c = &m->src.cls;
+    int quant_e = e->dtype == DT_Q8_0 || e->dtype == DT_Q4_0;
+    int quant_c = c->dtype == DT_Q8_0 || c->dtype == DT_Q4_0;
+    if (quant_e) {
+        if (src_to_tensor(ctx, e, NULL, &m->emb_q, "token embedding") != 0)
+            return -1;
+    } else if (!(m->tok_emb = matrix_f32(m, e, 0))) {
+        return -1;
+    }
+    if (m->cfg.shared_classifier) {
+        m->wcls = m->tok_emb;
+        m->cls_q = m->emb_q;
+        return 0;
+    }
+    if (quant_c)
+        return src_to_tensor(ctx, c, NULL, &m->cls_q, "classifier");
+    return (m->wcls = matrix_f32(m, c, 4)) ? 0 : -1;
 }
 
 static int float_model_load(qlib_ctx *ctx, const char *path, llama_model *m)
@@ -286,9 +288,7 @@ static int float_model_load(qlib_ctx *ctx, const char *path, llama_model *m)
     if (source_open(path, &m->src) != 0)
         return -1;
     m->cfg = m->src.cfg;
-    m->tok_emb = matrix_f32(m, &m->src.emb, 0);
-    m->wcls = m->cfg.shared_classifier ? m->tok_emb : matrix_f32(m, &m->src.cls, 4);
-    if (!m->tok_emb || !m->wcls || model_norms_from_source(m) != 0)
+    if (embeddings(ctx, m) != 0 || model_norms_from_source(m) != 0)
         return -1;
     m->proj = xcalloc((size_t)m->cfg.n_layers * N_PROJ, sizeof(qlib_tensor *), "tensor table");
     if (!m->proj)
@@ -325,6 +325,9 @@ void model_free(llama_model *m)
             qlib_tensor_destroy(m->proj[i]);
         free(m->proj);
     }
+    if (m->cls_q != m->emb_q)
+        qlib_tensor_destroy(m->cls_q);
+    qlib_tensor_destroy(m->emb_q);
     for (i = 0; i < 5; i++)
         free(m->owned[i]);
     source_close(&m->src);

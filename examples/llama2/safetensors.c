@@ -206,6 +206,7 @@ typedef struct st_wtensor {
 
 struct st_writer {
     FILE *f;
+    FILE *spool;            /* spooled: the data, until st_write_end writes the header */
     const char *path;
     st_wtensor *t;
     size_t n_t, cap_t, data_bytes;
@@ -226,6 +227,16 @@ st_writer *st_writer_create(FILE *f, const char *path)
     if (!w->meta) {
         free(w);
         return NULL;
+    }
+    return w;
+}
+
+st_writer *st_writer_create_spooled(FILE *f, FILE *spool, const char *path)
+{
+    st_writer *w = st_writer_create(f, path);
+    if (w) {
+        w->spool = spool;
+        w->begun = 1;
     }
     return w;
 }
@@ -252,7 +263,8 @@ int st_add_tensor(st_writer *w, const char *name, int dtype, int n_dims, const u
     st_wtensor *t;
     size_t n = 1, be, bb;
     int i;
-    if (w->begun || n_dims < 1 || n_dims > MAX_DIMS || dtype_block(dtype, &be, &bb) || be != 1) {
+    if ((w->begun && (!w->spool || w->current >= 0)) || n_dims < 1 || n_dims > MAX_DIMS
+        || dtype_block(dtype, &be, &bb) || be != 1) {
         llama_err("safetensors writer: bad tensor %s", name);
         return -1;
     }
@@ -284,11 +296,13 @@ int st_add_tensor(st_writer *w, const char *name, int dtype, int n_dims, const u
 
 static int put(st_writer *w, const void *p, size_t n)
 {
-    if (n && fwrite(p, 1, n, w->f) != n) {
+    FILE *to = w->spool && w->current >= 0 ? w->spool : w->f;
+    if (n && fwrite(p, 1, n, to) != n) {
         llama_err("%s: write failed: %s", w->path, strerror(errno));
         return -1;
     }
-    w->file_bytes += n;
+    if (to == w->f)
+        w->file_bytes += n;
     return 0;
 }
 
@@ -321,7 +335,7 @@ static json_t *header_json(const st_writer *w)
     return root;
 }
 
-int st_write_begin(st_writer *w)
+static int write_header(st_writer *w)
 {
     json_t *root = header_json(w);
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
@@ -340,6 +354,30 @@ int st_write_begin(st_writer *w)
     free(text);
     w->begun = 1;
     return rc;
+}
+
+int st_write_begin(st_writer *w)
+{
+    return w->spool ? 0 : write_header(w);
+}
+
+/* The header, then the spooled data copied after it. */
+static int unspool(st_writer *w)
+{
+    char buf[1 << 16];
+    size_t n;
+    if (write_header(w) || fflush(w->spool) != 0 || fseek(w->spool, 0, SEEK_SET) != 0) {
+        llama_err("%s: cannot write the safetensors file", w->path);
+        return -1;
+    }
+    while ((n = fread(buf, 1, sizeof(buf), w->spool)) > 0)
+        if (put(w, buf, n))
+            return -1;
+    if (ferror(w->spool)) {
+        llama_err("%s: cannot read back the spooled data: %s", w->path, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 int st_write_open(st_writer *w, int index)
@@ -376,8 +414,12 @@ int st_write_close(st_writer *w)
 
 int st_write_end(st_writer *w, size_t *file_bytes)
 {
-    if (!w->begun || w->current >= 0 || w->next != w->n_t || fflush(w->f) != 0) {
+    if (!w->begun || w->current >= 0 || w->next != w->n_t) {
         llama_err("%s: %zu of %zu tensors written", w->path, w->next, w->n_t);
+        return -1;
+    }
+    if ((w->spool && unspool(w)) || fflush(w->f) != 0) {
+        llama_err("%s: write failed", w->path);
         return -1;
     }
     if (file_bytes)

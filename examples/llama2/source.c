@@ -52,6 +52,15 @@ const unsigned char *src_row_bytes(const src_tensor *t, size_t r)
 void src_read_rows(const src_tensor *t, size_t row0, size_t n, float *dst)
 {
     size_t rb = 0, i;
+    if (t->q) {
+        /* a one-thread context needs at most one row of scratch, allocated
+         * by the first call (src_to_tensor or the import check) */
+        if (n && qlib_dequantize_rows(t->qctx, t->q, row0, n, dst, t->cols) != QLIB_OK) {
+            report_qlib_error("reading a quantized tensor");
+            memset(dst, 0, n * t->cols * sizeof(float));
+        }
+        return;
+    }
     dtype_row_bytes(t->dtype, t->cols, &rb);   /* checked when the source was opened */
     for (i = 0; i < n; i++)
         row_to_f32(t->dtype, t->data + stored_row(t, row0 + i) * rb, t->cols, dst + i * t->cols);
@@ -68,7 +77,7 @@ int src_read_all(const src_tensor *t, float **out, const char *what)
 
 const float *src_direct_f32(const src_tensor *t)
 {
-    if (t->dtype != DT_F32 || t->hf_heads > 0 || ((uintptr_t)t->data & 3u) != 0)
+    if (t->dtype != DT_F32 || t->q || t->hf_heads > 0 || ((uintptr_t)t->data & 3u) != 0)
         return NULL;
     return (const float *)(const void *)t->data;
 }
@@ -83,8 +92,9 @@ static int alloc_tables(model_source *s)
 }
 
 /* ------------------------------------------------------------------ GGUF */
-static const char *const GGUF_PROJ[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
-                                               "ffn_gate", "ffn_down", "ffn_up" };
+const char *const GGUF_PROJ[N_PROJ] = { "attn_q", "attn_k", "attn_v", "attn_output",
+                                        "ffn_gate", "ffn_down", "ffn_up" };
+
 
 static int gguf_tensor(const model_source *s, const char *name, size_t rows, size_t cols,
                        int optional, src_tensor *out)
@@ -213,6 +223,44 @@ static int gguf_source(const char *path, model_source *s)
     return gguf_tensors(s);
 }
 
+/* ------------------------------------------------------- engine tensors */
+int src_to_tensor(qlib_ctx *ctx, src_tensor *t, float *buf, qlib_tensor **out, const char *what)
+{
+    qlib_config *cfg = NULL;
+    const float *w = src_direct_f32(t);
+    size_t bytes[4] = { 0, 0, 0, 0 };
+    const void *parts[4] = { t->data, NULL, NULL, NULL };
+    qlib_status st;
+    *out = NULL;
+    if (t->q) {
+        *out = t->q;        /* moves to the caller */
+        t->q = NULL;
+        return 0;
+    }
+    if ((t->dtype == DT_Q8_0 || t->dtype == DT_Q4_0) && t->hf_heads == 0) {
+        dtype_row_bytes(t->dtype, t->cols, &bytes[0]);
+        bytes[0] *= t->rows;
+        st = qlib_tensor_import(ctx, t->dtype == DT_Q8_0 ? QLIB_LAYOUT_GGML_Q8_0 : QLIB_LAYOUT_GGML_Q4_0,
+                                t->rows, t->cols, t->dtype == DT_Q8_0 ? 8 : 4, 32, parts, bytes, out);
+    } else {
+        if (!w) {
+            src_read_rows(t, 0, t->rows, buf);
+            w = buf;
+        }
+        st = qlib_config_create(QLIB_METHOD_NONE, &cfg);
+        if (st == QLIB_OK)
+            st = qlib_config_set_int(cfg, QLIB_PARAM_BITS, t->dtype == DT_F16 ? 16 : 32);
+        if (st == QLIB_OK)
+            st = qlib_quantize(ctx, w, t->rows, t->cols, t->cols, cfg, NULL, out);
+        qlib_config_destroy(cfg);
+    }
+    if (st != QLIB_OK) {
+        report_qlib_error(what);
+        return -1;
+    }
+    return 0;
+}
+
 /* ----------------------------------------------------------------- open */
 int source_open(const char *path, model_source *s)
 {
@@ -244,9 +292,18 @@ int source_open(const char *path, model_source *s)
     return rc;
 }
 
+static void free_quantized(src_tensor *t, size_t n)
+{
+    size_t i;
+    for (i = 0; t && i < n; i++)
+        qlib_tensor_destroy(t[i].q);
+}
+
 void source_close(model_source *s)
 {
     size_t i;
+    free_quantized(s->proj, (size_t)s->cfg.n_layers * N_PROJ);
+    qlib_ctx_destroy(s->qctx);
     for (i = 0; s->shards && i < s->n_shards; i++)
         st_free(&s->shards[i]);
     free(s->shards);

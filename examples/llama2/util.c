@@ -13,9 +13,13 @@
 
 #include "llama.h"
 
+void (*llama_err_before)(void);
+
 void llama_err(const char *fmt, ...)
 {
     va_list ap;
+    if (llama_err_before)
+        llama_err_before();     /* a progress bar clears its line */
     fputs("qlib-llama: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);

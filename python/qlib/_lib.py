@@ -134,6 +134,7 @@ PROTOTYPES = {
                                         c_size_t, POINTER(c_size_t), config_p, calib_p,
                                         POINTER(tensor_p)]),
     "qlib_dequantize": (status_t, [ctx_p, tensor_p, float_p, c_size_t]),
+    "qlib_dequantize_rows": (status_t, [ctx_p, tensor_p, c_size_t, c_size_t, float_p, c_size_t]),
     "qlib_tensor_destroy": (None, [tensor_p]),
     "qlib_tensor_rows": (c_size_t, [tensor_p]),
     "qlib_tensor_cols": (c_size_t, [tensor_p]),

@@ -1,7 +1,11 @@
 /* The model tool's Hugging Face reader (examples/llama2/hf.c,
- * safetensors.c) on arbitrary contents: a directory holding config.json and
- * model.safetensors, opened as a model, every tensor read into fp32; and the
- * safetensors file parsed on its own, every tensor checked to lie in it.
+ * hfquant.c, safetensors.c) on arbitrary contents: a directory holding
+ * config.json and model.safetensors, opened as a model, every tensor read
+ * into fp32 (GPTQ / AWQ projections imported into qlib tensors and read
+ * back a row at a time); and the safetensors file parsed on its own, every
+ * tensor checked to lie in it. The config bytes are also written as
+ * quantize_config.json, which the reader consults for the quantization
+ * settings when config.json has no quantization_config.
  * Input: [uint16 config length][config.json][model.safetensors]. */
 #include <sys/stat.h>
 
@@ -11,11 +15,12 @@
 /* Messages are silenced while the readers run; a failed check speaks up. */
 #define CHECK(c) do { if (!(c)) { fz_quiet(0); FZ_CHECK(c); } } while (0)
 
-static char dir[4096], config[4200], weights[4200];
+static char dir[4096], config[4200], weights[4200], qconfig[4200];
 
 static void remove_dir(void)
 {
     unlink(config);
+    unlink(qconfig);
     unlink(weights);
     rmdir(dir);
 }
@@ -28,6 +33,7 @@ static void setup(void)
     CHECK(mkdtemp(dir) != NULL);
     snprintf(config, sizeof config, "%s/config.json", dir);
     snprintf(weights, sizeof weights, "%s/model.safetensors", dir);
+    snprintf(qconfig, sizeof qconfig, "%s/quantize_config.json", dir);
     atexit(remove_dir);
 }
 
@@ -46,6 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t clen = data[0] | (size_t)data[1] << 8;
     if (clen > size - 2) clen = size - 2;
     fz_write_file(config, data + 2, clen);
+    fz_write_file(qconfig, data + 2, clen);
     fz_write_file(weights, data + 2 + clen, size - 2 - clen);
     fz_quiet(1);
     st_file st;
@@ -64,8 +71,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         read_tensor(&s.emb);
         read_tensor(&s.cls);
         for (int l = 0; l < s.cfg.n_layers; l++)
-            for (int p = 0; p < N_PROJ; p++)
-                read_tensor(source_proj(&s, l, p));
+            for (int p = 0; p < N_PROJ; p++) {
+                const src_tensor *t = source_proj(&s, l, p);
+                CHECK(t->rows == proj_rows(&s.cfg, p) && t->cols == proj_cols(&s.cfg, p));
+                if (t->q)
+                    CHECK(s.quant_layout && qlib_tensor_rows(t->q) == t->rows
+                          && qlib_tensor_cols(t->q) == t->cols);
+                read_tensor(t);
+            }
         source_close(&s);
     }
     fz_quiet(0);

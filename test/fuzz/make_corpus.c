@@ -418,8 +418,25 @@ static uint8_t *read_all(const char *path, size_t *len)
     return b;
 }
 
-/* The checkpoint loaded, its projections quantized with RTN, saved by the example. */
-static void qmodel_seed(const uint8_t *ckpt, size_t len, int bits, int group)
+/* RTN, bits bits, groups of group (symmetric when sym). */
+static qlib_tensor *rtn(const float *w, size_t n, size_t k, int bits, int group, int sym)
+{
+    qlib_config *cfg;
+    qlib_tensor *t = NULL;
+    FZ_CHECK(qlib_config_create(QLIB_METHOD_RTN, &cfg) == QLIB_OK);
+    FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_BITS, bits) == QLIB_OK);
+    FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_GROUP_SIZE, group) == QLIB_OK);
+    FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_SYMMETRIC, sym) == QLIB_OK);
+    FZ_CHECK(qlib_quantize(ctx, w, n, k, k, cfg, NULL, &t) == QLIB_OK);
+    qlib_config_destroy(cfg);
+    return t;
+}
+
+/* The checkpoint loaded, its projections quantized with RTN, saved by the
+ * example; with emb_bits the token embedding (and a separate classifier)
+ * quantized too, in records after the projections. */
+static void qmodel_seed(const uint8_t *ckpt, size_t len, int bits, int group, int emb_bits,
+                        const char *name)
 {
     char ck[256], qm[256];
     snprintf(ck, sizeof ck, "%s", tmp_path("ckpt"));
@@ -428,27 +445,28 @@ static void qmodel_seed(const uint8_t *ckpt, size_t len, int bits, int group)
     FZ_CHECK(f && fwrite(ckpt, 1, len, f) == len && fclose(f) == 0);
     model_source src;
     FZ_CHECK(source_open(ck, &src) == 0);
-    qlib_config *cfg;
-    FZ_CHECK(qlib_config_create(QLIB_METHOD_RTN, &cfg) == QLIB_OK);
-    FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_BITS, bits) == QLIB_OK);
-    FZ_CHECK(qlib_config_set_int(cfg, QLIB_PARAM_GROUP_SIZE, group) == QLIB_OK);
+    int sep = !src.cfg.shared_classifier;
+    unsigned flags = emb_bits ? QM_FLAG_EMB_QUANTIZED | (sep ? QM_FLAG_CLS_QUANTIZED : 0) : 0;
     qm_writer w = { fopen(qm, "w+b"), qm, 0 };
-    FZ_CHECK(w.f && qm_write_floats(&w, &src) == 0);
+    FZ_CHECK(w.f && qm_write_floats(&w, &src, flags) == 0);
     for (int l = 0; l < src.cfg.n_layers; l++)
         for (int p = 0; p < N_PROJ; p++) {
             const src_tensor *st = source_proj(&src, l, p);
-            qlib_tensor *t = NULL;
-            FZ_CHECK(qlib_quantize(ctx, src_direct_f32(st), st->rows, st->cols, st->cols, cfg, NULL,
-                                   &t) == QLIB_OK);
+            qlib_tensor *t = rtn(src_direct_f32(st), st->rows, st->cols, bits, group, 0);
             FZ_CHECK(qm_write_tensor(&w, t, l, p) == 0);
             qlib_tensor_destroy(t);
         }
+    for (int e = 0; emb_bits && e < 1 + sep; e++) {
+        const src_tensor *st = e ? &src.cls : &src.emb;
+        qlib_tensor *t = rtn(src_direct_f32(st), st->rows, st->cols, emb_bits, 32, 1);
+        FZ_CHECK(qm_write_tensor(&w, t, src.cfg.n_layers, e ? QM_REC_CLS : QM_REC_EMB) == 0);
+        qlib_tensor_destroy(t);
+    }
     FZ_CHECK(fclose(w.f) == 0);
-    qlib_config_destroy(cfg);
     source_close(&src);
     size_t qlen;
     uint8_t *q = read_all(qm, &qlen);
-    out_file("fuzz_llama_checkpoint", bits == 8 ? "qmodel-b8" : "qmodel-b4", q, qlen, NULL, 0);
+    out_file("fuzz_llama_checkpoint", name, q, qlen, NULL, 0);
     free(q);
     unlink(ck);
     unlink(qm);
@@ -461,7 +479,8 @@ static void checkpoint_seeds(void)
     size_t len;
     ckpt_bytes(&c, 1, &b, &len);
     out_file("fuzz_llama_checkpoint", "ckpt-shared", b, len, NULL, 0);
-    qmodel_seed(b, len, 4, 32);
+    qmodel_seed(b, len, 4, 32, 0, "qmodel-b4");
+    qmodel_seed(b, len, 4, 32, 8, "qmodel-b4-emb8");
     out_file("fuzz_llama_checkpoint", "ckpt-truncated", b, len - 4, NULL, 0);
     b[8] = 0xff;                                         /* n_layers huge */
     out_file("fuzz_llama_checkpoint", "ckpt-bad-layers", b, len, NULL, 0);
@@ -470,7 +489,8 @@ static void checkpoint_seeds(void)
     c.n_layers = 2;
     ckpt_bytes(&c, 0, &b, &len);
     out_file("fuzz_llama_checkpoint", "ckpt-gqa-unshared", b, len, NULL, 0);
-    qmodel_seed(b, len, 8, 0);
+    qmodel_seed(b, len, 8, 0, 0, "qmodel-b8");
+    qmodel_seed(b, len, 8, 0, 4, "qmodel-b8-emb4-cls4");
     free(b);
     uint8_t magic[32] = { 0x32, 0x34, 0x6b, 0x61, 1 };
     out_file("fuzz_llama_checkpoint", "export-v1", magic, sizeof magic, NULL, 0);

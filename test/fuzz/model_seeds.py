@@ -2,8 +2,8 @@
 """Seeds for the model tool's fuzz targets fuzz_llama_gguf and fuzz_llama_hf
 (test/fuzz/corpus/<target>/model-*): tiny valid Llama models as GGUF (F32,
 F16, Q8_0, Q4_0 tensors, with a vocabulary) and as Hugging Face directories
-(config.json + model.safetensors, f32/bf16, tied or not), and damaged
-variants of each. Run from the repository root with /usr/bin/python3."""
+(config.json + model.safetensors, f32/bf16, tied or not; GPTQ and AWQ
+checkpoints), and damaged variants of each. Run from the repository root with /usr/bin/python3."""
 import json
 import os
 import struct
@@ -158,6 +158,110 @@ def hf_seeds():
     hf_seed("hf-wrong-shape", dict(config, intermediate_size=24), good)
 
 
+def pack_bits(codes, bits):
+    """rows of codes -> rows of little-endian int32 words holding them as one bit stream"""
+    rows, n = codes.shape
+    b = ((codes[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(rows, n * bits)
+    return np.packbits(b, axis=1, bitorder="little").view("<i4")
+
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+
+
+def pack_awq(codes):
+    """rows of 4-bit codes -> int32 words of 8 columns in AWQ's order"""
+    rows, n = codes.shape
+    w = np.zeros((rows, n // 8), np.uint32)
+    for i, col in enumerate(AWQ_ORDER):
+        w |= (codes[:, col::8].astype(np.uint32) & 15) << np.uint32(4 * i)
+    return w.view("<i4")
+
+
+def hf_quant_seeds():
+    """GPTQ v1 and AWQ gemm checkpoints of a tiny model (every projection packed),
+    written from the formats' rules, and damaged variants."""
+    r = np.random.default_rng(11)
+    dim, hidden, heads, kv, vocab, bits, group = 32, 64, 2, 1, 12, 4, 32
+    hs = dim // heads
+    shapes = {"q_proj": (dim, dim), "k_proj": (hs * kv, dim), "v_proj": (hs * kv, dim),
+              "o_proj": (dim, dim), "gate_proj": (hidden, dim), "down_proj": (dim, hidden),
+              "up_proj": (hidden, dim)}
+    base = {"model_type": "llama", "hidden_size": dim, "intermediate_size": hidden,
+            "num_hidden_layers": 1, "num_attention_heads": heads, "num_key_value_heads": kv,
+            "vocab_size": vocab, "max_position_embeddings": 8, "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": True, "hidden_act": "silu"}
+    floats = [("model.embed_tokens.weight", r.standard_normal((vocab, dim)).astype(np.float32)),
+              ("model.norm.weight", np.ones(dim, np.float32)),
+              ("model.layers.0.input_layernorm.weight", np.ones(dim, np.float32)),
+              ("model.layers.0.post_attention_layernorm.weight", np.ones(dim, np.float32))]
+
+    def gptq_parts(name, n, k, act_order=False):
+        g = (k + group - 1) // group
+        q = r.integers(0, 16, (n, k))                       # codes, one row per output column
+        z = r.integers(0, 15, (g, n))                       # stored zero - 1, never 15
+        gidx = np.arange(k) // group
+        if act_order:
+            gidx = r.permutation(gidx)
+        return [(name + ".qweight", pack_bits(q, bits).T.copy()),
+                (name + ".qzeros", pack_bits(z, bits)),
+                (name + ".scales", (r.random((g, n)) * 0.01 + 0.001).astype(np.float16)),
+                (name + ".g_idx", gidx.astype("<i4"))]
+
+    def awq_parts(name, n, k):
+        g = k // group
+        return [(name + ".qweight", pack_awq(r.integers(0, 16, (k, n)))),
+                (name + ".qzeros", pack_awq(r.integers(0, 16, (g, n)))),
+                (name + ".scales", (r.random((g, n)) * 0.01 + 0.001).astype(np.float16))]
+
+    def st(tensors):
+        header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+        for name, a in tensors:
+            tag = {"float32": "F32", "float16": "F16", "int32": "I32"}[a.dtype.name]
+            data = np.ascontiguousarray(a).tobytes()
+            header[name] = {"dtype": tag, "shape": list(a.shape), "data_offsets": [off, off + len(data)]}
+            blobs.append(data)
+            off += len(data)
+        text = json.dumps(header).encode()
+        return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+    def model(kind, act_order=False, plain=()):
+        t = list(floats)
+        for p, (n, k) in shapes.items():
+            name = "model.layers.0.%s.%s" % ("self_attn" if p.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp", p)
+            if p in plain:
+                t.append((name + ".weight", (r.standard_normal((n, k)) * 0.1).astype(np.float32)))
+            elif kind == "gptq":
+                t += gptq_parts(name, n, k, act_order)
+            else:
+                t += awq_parts(name, n, k)
+        return t
+
+    gq = {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": False, "sym": False,
+          "checkpoint_format": "gptq"}
+    aq = {"quant_method": "awq", "version": "gemm", "zero_point": True, "w_bit": bits, "q_group_size": group}
+    gptq = st(model("gptq"))
+    hf_seed("hf-gptq4", dict(base, quantization_config=gq), gptq)
+    hf_seed("hf-gptq4-act-order", dict(base, quantization_config=dict(gq, desc_act=True)),
+            st(model("gptq", act_order=True)))
+    hf_seed("hf-gptq4-down-fp", dict(base, quantization_config=gq), st(model("gptq", plain=("down_proj",))))
+    hf_seed("hf-awq4", dict(base, quantization_config=aq), st(model("awq")))
+    # quantize_config.json (the fuzz target writes the config there too): top-level settings
+    hf_seed("hf-gptq4-quantize-config", dict(base, **gq), gptq)
+    hf_seed("hf-gptq-v2", dict(base, quantization_config=dict(gq, checkpoint_format="gptq_v2")), gptq)
+    hf_seed("hf-gptq-3bit-mismatch", dict(base, quantization_config=dict(gq, bits=3)), gptq)
+    hf_seed("hf-gptq-group-64", dict(base, quantization_config=dict(gq, group_size=64)), gptq)
+    hf_seed("hf-awq-version", dict(base, quantization_config=dict(aq, version="gemv")), st(model("awq")))
+    hf_seed("hf-quant-unknown", dict(base, quantization_config={"quant_method": "bitsandbytes",
+                                                               "bits": 4, "group_size": 32}), gptq)
+    bad = model("gptq")
+    bad[7] = (bad[7][0], np.full_like(bad[7][1], 99))      # q_proj.g_idx out of range
+    hf_seed("hf-gptq-bad-gidx", dict(base, quantization_config=gq), st(bad))
+    bad = model("gptq")
+    bad[6] = (bad[6][0], np.full_like(bad[6][1], np.float16(np.inf)))   # q_proj.scales Inf
+    hf_seed("hf-gptq-inf-scale", dict(base, quantization_config=gq), st(bad))
+
+
 gguf_seeds()
 hf_seeds()
+hf_quant_seeds()
 print("seeds written under", ROOT)

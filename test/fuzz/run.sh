@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../.."
 # the example's readers, for the fuzz_llama_* targets
 LLAMA_READERS="examples/llama2/util.c examples/llama2/model.c examples/llama2/qmodel.c examples/llama2/tokenizer.c
     examples/llama2/source.c examples/llama2/gguf.c examples/llama2/safetensors.c examples/llama2/hf.c
-    examples/llama2/dtype.c"
+    examples/llama2/hfquant.c examples/llama2/dtype.c"
 
 if [ "${1:-}" = seeds ]; then
     make -s build/release/libqlib_internal.a

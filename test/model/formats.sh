@@ -67,11 +67,14 @@ else
 fi
 
 # --- GGUF in: F16 and blocks decode to exactly the values make_gguf.py gives
+# (Q8_0 / Q4_0 are imported as qlib tensors; --compute f32 multiplies them in
+# fp32 like the decoded file, auto would quantize the activations)
 for q in f16 q8_0 q4_0; do
     if "$PY" test/model/make_gguf.py checkpoint "$MODEL" "$TOK" "$WORK/$q.gguf" --proj $q \
             --dequantized "$WORK/$q-f32.gguf" > "$WORK/log" 2>&1; then
         same_nll "GGUF with $q projections equals its F32 decoding" \
-            "$(nll_of "$WORK/$q.gguf" "$WORK/short.txt")" "$(nll_of "$WORK/$q-f32.gguf" "$WORK/short.txt")"
+            "$(nll_of "$WORK/$q.gguf" "$WORK/short.txt" --compute f32)" \
+            "$(nll_of "$WORK/$q-f32.gguf" "$WORK/short.txt" --compute f32)"
     else
         fail "make_gguf.py $q: $(tail -n 1 "$WORK/log")"
     fi
@@ -151,6 +154,60 @@ if [ -s "$WORK/ids.qm" ] && grep -q "calibration: 8192 tokens" "$WORK/err"; then
     pass "GPTQ calibrated from --calib-tokens FILE ($(grep calibration: "$WORK/err" | cut -c 14-60))"
 else
     fail "--calib-tokens FILE: $(tail -n 1 "$WORK/err")"
+fi
+
+# --- quantized Hugging Face checkpoints out, checked by an independent decoder
+# (test/model/hf_decode.py, numpy, from the GPTQ v1 / AWQ gemm rules) against
+# qlib's dequantized weights of the same files (convert --type f32), which
+# quantize's own read-back has compared with the quantized tensors bit for bit
+hf_round_trip() {  # LABEL MODEL_DIR OUT ARGS...
+    local label=$1 model=$2 out=$3
+    shift 3
+    rm -rf "$out" "$out-f32"
+    if "$BIN" quantize --model "$model" "$@" --threads 1 -o "$out" > "$WORK/log" 2>&1 \
+        && grep -q "every tensor identical" "$WORK/log" \
+        && "$BIN" convert --model "$out" -o "$out-f32" --format hf --type f32 >> "$WORK/log" 2>&1 \
+        && "$PY" test/model/hf_decode.py "$out" "$out-f32/model.safetensors" > "$WORK/dec" 2>&1; then
+        pass "$label: $(cat "$WORK/dec")"
+    else
+        fail "$label: $(tail -n 1 "$WORK/log") $(tail -n 1 "$WORK/dec" 2> /dev/null)"
+    fi
+}
+if [ -d "$WORK/hf" ] && [ -f "$CALIB" ]; then
+    CAL=(--tokenizer "$TOK" --calib "$CALIB")
+    hf_round_trip "HF (make_hf.py) -> GPTQ 4-bit g32 act-order" "$WORK/hf" "$WORK/q-gptq" \
+        --method gptq --bits 4 --group 32 --act-order "${CAL[@]}" --format gptq
+    hf_round_trip "HF -> GPTQ 3-bit g32 symmetric" "$WORK/hf" "$WORK/q-gptq3" \
+        --method gptq --bits 3 --group 32 --sym "${CAL[@]}" --format gptq
+    hf_round_trip "HF -> AWQ 4-bit g32 (scales shared and folded)" "$WORK/hf" "$WORK/q-awq" \
+        --method awq --bits 4 --group 32 "${CAL[@]}" --format awq
+    # the quantized directories run, close to the same settings in qlib-llama's
+    # own file (which keeps fp32 norms and embedding and quantizes w1/w2/w3 too)
+    "$BIN" quantize --model "$WORK/hf" --method gptq --bits 4 --group 32 --act-order "${CAL[@]}" \
+        --threads 1 -o "$WORK/q-gptq.qm" > /dev/null 2>&1
+    a=$(nll_of "$WORK/q-gptq" "$WORK/short.txt" --tokenizer "$TOK")
+    b=$(nll_of "$WORK/q-gptq.qm" "$WORK/short.txt" --tokenizer "$TOK")
+    if [ -n "$a" ] && [ -n "$b" ] && awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; exit !(d < 0.01 && d > -0.01) }'; then
+        pass "ppl runs the GPTQ directory: NLL $a (qlib-llama's file $b)"
+    else
+        fail "ppl of the GPTQ directory: '$a' vs '$b' $(head -n 1 "$WORK/err")"
+    fi
+fi
+# every projection packed: a synthetic model whose shapes fill the words
+if "$PY" test/model/make_gguf.py synthetic "$WORK/syn" --dim 128 --layers 2 --hidden 256 --vocab 300 \
+        --heads 4 --kv-heads 2 --seq-len 64 --format hf > /dev/null 2>&1; then
+    "$PY" -c "
+import numpy as np
+r = np.random.default_rng(3)
+for _ in range(8): print(' '.join(map(str, r.integers(3, 300, 64))))" > "$WORK/syn.ids"
+    hf_round_trip "synthetic (all 7 projections) -> GPTQ 4-bit g64" "$WORK/syn" "$WORK/syn-gptq" \
+        --method gptq --bits 4 --group 64 --calib-tokens "$WORK/syn.ids" --format gptq
+    hf_round_trip "synthetic -> GPTQ 2-bit g128 act-order" "$WORK/syn" "$WORK/syn-gptq2" \
+        --method gptq --bits 2 --group 128 --act-order --calib-tokens "$WORK/syn.ids" --format gptq
+    hf_round_trip "synthetic -> AWQ 4-bit g64" "$WORK/syn" "$WORK/syn-awq" \
+        --method awq --bits 4 --group 64 --calib-tokens "$WORK/syn.ids" --format awq
+else
+    fail "make_gguf.py synthetic"
 fi
 
 echo "formats-check: $PASSED passed, $FAILED failed"

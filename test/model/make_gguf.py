@@ -15,10 +15,11 @@ only, independently of qlib-llama.
       norm about 1), streamed tensor by tensor so that memory stays small.
 
 GGUF layout (v3, little-endian): "GGUF", version, tensor count, key count,
-keys, tensor infos, padding to 32, data. Q8_0 blocks: fp16 d = absmax/127,
-int8 q = round(x/d). Q4_0 blocks: d = m/-8 where m is the weight of largest
-magnitude, q = min(15, floor(x/d + 8.5)), nibbles: low = weights 0..15,
-high = 16..31; x = d (q - 8)."""
+keys, tensor infos, padding to 32, data. Q8_0 and Q4_0 blocks are made as
+ggml's reference quantizers make them (q8_0, q4_0 below): Q8_0 fp16 d =
+absmax/127, int8 q = round(x/d); Q4_0 d = m/-8 where m is the weight of
+largest magnitude, q = min(15, trunc(x/d + 8.5)), nibbles: low = weights
+0..15, high = 16..31; x = d (q - 8)."""
 import argparse
 import json
 import os
@@ -35,32 +36,42 @@ ALIGN = 32
 
 
 def q8_0(x):
+    """ggml's reference Q8_0 quantizer (quantize_row_q8_0_ref, as its source
+    describes it): per block d = absmax / 127 in fp32, id = 1/d (0 when d is
+    0), q = x * id rounded half away from zero; d stored as fp16."""
     b = x.reshape(-1, 32).astype(np.float32)
-    amax = np.abs(b).max(axis=1)
-    d = (amax / 127.0).astype(np.float16)
-    df = d.astype(np.float32)
-    inv = np.where(df > 0, 1.0 / np.where(df > 0, df, 1), 0)
-    q = np.clip(np.rint(b * inv[:, None]), -127, 127).astype(np.int8)
+    d = np.abs(b).max(axis=1) / np.float32(127.0)
+    inv = np.where(d != 0, np.float32(1.0) / np.where(d != 0, d, np.float32(1.0)), np.float32(0.0))
+    v = b * inv[:, None].astype(np.float32)
+    q = (np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))).astype(np.int8)
+    d16 = d.astype(np.float16)
     out = np.zeros((b.shape[0], 34), np.uint8)
-    out[:, 0:2] = d.view(np.uint8).reshape(-1, 2)
+    out[:, 0:2] = d16.view(np.uint8).reshape(-1, 2)
     out[:, 2:] = q.view(np.uint8)
-    deq = df[:, None] * q.astype(np.float32)
+    deq = d16.astype(np.float32)[:, None] * q.astype(np.float32)
     return out.tobytes(), deq.reshape(x.shape)
 
 
 def q4_0(x):
+    """ggml's reference Q4_0 quantizer (quantize_row_q4_0_ref, the one
+    llama.cpp's quantize uses without an importance matrix, as its source
+    describes it): per block of 32, m is the weight of largest magnitude
+    (the first such), d = m / -8 in fp32, id = 1/d (0 when d is 0),
+    q = min(15, int(x * id + 8.5)) truncated toward zero; d stored as fp16;
+    the low nibbles hold weights 0..15, the high nibbles 16..31."""
     b = x.reshape(-1, 32).astype(np.float32)
     idx = np.abs(b).argmax(axis=1)
-    m = b[np.arange(b.shape[0]), idx]
-    d = (m / -8.0).astype(np.float16)
-    df = d.astype(np.float32)
-    inv = np.where(df != 0, 1.0 / np.where(df != 0, df, 1), 0)
-    q = np.minimum(15, np.floor(b * inv[:, None] + 8.5)).astype(np.int32)
-    q = np.clip(q, 0, 15).astype(np.uint8)
+    d = b[np.arange(b.shape[0]), idx] / np.float32(-8.0)
+    inv = np.where(d != 0, np.float32(1.0) / np.where(d != 0, d, np.float32(1.0)), np.float32(0.0))
+    v = b * inv[:, None].astype(np.float32) + np.float32(8.5)
+    q = np.minimum(15, np.trunc(v)).astype(np.int32)
+    assert q.min() >= 0
+    q = q.astype(np.uint8)
+    d16 = d.astype(np.float16)
     out = np.zeros((b.shape[0], 18), np.uint8)
-    out[:, 0:2] = d.view(np.uint8).reshape(-1, 2)
+    out[:, 0:2] = d16.view(np.uint8).reshape(-1, 2)
     out[:, 2:] = q[:, :16] | (q[:, 16:] << 4)
-    deq = df[:, None] * (q.astype(np.float32) - 8.0)
+    deq = d16.astype(np.float32)[:, None] * (q.astype(np.float32) - 8.0)
     return out.tobytes(), deq.reshape(x.shape)
 
 

@@ -7,10 +7,13 @@
 # "rtn gptq awq") while the process's /proc/PID/status is sampled every 50 ms.
 # Passes when the peak RssAnon (anonymous memory: what the program allocated,
 # not the mapped input) stays under a quarter of the fp32 model size. Prints
-# the wall time per billion parameters. Slow (minutes): not part of make check.
+# the wall time per billion parameters. Each method is written in each output
+# format of MEMORY_OUTPUTS (default "qm": qlib-llama's own file; also gguf,
+# gptq, awq: the symmetric GGUF Q4_0, the Hugging Face GPTQ / AWQ checkpoints).
+# Slow (minutes): not part of make check.
 # Environment: QLIB_LLAMA, MEMORY_DIM, MEMORY_LAYERS, MEMORY_HIDDEN, MEMORY_VOCAB,
-# MEMORY_FORMAT, MEMORY_METHODS, MEMORY_THREADS (default 2), MEMORY_KEEP (a
-# directory to keep the model in between runs).
+# MEMORY_FORMAT, MEMORY_METHODS, MEMORY_OUTPUTS, MEMORY_THREADS (default 2),
+# MEMORY_KEEP (a directory to keep the model in between runs).
 set -u
 from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
@@ -24,6 +27,7 @@ HIDDEN=${MEMORY_HIDDEN:-2816}
 VOCAB=${MEMORY_VOCAB:-32000}
 FORMAT=${MEMORY_FORMAT:-gguf}
 METHODS=${MEMORY_METHODS:-rtn gptq awq}
+OUTPUTS=${MEMORY_OUTPUTS:-qm}
 THREADS=${MEMORY_THREADS:-2}
 SEQ=512
 
@@ -51,15 +55,22 @@ PASSED=0
 FAILED=0
 printf 'model: %s, %d parameters, %.2f GB fp32; bound %.0f MiB RssAnon; %d threads\n' "$(basename "$MODEL")" \
     "$PARAMS" "$(echo "$PARAMS * 4 / 1000000000" | bc -l)" "$(echo "$BOUND / 1024" | bc -l)" "$THREADS"
-printf '%-6s %12s %12s %10s %12s\n' method "peak anon" "peak RSS" "seconds" "s / 1e9 par"
+printf '%-6s %-6s %12s %12s %10s %12s\n' method output "peak anon" "peak RSS" "seconds" "s / 1e9 par"
+for out in $OUTPUTS; do
 for m in $METHODS; do
     args=(--method "$m")
     case $m in
         rtn) args+=(--bits 4 --group 128) ;;
         gptq|awq) args+=(--bits 4 --group 128 --calib-tokens "$WORK/calib.ids") ;;
     esac
+    case $out in
+        qm) dest=$WORK/out.qm ;;
+        gguf) dest=$WORK/out.gguf; args+=(--sym) ;;
+        gptq|awq) dest=$WORK/out-$out; args+=(--format "$out") ;;
+        *) echo "memory-check: unknown output $out"; exit 1 ;;
+    esac
     start=$(date +%s.%N)
-    "$BIN" quantize --model "$MODEL" "${args[@]}" --threads "$THREADS" -o "$WORK/out.qm" \
+    "$BIN" quantize --model "$MODEL" "${args[@]}" --threads "$THREADS" -o "$dest" --quiet \
         > "$WORK/$m.out" 2> "$WORK/$m.err" &
     pid=$!
     peak_anon=0
@@ -75,16 +86,17 @@ for m in $METHODS; do
     wait $pid
     rc=$?
     secs=$(echo "$(date +%s.%N) - $start" | bc -l)
-    printf '%-6s %9.0f MiB %9.0f MiB %10.1f %12.1f\n' "$m" "$(echo "$peak_anon / 1024" | bc -l)" \
+    printf '%-6s %-6s %9.0f MiB %9.0f MiB %10.1f %12.1f\n' "$m" "$out" "$(echo "$peak_anon / 1024" | bc -l)" \
         "$(echo "$peak_rss / 1024" | bc -l)" "$secs" "$(echo "$secs * 1000000000 / $PARAMS" | bc -l)"
     if [ $rc -ne 0 ]; then
-        FAILED=$((FAILED + 1)); echo "FAIL  $m: exit $rc: $(tail -n 2 "$WORK/$m.err")"
+        FAILED=$((FAILED + 1)); echo "FAIL  $m $out: exit $rc: $(tail -n 2 "$WORK/$m.err")"
     elif [ "$peak_anon" -ge "$BOUND" ]; then
-        FAILED=$((FAILED + 1)); echo "FAIL  $m: peak RssAnon $peak_anon KiB >= $BOUND KiB"
+        FAILED=$((FAILED + 1)); echo "FAIL  $m $out: peak RssAnon $peak_anon KiB >= $BOUND KiB"
     else
-        PASSED=$((PASSED + 1)); echo "ok    $m: peak RssAnon under a quarter of the fp32 model"
+        PASSED=$((PASSED + 1)); echo "ok    $m $out: peak RssAnon under a quarter of the fp32 model"
     fi
-    rm -f "$WORK/out.qm"
+    rm -rf "$dest"
+done
 done
 echo "memory-check: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

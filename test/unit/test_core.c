@@ -434,6 +434,79 @@ START_TEST(test_status_functions_on_null)
 }
 END_TEST
 
+/* ------------------------------------------------------ dequantize_rows */
+
+/* Every row range of tensors of each kind (float, grouped codes, act-order
+ * permutation, AWQ input scales, LLM.int8()) equals those rows of
+ * qlib_dequantize bit for bit, with 1 and 3 threads and a padded ldw. */
+START_TEST(test_dequantize_rows)
+{
+    const size_t n = 37, k = 100, ld = 103;
+    tu_rng r = { 11 };
+    float *w = tu_alloc_floats(n * k), *full = tu_alloc_floats(n * k), *part = tu_alloc_floats(n * ld);
+    float *x = tu_alloc_floats(256 * k);
+    tu_llm_weights(&r, w, n, k, k);
+    tu_act_model am;
+    tu_act_model_init(&am, k, 20.0f, 5);
+    tu_act_model_sample(&am, &r, x, 256, k);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        qlib_ctx *ctx = tu_ctx(threads, NULL);
+        qlib_calib *cal = NULL;
+        ck_assert_int_eq(qlib_calib_create(ctx, k, QLIB_CALIB_ALL, 128, &cal), QLIB_OK);
+        ck_assert_int_eq(qlib_calib_add(cal, x, 256, k), QLIB_OK);
+        qlib_tensor *t[7];
+        t[0] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_NONE, 32, 0, 0, NULL);
+        t[1] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_NONE, 16, 0, 0, NULL);
+        t[2] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_RTN, 4, 32, 0, NULL);
+        t[3] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_RTN, 3, 0, 1, NULL);
+        t[4] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_AWQ, 4, 32, 0, cal);
+        t[5] = tu_quantize(ctx, w, n, k, k, QLIB_METHOD_LLM_INT8, 8, 0, 0, NULL);
+        qlib_config *cfg = NULL;
+        ck_assert_int_eq(qlib_config_create(QLIB_METHOD_GPTQ, &cfg), QLIB_OK);
+        ck_assert_int_eq(qlib_config_set_int(cfg, QLIB_PARAM_GROUP_SIZE, 32), QLIB_OK);
+        ck_assert_int_eq(qlib_config_set_int(cfg, QLIB_PARAM_GPTQ_ACT_ORDER, 1), QLIB_OK);
+        ck_assert_int_eq(qlib_quantize(ctx, w, n, k, k, cfg, cal, &t[6]), QLIB_OK);
+        ck_assert_ptr_nonnull(qlib_tensor_permutation(t[6]));
+        ck_assert_ptr_nonnull(qlib_tensor_input_scales(t[4]));
+        for (int i = 0; i < 7; i++) {
+            ck_assert_int_eq(qlib_dequantize(ctx, t[i], full, k), QLIB_OK);
+            static const size_t ranges[][2] = { { 0, 37 }, { 0, 1 }, { 36, 1 }, { 5, 17 }, { 20, 17 } };
+            for (size_t j = 0; j < sizeof ranges / sizeof ranges[0]; j++) {
+                size_t r0 = ranges[j][0], cnt = ranges[j][1];
+                for (size_t q = 0; q < n * ld; q++) part[q] = -7.0f;
+                ck_assert_int_eq(qlib_dequantize_rows(ctx, t[i], r0, cnt, part, ld), QLIB_OK);
+                for (size_t a = 0; a < cnt; a++) {
+                    ck_assert_msg(memcmp(part + a * ld, full + (r0 + a) * k, k * sizeof(float)) == 0,
+                                  "tensor %d rows %zu+%zu: row %zu differs", i, r0, cnt, a);
+                    for (size_t c = k; c < ld && a + 1 < cnt; c++) ck_assert(part[a * ld + c] == -7.0f);
+                }
+                ck_assert(part[cnt == n ? (n - 1) * ld + k : cnt * ld] == -7.0f);
+            }
+        }
+        /* errors, before anything is written */
+        ck_assert_int_eq(qlib_dequantize_rows(NULL, t[2], 0, 1, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, NULL, 0, 1, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 0, 1, NULL, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 0, 0, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 37, 1, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 30, 8, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 1, SIZE_MAX, part, k), QLIB_ERR_ARG);
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 0, 2, part, k - 1), QLIB_ERR_ARG);
+        ASSERT_ERR_NAMES("qlib_dequantize_rows");
+        ck_assert_int_eq(qlib_dequantize_rows(ctx, t[2], 0, 2, part, SIZE_MAX / 2), QLIB_ERR_ARG);
+        for (int i = 0; i < 7; i++) qlib_tensor_destroy(t[i]);
+        qlib_config_destroy(cfg);
+        qlib_calib_destroy(cal);
+        qlib_ctx_destroy(ctx);
+    }
+    tu_act_model_free(&am);
+    free(w);
+    free(full);
+    free(part);
+    free(x);
+}
+END_TEST
+
 Suite *suite_core(void)
 {
     Suite *s = suite_create("core");
@@ -449,6 +522,7 @@ Suite *suite_core(void)
     tcase_add_test(tc, test_ctx_env_isa);
     tcase_add_test(tc, test_queries_on_null);
     tcase_add_test(tc, test_status_functions_on_null);
+    tcase_add_test(tc, test_dequantize_rows);
     suite_add_tcase(s, tc);
     return s;
 }
