@@ -17,6 +17,10 @@ INCDIR_INSTALL ?= $(PREFIX)/include
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+# CI (CI=true) builds with -Werror, the README's plain `make check` included.
+ifeq ($(CI),true)
+WERROR ?= 1
+endif
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
