@@ -273,7 +273,7 @@ $(BENCH_BIN): $(BENCH_SRC) $(wildcard test/bench/*.h) $(INTERNAL) $(BENCH_PEER)
 	    -DQLIB_BENCH_PEER=$(if $(BENCH_PEER),1,0) -o $@ $(BENCH_SRC) $(INTERNAL) \
 	    $(BENCH_PEER) $(LIBS) $(if $(BLAS_LIBS),,$(OPENBLAS_LIBS))
 
-$(AGREE_BIN): test/agree/agree.c $(STATIC)
+$(AGREE_BIN): test/agree/agree.c test/bench/rng.h $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE -Iinclude $(ALL_CFLAGS) -o $@ $< $(STATIC) $(LIBS)
 

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "qlib.h"
+#include "../bench/rng.h"
 
 #define MAX_PERTURB 8
 
@@ -70,19 +71,7 @@ static void print_tensor(const char *name, const qlib_tensor *t, int newline)
 /* ---- deterministic layers ---- */
 
 static uint64_t rng = 0x6167726565ull;
-static double uniform01(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-static double normal(void)
-{
-    double u = uniform01() + 1e-300, v = uniform01();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
+static double normal(void) { return rng_normal(&rng); }
 
 /* Heavy-tailed weights; activations of rank k/8 with channel scales that
  * vary and an outlier channel in every 64. */

@@ -15,6 +15,7 @@
 #include "qlib.h"
 #include "ceiling.h"
 #include "linalg.h"
+#include "rng.h"
 
 /* ---- timing ---- */
 
@@ -74,19 +75,8 @@ static void die(const char *what, qlib_status s)
 /* ---- data ---- */
 
 static uint64_t rng_state = 0x62656e6368ull;
-static double uniform01(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-static float normal(void)
-{
-    double u = uniform01() + 1e-300, v = uniform01();
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+static double uniform01(void) { return rng_uniform01(&rng_state); }
+static float normal(void) { return (float)rng_normal(&rng_state); }
 
 /* Weights: normal with a heavy tail (every 97th weight x8), scale 0.02. */
 static float *make_weights(size_t n, size_t k)

@@ -45,6 +45,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "qlib.h"
+#include "rng.h"
 
 #ifndef GGML_COMMIT
 #define GGML_COMMIT "unknown"
@@ -98,19 +99,8 @@ static int cmp_double(const void *a, const void *b)
 /* ---- data, as bench.c makes it ---- */
 
 static uint64_t rng_state = 0x6767686c6cull;
-static double uniform01(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-static float normal(void)
-{
-    double u = uniform01() + 1e-300, v = uniform01();
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+static double uniform01(void) { return rng_uniform01(&rng_state); }
+static float normal(void) { return (float)rng_normal(&rng_state); }
 
 /* Weights: normal with a heavy tail (every 97th weight x8), scale 0.02. */
 static float *make_weights(size_t n, size_t k)

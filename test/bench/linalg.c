@@ -22,6 +22,7 @@
 #include "qlib.h"
 #include "linalg/builtin.h"
 #include "linalg.h"
+#include "rng.h"
 
 #ifndef QLIB_BENCH_PEER
 #define QLIB_BENCH_PEER 0
@@ -66,19 +67,7 @@ static void *xmalloc(size_t n)
 }
 
 static uint64_t rng = 0x6c696e616c67ull;
-static double uniform01(void)
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-static float normal(void)
-{
-    double u = uniform01() + 1e-300, v = uniform01();
-    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
-}
+static float normal(void) { return (float)rng_normal(&rng); }
 
 static float *random_floats(size_t n)
 {

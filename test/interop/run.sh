@@ -20,12 +20,7 @@
 # Prints a loud SKIPPED line and exits 0 when node/npm, the package or the
 # data are not available. Environment: QLIB_DATA, QLIB_LLAMA, NODE_LLAMA_CPP_VERSION.
 set -u
-from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
-BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
-cd "$(dirname "$0")/../.." || exit 1
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-examples/llama2/qlib-llama}
+. "$(dirname "$0")/../model/env.sh"
 VERSION=${NODE_LLAMA_CPP_VERSION:-3.21.1}
 NODE_DIR=build/interop
 MODEL=$DATA/stories260K.bin

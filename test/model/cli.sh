@@ -5,12 +5,7 @@
 # files of a killed run are named as such and removed by the next run.
 # Environment: QLIB_DATA (default ../shared/data), QLIB_LLAMA (the binary).
 set -u
-from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
-BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
-cd "$(dirname "$0")/../.." || exit 1
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-examples/llama2/qlib-llama}
+. "$(dirname "$0")/env.sh"
 MODEL=$DATA/stories260K.bin
 TOK=$DATA/tok512.bin
 CALIB=$DATA/tinystories-train-calib.txt

@@ -5,12 +5,7 @@
 # (numpy; F16, Q8_0 and Q4_0 projections) and by `qlib-llama convert`, and
 # the same model back out as GGUF and HF. Environment: QLIB_DATA, QLIB_LLAMA.
 set -u
-from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
-BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
-cd "$(dirname "$0")/../.." || exit 1
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-examples/llama2/qlib-llama}
+. "$(dirname "$0")/env.sh"
 MODEL=$DATA/stories260K.bin
 TOK=$DATA/tok512.bin
 VALID=$DATA/tinystories-valid.txt

@@ -7,12 +7,7 @@
 # matter): a measurement, about 15 minutes of CPU. Environment: QLIB_DATA,
 # QLIB_LLAMA, QUALITY_JOBS (parallel runs, default: online CPUs).
 set -u
-from_caller() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
-BIN=${QLIB_LLAMA:+$(from_caller "$QLIB_LLAMA")}
-cd "$(dirname "$0")/../.." || exit 1
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-examples/llama2/qlib-llama}
+. "$(dirname "$0")/env.sh"
 M=(--model "$DATA/stories260K.bin" --tokenizer "$DATA/tok512.bin" --threads 1)
 CALIB=$DATA/tinystories-train-calib.txt
 VALID=$DATA/tinystories-valid.txt

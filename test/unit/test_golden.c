@@ -22,9 +22,9 @@
 #include "linalg/linalg.h"
 
 #define GOLDEN_FILE "test/unit/golden_blobs.txt"
-#define GN 40
-#define GK 200        /* not a multiple of 32 or 64: partial groups, padding */
-#define GTOK 96       /* calibration tokens */
+#define GN TU_GOLDEN_N
+#define GK TU_GOLDEN_K
+#define GTOK TU_GOLDEN_TOK
 
 typedef struct golden_case {
     char name[64];
@@ -191,13 +191,8 @@ START_TEST(test_golden_blobs)
     char backend[64];
     tu_golden_section(backend, sizeof backend);
 
-    tu_rng r = { 20261204 };
-    float *w = tu_alloc_floats((size_t)GN * GK), *x = tu_alloc_floats((size_t)GTOK * GK);
-    tu_llm_weights(&r, w, GN, GK, GK);
-    tu_act_model am;
-    tu_act_model_init(&am, GK, 12.0f, 7);
-    tu_act_model_sample(&am, &r, x, GTOK, GK);
-    tu_act_model_free(&am);
+    float *w, *x;
+    tu_golden_fixture(&w, &x);
     qlib_ctx *ctx = tu_ctx(1, NULL);
     qlib_calib *cal = NULL;
     ck_assert_int_eq(qlib_calib_create(ctx, GK, QLIB_CALIB_ALL, 64, &cal), QLIB_OK);

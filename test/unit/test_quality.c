@@ -1024,9 +1024,9 @@ END_TEST
  * more than once. QLIB_GOLDEN_QUALITY_WRITE=<file> writes these entries
  * instead (to append to golden_blobs.txt). */
 #define GOLDEN_FILE "test/unit/golden_blobs.txt"
-#define GN 40
-#define GK 200
-#define GTOK 96
+#define GN TU_GOLDEN_N
+#define GK TU_GOLDEN_K
+#define GTOK TU_GOLDEN_TOK
 
 typedef struct qgolden {
     const char *name;
@@ -1131,13 +1131,8 @@ START_TEST(test_golden_quality)
 {
     char backend[64];
     tu_golden_section(backend, sizeof backend);
-    tu_rng r = { 20261204 };
-    float *w = tu_alloc_floats((size_t)GN * GK), *x = tu_alloc_floats((size_t)GTOK * GK);
-    tu_llm_weights(&r, w, GN, GK, GK);
-    tu_act_model am;
-    tu_act_model_init(&am, GK, 12.0f, 7);
-    tu_act_model_sample(&am, &r, x, GTOK, GK);
-    tu_act_model_free(&am);
+    float *w, *x;
+    tu_golden_fixture(&w, &x);
     qlib_ctx *ctx = tu_ctx(1, NULL);
     qlib_calib *c = calib_of(ctx, x, GTOK, GK, QLIB_CALIB_ALL, 64);
     const char *out = getenv("QLIB_GOLDEN_QUALITY_WRITE");

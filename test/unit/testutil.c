@@ -208,3 +208,15 @@ void tu_golden_section(char *buf, size_t len)
     const char *core = qlib_la_backend_core();
     snprintf(buf, len, "%s%s%s %s", qlib_la_backend(), *core ? "-" : "", core, arch);
 }
+
+void tu_golden_fixture(float **w, float **x)
+{
+    tu_rng r = { 20261204 };
+    *w = tu_alloc_floats((size_t)TU_GOLDEN_N * TU_GOLDEN_K);
+    *x = tu_alloc_floats((size_t)TU_GOLDEN_TOK * TU_GOLDEN_K);
+    tu_llm_weights(&r, *w, TU_GOLDEN_N, TU_GOLDEN_K, TU_GOLDEN_K);
+    tu_act_model am;
+    tu_act_model_init(&am, TU_GOLDEN_K, 12.0f, 7);
+    tu_act_model_sample(&am, &r, *x, TU_GOLDEN_TOK, TU_GOLDEN_K);
+    tu_act_model_free(&am);
+}

@@ -67,6 +67,14 @@ qlib_ctx *tu_ctx(int threads, const char *isa);
  * reproduce: the linear-algebra backend, the kernels it picked for this CPU
  * (OpenBLAS's core) and the architecture, e.g. "openblas-Haswell x86_64". */
 void tu_golden_section(char *buf, size_t len);
+/* The golden blobs' fixture (test_golden.c, test_quality.c), from fixed
+ * seeds: *w TU_GOLDEN_N x TU_GOLDEN_K LLM-like weights, *x TU_GOLDEN_TOK
+ * calibration tokens with outlier channels; both malloc'ed. K is not a
+ * multiple of 32 or 64: partial groups, padding. */
+#define TU_GOLDEN_N 40
+#define TU_GOLDEN_K 200
+#define TU_GOLDEN_TOK 96
+void tu_golden_fixture(float **w, float **x);
 /* Quantizes with a config built from (method, bits, group, sym); asserts OK. */
 qlib_tensor *tu_quantize(qlib_ctx *ctx, const float *w, size_t n, size_t k, size_t ldw,
                          qlib_method method, int bits, int group, int sym, const qlib_calib *calib);
