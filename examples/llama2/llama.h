@@ -22,6 +22,10 @@ void   llama_err(const char *fmt, ...)
 #endif
     ;
 void   report_qlib_error(const char *what);                 /* prints the qlib status detail */
+/* 64-bit FNV-1a of len bytes, continuing from h (LLAMA_FNV_OFFSET to start):
+ * the digests of .qlm sections and of the written tensors' read-back. */
+#define LLAMA_FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t llama_fnv1a(uint64_t h, const void *data, size_t len);
 extern void (*llama_err_before)(void);                      /* called before a message, if set */
 int    size_mul(size_t a, size_t b, size_t *out);   /* 0 ok, -1 overflow */
 int    size_add(size_t a, size_t b, size_t *out);

@@ -21,19 +21,6 @@
 #define QM_RECORD_TAG "QTNS"
 #define QM_FLAG_SEPARATE_CLASSIFIER 1u
 #define QM_FLAGS_KNOWN (QM_FLAG_SEPARATE_CLASSIFIER | QM_FLAG_EMB_QUANTIZED | QM_FLAG_CLS_QUANTIZED)
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
-
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
 
 static size_t pad_to_align(size_t n)
 {
@@ -104,7 +91,7 @@ static int write_rows(qm_writer *w, const src_tensor *t, float *buf, size_t chun
     for (r = 0; r < t->rows; r += n) {
         n = t->rows - r < chunk ? t->rows - r : chunk;
         src_read_rows(t, r, n, buf);
-        *h = fnv1a(*h, buf, n * t->cols * sizeof(float));
+        *h = llama_fnv1a(*h, buf, n * t->cols * sizeof(float));
         if (write_all(w, buf, n * t->cols * sizeof(float)))
             return -1;
     }
@@ -118,7 +105,7 @@ int qm_write_floats(qm_writer *w, const model_source *src, unsigned flags)
     const llama_config *c = &src->cfg;
     unsigned char header[QM_HEADER_BYTES];
     size_t chunk = 256, start;
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = LLAMA_FNV_OFFSET;
     float *buf = xcalloc(chunk, (size_t)c->dim * sizeof(float), "conversion buffer");
     int l, rc = -1;
     build_header(c, flags, header, 0, 0);
@@ -278,10 +265,10 @@ static int check_floats(const char *path, const llama_model *m, unsigned flags)
 {
     const float *arr[5];
     size_t len[5];
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = LLAMA_FNV_OFFSET;
     int i, n = float_arrays(m, flags, arr, len);
     for (i = 0; i < n; i++)
-        h = fnv1a(h, arr[i], len[i] * sizeof(float));
+        h = llama_fnv1a(h, arr[i], len[i] * sizeof(float));
     if (h != get_u64le(m->file.data + 56)) {
         llama_err("%s: checksum mismatch in the fp32 section (file corrupt)", path);
         return -1;

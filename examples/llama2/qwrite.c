@@ -35,8 +35,6 @@
 
 #define CHECK_ROWS 4     /* rows of x in the digest's product */
 #define CHUNK_ROWS 64
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
 
 struct qwrite {
     gguf_writer *gw;
@@ -54,17 +52,6 @@ struct qwrite {
     char fallback[4096];        /* a list of tensor names, cut when long */
 };
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    size_t i;
-    for (i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
 static size_t max_size(size_t a, size_t b)
 {
     return a > b ? a : b;
@@ -81,14 +68,14 @@ int tensor_digest(qlib_ctx *ctx, const qlib_tensor *t, int weights_only, uint64_
     float *x = xcalloc(CHECK_ROWS * k, sizeof(float), "digest");
     float *y = xcalloc(CHECK_ROWS * n, sizeof(float), "digest");
     int meta[3], rc = -1;
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = LLAMA_FNV_OFFSET;
     if (!w || !x || !y)
         goto done;
     if (!weights_only) {
         meta[0] = (int)qlib_tensor_method(t);
         meta[1] = qlib_tensor_bits(t);
         meta[2] = qlib_tensor_group_size(t);
-        h = fnv1a(h, meta, sizeof(meta));
+        h = llama_fnv1a(h, meta, sizeof(meta));
     }
     for (r = 0; r < n; r += c) {
         c = n - r < CHUNK_ROWS ? n - r : CHUNK_ROWS;
@@ -96,7 +83,7 @@ int tensor_digest(qlib_ctx *ctx, const qlib_tensor *t, int weights_only, uint64_
             report_qlib_error("round trip");
             goto done;
         }
-        h = fnv1a(h, w, c * k * sizeof(float));
+        h = llama_fnv1a(h, w, c * k * sizeof(float));
     }
     if (!weights_only) {
         for (i = 0; i < CHECK_ROWS * k; i++)
@@ -105,7 +92,7 @@ int tensor_digest(qlib_ctx *ctx, const qlib_tensor *t, int weights_only, uint64_
             report_qlib_error("round trip");
             goto done;
         }
-        h = fnv1a(h, y, CHECK_ROWS * n * sizeof(float));
+        h = llama_fnv1a(h, y, CHECK_ROWS * n * sizeof(float));
     }
     *out = h;
     rc = 0;
@@ -188,7 +175,7 @@ static int put_f32_rows(quant_job *j, int (*put)(void *, const void *, size_t), 
         row_from_f32(dtype, rows + r * k, k, bytes);
         if (hash) {
             row_to_f32(dtype, bytes, k, back);
-            j->float_digest = fnv1a(j->float_digest, back, k * sizeof(float));
+            j->float_digest = llama_fnv1a(j->float_digest, back, k * sizeof(float));
         }
         rc = put(w, bytes, rb);
     }
@@ -212,7 +199,7 @@ static int put_src_rows(quant_job *j, int (*put)(void *, const void *, size_t), 
             dtype_row_bytes(dtype, k, &rb);
             for (i = 0; rc == 0 && i < n; i++) {
                 row_to_f32(dtype, src_row_bytes(t, r + i), k, buf);
-                j->float_digest = fnv1a(j->float_digest, buf, k * sizeof(float));
+                j->float_digest = llama_fnv1a(j->float_digest, buf, k * sizeof(float));
                 rc = put(w, src_row_bytes(t, r + i), rb);
             }
         } else {
@@ -821,7 +808,7 @@ static int qlm_end(quant_job *j)
 /* ------------------------------------------------------------ interface */
 int qw_begin(quant_job *j)
 {
-    j->float_digest = FNV_OFFSET;
+    j->float_digest = LLAMA_FNV_OFFSET;
     if (j->format == FMT_QLM)
         return qlm_begin(j);
     if (!(j->wr = xcalloc(1, sizeof(qwrite), "writer")))
@@ -927,7 +914,7 @@ static int verify_source(quant_job *j)
     model_source s;
     const llama_config *c = &j->m.cfg;
     size_t base = (size_t)c->n_layers * N_PROJ, d = (size_t)c->dim, big = d * (size_t)(c->hidden_dim > c->dim ? c->hidden_dim : c->dim);
-    uint64_t h = FNV_OFFSET;
+    uint64_t h = LLAMA_FNV_OFFSET;
     float *buf = NULL;
     qlib_tensor *t = NULL;
     char what[64];
@@ -943,7 +930,7 @@ static int verify_source(quant_job *j)
     /* float tensors in the order they were written */
 #define HASH_SRC(t_) do { size_t r_, n_; for (r_ = 0; r_ < (t_)->rows; r_ += n_) { \
         n_ = (t_)->rows - r_ < CHUNK_ROWS ? (t_)->rows - r_ : CHUNK_ROWS; \
-        src_read_rows((t_), r_, n_, buf); h = fnv1a(h, buf, n_ * (t_)->cols * sizeof(float)); } } while (0)
+        src_read_rows((t_), r_, n_, buf); h = llama_fnv1a(h, buf, n_ * (t_)->cols * sizeof(float)); } } while (0)
     if (!j->emb_q)
         HASH_SRC(&s.emb);
     HASH_SRC(&s.norm_final);

@@ -27,6 +27,17 @@ void llama_err(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+uint64_t llama_fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 void report_qlib_error(const char *what)
 {
     const char *detail = qlib_last_error();
