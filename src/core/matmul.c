@@ -3,7 +3,6 @@
 #include <math.h>
 
 #include "core.h"
-#include "../linalg/linalg.h"
 
 #define COL_CHUNK 64                 /* output columns per task: fixed, any thread count */
 #define INLINE_WORK (1u << 18)       /* below this many multiply-adds, stay on this thread */
@@ -238,7 +237,7 @@ qlib_status qlib_matmul(qlib_ctx *ctx, const qlib_tensor *t, const float *x, siz
         matmul_f16_gemv(ctx, t, x, y);
         return QLIB_OK;
     }
-    if (row->float_weights) return qlib_la_matmul_float(ctx, t, x, m, ldx, y, ldy);
+    if (row->matmul) return row->matmul(ctx, t, x, m, ldx, y, ldy);
     qlib_matmul_plan plan = { NULL, NULL, NULL };
     if (row->matmul_plan) {
         qlib_status s = row->matmul_plan(ctx, t, x, m, ldx, y, ldy, &plan);

@@ -85,6 +85,10 @@ typedef struct qlib_method_row {
     qlib_quantize_fn quantize;                 /* NULL: quantize_shared with a count of 1 */
     qlib_quantize_shared_fn quantize_shared;   /* NULL: one quantize call per matrix */
     qlib_matmul_plan_fn matmul_plan;   /* NULL: the quantized product as is */
+    /* The whole product, for methods whose tensors are not codes (NONE: the
+     * float weights through the linear algebra); NULL: the quantized one. */
+    qlib_status (*matmul)(qlib_ctx *ctx, const qlib_tensor *t, const float *x, size_t m,
+                          size_t ldx, float *y, size_t ldy);
 } qlib_method_row;
 
 /* The registry's row for m, or NULL when m is not a method. */

@@ -5,6 +5,7 @@
  * parameters in include/qlib.h, and QLIB_METHOD_COUNT (docs/EXTENDING.md). */
 #include <math.h>
 
+#include "../linalg/linalg.h"
 #include "schemes.h"
 
 _Static_assert(QLIB_METHOD_NONE == 0, "qlib_method values are pinned");
@@ -60,7 +61,7 @@ static const qlib_param_spec llm_int8_params[] = {
  *   quantize shared, matmul plan } */
 static const qlib_method_row rows[] = {
     [QLIB_METHOD_NONE] = { QLIB_METHOD_NONE, "none", "NONE", 0, PARAMS(none_params), 1, 0, 0,
-                           NULL, qlib_quantize_none, NULL, NULL },
+                           NULL, qlib_quantize_none, NULL, NULL, qlib_la_matmul_float },
     /* RTN's calibration is optional: it weights the clipping search's error */
     [QLIB_METHOD_RTN] = { QLIB_METHOD_RTN, "rtn", "RTN", QLIB_CALIB_ACT_STATS, PARAMS(rtn_params),
                           0, 0, 0, NULL, qlib_quantize_rtn, NULL, NULL },
