@@ -400,6 +400,7 @@ typedef struct llama_opts {
     const char *fallback;   /* quantize --format gguf: f32, f16 or q8_0 */
     float target_bpw;       /* quantize: the bit budget, 0 = none */
     int quiet;              /* quantize, ppl: no progress */
+    int awq_shared;         /* quantize, qlm output: AWQ's q/k/v and w1/w3 with one set of input scales */
     float temperature, topp;
     int steps;
     unsigned long long seed;

@@ -49,6 +49,7 @@ static const opt_spec OPTS[] = {
     { "--fallback", NULL, C_QUANT, K_STR, OFF(fallback), 0, 0 },
     { "--target-bpw", NULL, C_QUANT, K_FLOAT, OFF(target_bpw), 1, 32 },
     { "--quiet", "-q", C_QUANT | C_PPL, K_FLAG, OFF(quiet), 0, 0 },
+    { "--awq-shared", NULL, C_QUANT, K_FLAG, OFF(awq_shared), 0, 0 },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
@@ -63,7 +64,7 @@ static void usage(FILE *f)
           "            [--act-order] [--clip-grid N] [--awq-rounding rtn|gptq]\n"
           "            [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
           "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
-          "            [--fallback f32|f16|q8_0] [--quiet]\n"
+          "            [--fallback f32|f16|q8_0] [--awq-shared] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"

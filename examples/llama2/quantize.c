@@ -330,9 +330,10 @@ static int stage_shared(const quant_job *j, int l, llama_stage st)
     for (i = 1; STAGE_PROJS[st][i] >= 0; i++)
         if (job_cfg(j, l, STAGE_PROJS[st][i]) != c)
             return 0;
-    /* AWQ searches one set of input scales for the stage only when they are
-     * folded; qlib-llama's own file keeps each tensor's own scales */
-    return qlib_config_method(c) != QLIB_METHOD_AWQ || j->fold;
+    /* AWQ searches one set of input scales for the stage when they are
+     * folded, or asked for (--awq-shared); qlib-llama's own file otherwise
+     * keeps each tensor's own scales */
+    return qlib_config_method(c) != QLIB_METHOD_AWQ || j->fold || j->o->awq_shared;
 }
 
 /* The stage's projections quantized together (qlib_quantize_shared); with

@@ -56,6 +56,8 @@ ROWS=(
     "gptq3a|GPTQ act-order|3|32|--method gptq --bits 3 --group 32 --act-order"
     "awq4|AWQ|4|32|--method awq --bits 4 --group 32"
     "awq3|AWQ|3|32|--method awq --bits 3 --group 32"
+    "awq4s|AWQ shared scales|4|32|--method awq --bits 4 --group 32 --awq-shared"
+    "awq3s|AWQ shared scales|3|32|--method awq --bits 3 --group 32 --awq-shared"
     "gptq4c|GPTQ clip 20|4|32|--method gptq --bits 4 --group 32 --clip-grid 20"
     "gptq3c|GPTQ clip 20|3|32|--method gptq --bits 3 --group 32 --clip-grid 20"
     "awqg4c|AWQ+GPTQ clip 20|4|32|--method awq --bits 4 --group 32 --awq-rounding gptq --clip-grid 20"
@@ -266,6 +268,14 @@ if [ -n "$b425" ] && [ -n "$g4" ]; then
         printf "budget: --target-bpw 4.25 NLL %.6f at %.4f bits/weight; uniform GPTQ 4-bit g32 %.6f at %.4f; target NLL <= uniform: %s\n",
                b, bw, g, gw, b <= g ? "met" : "NOT met" }'
 fi
+# AWQ with one set of input scales for q/k/v and for w1/w3 (what folding
+# them into the RMSNorm weights needs, as GGUF and HF output do): reported
+# against per-tensor AWQ, not asserted (docs/LLAMA2.md)
+for b in 4 3; do
+    res "awq$b"; per=$NLL; res "awq${b}s"; sh=$NLL
+    [ -n "$per" ] && [ -n "$sh" ] && awk -v b="$b" -v p="$per" -v s="$sh" 'BEGIN {
+        printf "AWQ %d-bit g32: shared input scales NLL %.6f, per-tensor %.6f (%+.6f)\n", b, s, p, s - p }'
+done
 # --embed-bits 8: the NLL moves by at most +0.001 and the file shrinks by the
 # embedding's fp32 bytes less its 8-bit storage (int8 codes and an fp16
 # scale per 32), within a record's header and padding
