@@ -16,6 +16,7 @@
 #include "qlib.h"
 #include "ceiling.h"
 #include "linalg.h"
+#include "host.h"
 #include "rng.h"
 
 /* ---- timing ---- */
@@ -108,24 +109,6 @@ static float *make_acts(size_t m, size_t k, float outlier)
     }
     free(basis);
     return x;
-}
-
-static const char *cpu_model(void)
-{
-    static char model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[512];
-    if (!f) return model;
-    while (fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (c && (strncmp(line, "model name", 10) == 0 || strncmp(line, "CPU part", 8) == 0)) {
-            snprintf(model, sizeof model, "%s", c + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
-    return model;
 }
 
 /* ---- memory read bandwidth: a vectorised sum over 1 GiB ---- */

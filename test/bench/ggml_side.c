@@ -45,6 +45,7 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "qlib.h"
+#include "host.h"
 #include "rng.h"
 
 #ifndef GGML_COMMIT
@@ -128,24 +129,6 @@ static float *make_acts(size_t m, size_t k)
     }
     free(basis);
     return x;
-}
-
-static const char *cpu_model(void)
-{
-    static char model[256] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    char line[512];
-    if (!f) return model;
-    while (fgets(line, sizeof line, f)) {
-        char *c = strchr(line, ':');
-        if (c && strncmp(line, "model name", 10) == 0) {
-            snprintf(model, sizeof model, "%s", c + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
-    return model;
 }
 
 /* ---- the products ---- */
