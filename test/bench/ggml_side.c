@@ -100,7 +100,6 @@ static int cmp_double(const void *a, const void *b)
 /* ---- data, as bench.c makes it ---- */
 
 static uint64_t rng_state = 0x6767686c6cull;
-static double uniform01(void) { return rng_uniform01(&rng_state); }
 static float normal(void) { return (float)rng_normal(&rng_state); }
 
 /* Weights: normal with a heavy tail (every 97th weight x8), scale 0.02. */
