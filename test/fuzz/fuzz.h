@@ -448,7 +448,13 @@ static inline double fz_gemv_bound(const qlib_tensor *t, const fz_sums *z)
     if (qlib_tensor_method(t) == QLIB_METHOD_NONE)
         return 2.0 * (double)(k + 2) * (u * z->mag + 0x1p-149);
     double T = z->mag + z->amax / 254.0 * z->wsum;
-    return (double)(4 * nb + 16) * u * T * 1.01 + (double)(8 * kp + 16) * 0x1p-149;
+    /* Below fp32's normal range a product of two scales (x's d, the
+     * group's s) rounds to a multiple of 2^-149, not to 24 bits: each such
+     * rounding, times the block's integer dot (at most 32 * 127 * 255),
+     * may move a block's term by that much, a few times per block, in
+     * either kernel. Only outputs near 1e-34 and below notice. */
+    double sub = (double)(4 * nb) * 32.0 * 127.0 * 255.0 * 0x1p-149;
+    return (double)(4 * nb + 16) * u * T * 1.01 + (double)(8 * kp + 16) * 0x1p-149 + sub;
 }
 
 /* One-thread contexts to compare with: results never depend on the thread
