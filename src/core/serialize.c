@@ -293,13 +293,15 @@ qlib_status qlib_tensor_save(const qlib_tensor *t, const char *path)
     static const char fn[] = "qlib_tensor_save";
     if (!t || !path) return qlib_fail(QLIB_ERR_ARG, "%s: tensor or path is NULL", fn);
     if (!*path) return qlib_fail(QLIB_ERR_ARG, "%s: path is empty", fn);
-    /* <path>.tmp.<pid>.XXXXXX: a user can tell a leftover of a killed save
-     * from other files, and whether its process still runs. */
+    /* <path>.tmp.<pid>.<six random characters>: a user can tell a leftover
+     * of a killed save from other files, and whether its process still runs. */
     size_t plen = strlen(path), cap = plen + 48;
     char *tmp = qlib_mem_alloc(&t->alloc, 2 * cap);
     if (!tmp) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
     char *dir = tmp + cap;
-    snprintf(tmp, cap, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
+    int head = snprintf(tmp, cap, "%s.tmp.%ld.", path, (long)getpid());
+    memset(tmp + head, 'X', 6);                     /* the mkostemp template */
+    tmp[head + 6] = '\0';
     const char *slash = strrchr(path, '/');
     if (!slash) snprintf(dir, cap, ".");
     else if (slash == path) snprintf(dir, cap, "/");
