@@ -205,24 +205,34 @@ static void layers(unsigned n_perturb)
 
 /* ---- blobs in files ---- */
 
-static int blobs(const char *path, qlib_ctx *ctx)
+/* The whole file at path (NULL, with a message, when it cannot be read or
+ * is empty); *len its size. */
+static uint8_t *read_file(const char *path, long *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
         perror(path);
-        return 1;
+        return NULL;
     }
     fseek(f, 0, SEEK_END);
-    long len = ftell(f);
+    *len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    uint8_t *buf = xmalloc(len > 0 ? (size_t)len : 1);
-    if (len <= 0 || fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        fprintf(stderr, "agree: cannot read %s\n", path);
-        fclose(f);
-        free(buf);
-        return 1;
-    }
+    uint8_t *buf = xmalloc(*len > 0 ? (size_t)*len : 1);
+    size_t got = *len > 0 ? fread(buf, 1, (size_t)*len, f) : 0;
     fclose(f);
+    if (*len <= 0 || got != (size_t)*len) {
+        fprintf(stderr, "agree: cannot read %s\n", path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int blobs(const char *path, qlib_ctx *ctx)
+{
+    long len;
+    uint8_t *buf = read_file(path, &len);
+    if (!buf) return 1;
     size_t count = 0;
     for (size_t off = 0; off + 80 <= (size_t)len;) {
         if (memcmp(buf + off, "QLIBTNSR", 8) != 0) {
@@ -250,18 +260,10 @@ static int blobs(const char *path, qlib_ctx *ctx)
 /* llama2.c checkpoint: 7 int32 of header, then float32 weights. */
 static int perturb_model(const char *in, const char *out)
 {
-    FILE *f = fopen(in, "rb");
-    if (!f) {
-        perror(in);
-        return 1;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = xmalloc(len > 0 ? (size_t)len : 1);
-    size_t got = len > 28 ? fread(buf, 1, (size_t)len, f) : 0;
-    fclose(f);
-    if (len <= 28 || got != (size_t)len || (len - 28) % 4) {
+    long len;
+    uint8_t *buf = read_file(in, &len);
+    if (!buf) return 1;
+    if (len <= 28 || (len - 28) % 4) {
         fprintf(stderr, "agree: %s is not a llama2.c checkpoint\n", in);
         free(buf);
         return 1;
@@ -271,7 +273,7 @@ static int perturb_model(const char *in, const char *out)
     memcpy(wts, buf + 28, count * 4);
     perturb(wts, count, 1, wts);
     memcpy(buf + 28, wts, count * 4);
-    f = fopen(out, "wb");
+    FILE *f = fopen(out, "wb");
     int ok = f && fwrite(buf, 1, (size_t)len, f) == (size_t)len;
     if (f && fclose(f)) ok = 0;
     if (!ok) perror(out);
