@@ -107,6 +107,20 @@ void qlib_tensor_put_params(qlib_tensor *t, size_t r, size_t g, const qlib_qpara
 
 #define FILL_ROWS 512   /* rows per pass: the caller can stop in between */
 
+/* task(arg, 0 .. tasks-1) over rows [0, n) in passes of FILL_ROWS, the
+ * pass's rows in *r0, *r1 (fields of arg); the progress callback is polled
+ * between passes. Returns nonzero when it asked to stop. */
+static int row_passes(qlib_ctx *ctx, size_t n, size_t *r0, size_t *r1,
+                      void (*task)(void *, size_t), void *arg, size_t tasks)
+{
+    for (*r0 = 0; *r0 < n; *r0 = *r1) {
+        if (*r0 && qlib_progress_poll(ctx)) return 1;
+        *r1 = n - *r0 < FILL_ROWS ? n : *r0 + FILL_ROWS;
+        qlib_ctx_parallel_for(ctx, task, arg, tasks);
+    }
+    return 0;
+}
+
 typedef struct rtn_job {
     qlib_tensor *t;
     const float *w;
@@ -190,12 +204,7 @@ qlib_status qlib_rtn_fill_clip(qlib_ctx *ctx, qlib_tensor *t, const float *w, si
     }
     j.codes = qlib_mem_alloc(&ctx->alloc, j.n_tasks * t->w.kp);
     if (!j.codes) return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", fn);
-    int stop = 0;
-    for (j.r0 = 0; j.r0 < t->d.n && !stop; j.r0 = j.r1) {
-        if (j.r0) stop = qlib_progress_poll(ctx);
-        j.r1 = t->d.n - j.r0 < FILL_ROWS ? t->d.n : j.r0 + FILL_ROWS;
-        if (!stop) qlib_ctx_parallel_for(ctx, rtn_task, &j, j.n_tasks);
-    }
+    int stop = row_passes(ctx, t->d.n, &j.r0, &j.r1, rtn_task, &j, j.n_tasks);
     qlib_mem_free(&ctx->alloc, j.codes);
     if (stop) return qlib_progress_cancelled(fn, qlib_progress_stage(ctx));
     if (j.failed)
@@ -249,13 +258,7 @@ qlib_status qlib_relative_error(qlib_ctx *ctx, const qlib_tensor *t, const float
     j.num = mem;
     j.den = j.num + t->d.n;
     j.tmp = (float *)(void *)(j.den + t->d.n);
-    int stop = 0;
-    for (j.r0 = 0; j.r0 < t->d.n && !stop; j.r0 = j.r1) {
-        if (j.r0) stop = qlib_progress_poll(ctx);
-        j.r1 = t->d.n - j.r0 < FILL_ROWS ? t->d.n : j.r0 + FILL_ROWS;
-        if (!stop) qlib_ctx_parallel_for(ctx, err_task, &j, j.n_tasks);
-    }
-    if (stop) {
+    if (row_passes(ctx, t->d.n, &j.r0, &j.r1, err_task, &j, j.n_tasks)) {
         qlib_mem_free(&ctx->alloc, mem);
         return qlib_progress_cancelled("qlib_quantize", qlib_progress_stage(ctx));
     }
