@@ -1,24 +1,17 @@
 /* Contexts: allocator, threads, kernels, compute mode, scratch. */
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "core.h"
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
-/* Large blocks (tensors, a GPTQ layer's buffers) start on a 2 MiB boundary
- * and ask for transparent huge pages: a GEMV streams its weights with a
- * fraction of the TLB misses (measured: up to a third faster from memory on
- * a Zen 4). Where the kernel lacks them, the advice is ignored. */
+/* Plain aligned blocks. Advising transparent huge pages for tensors was
+ * measured and dropped: an INT4 GEMV streaming its weights from huge pages
+ * ran at half the speed (9.6-11.5 against 17-21 GB/s, `make bench
+ * BENCH=cold`, Zen 4); see docs/PERFORMANCE.md. */
 static void *default_alloc(void *user, size_t size, size_t alignment)
 {
     (void)user;
     void *p = NULL;
-    int huge = size >= HUGE_PAGE && alignment < HUGE_PAGE;
-    if (posix_memalign(&p, huge ? HUGE_PAGE : alignment, size ? size : 1) != 0) return NULL;
-#ifdef MADV_HUGEPAGE
-    if (huge) (void)madvise(p, size / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
-#endif
+    if (posix_memalign(&p, alignment, size ? size : 1) != 0) return NULL;
     return p;
 }
 
