@@ -256,15 +256,26 @@ typedef struct gemv_x {
  * and a high-nibble register of lanes: A1 holds blocks 0 and 2 in its
  * low and high 8 int32 lanes, B1 blocks 1 and 3, A2 and B2 blocks 4 to
  * 7): the lanes of each block added pairwise, exactly, down to 2 per
- * block, in the order REDUCED_BLOCK gives. */
-#define RED32(a, b) _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
-#define RED64(a, b) _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
-AI __m512i reduce_lanes(__m512i a1, __m512i b1, __m512i a2, __m512i b2)
+ * block, in the order REDUCED_BLOCK gives. A lane of codes below 16 times
+ * q holds at most 4 * 15 * 127 = 7620 in magnitude and a pair of them
+ * 15240, so each level packs two registers to int16 without saturating
+ * and adds neighbours with vpmaddwd: three packs and three multiply-adds
+ * where unpacking and adding took nine operations. */
+AI __m512i pair_sums(__m512i a, __m512i b)
 {
-    return RED64(RED32(a1, b1), RED32(a2, b2));
+    return _mm512_madd_epi16(_mm512_packs_epi32(a, b), _mm512_set1_epi16(1));
 }
 
-/* The block (0 .. 7) of each lane of reduce_lanes' result. */
+AI __m512i reduce_lanes(__m512i a1, __m512i b1, __m512i a2, __m512i b2)
+{
+    return pair_sums(pair_sums(a1, b1), pair_sums(a2, b2));
+}
+
+/* The block (0 .. 7) of each lane of reduce_lanes' result: per 128-bit
+ * lane L, the packs take four lanes of each input (lanes 4L .. 4L+3), so
+ * the first level gives blocks (0, 0, 1, 1) in L = 0, 1 and (2, 2, 3, 3)
+ * in L = 2, 3 (from A1, B1; 4 .. 7 from A2, B2), the second one lane per
+ * pair of those. */
 static const int32_t reduced_block[16] = { 0, 1, 4, 5, 0, 1, 4, 5, 2, 3, 6, 7, 2, 3, 6, 7 };
 
 /* q of block b (32 bytes), zero past the row's blocks. */

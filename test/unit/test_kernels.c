@@ -138,14 +138,16 @@ static void acts_assert_equal(const acts *a, const acts *b, const char *isa)
 }
 
 /* Random activations with a few outlier channels; optionally huge blocks
- * so that q reaches +-127 everywhere. */
+ * so that q reaches +-127 everywhere, of one sign over 64 channels. */
 static float *make_x(tu_rng *r, size_t m, size_t ldx, int extreme)
 {
     float *x = tu_alloc_floats(m * ldx);
     for (size_t i = 0; i < m * ldx; i++) {
         double v = tu_normal(r);
         if (i % 61 == 7) v *= 40.0;
-        x[i] = extreme ? (i % 2 ? -100.0f : 100.0f) : (float)v;
+        /* extreme: the sign in runs of 64, so that every lane and block
+         * of codes at their maximum sums to its largest magnitude */
+        x[i] = extreme ? (i / 64 % 2 ? -100.0f : 100.0f) : (float)v;
     }
     return x;
 }
