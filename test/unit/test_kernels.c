@@ -217,11 +217,11 @@ static int reassociates(const qlib_kernels *kern, const qk_weights *w, int q8, s
  * In the AVX2 GEMV at most nb + ng + 3 (fused multiply-adds along the same
  * chains, then the lane sum); in the avx512 GEMV at most nb + ng + 8 + S
  * (the product s d, or the sum of a lane's two group sums, fused
- * multiply-adds along its lane's chains, a 16-lane sum per span of 4096
+ * multiply-adds along its lane's chains, a 16-lane sum per span of 16384
  * codes and S additions of the spans' sums). With nb blocks and ng groups
  * the difference is then below (2 nb + 2 ng + 10 + S) u T, u = 2^-24, where
  * T = sum_j |d_b q_j| |s_g| |c_j - z_g| bounds every partial sum, and S <=
- * nb / 128. The bound takes 2 nb + 2 ng + 16 + nb / 128 (room for the
+ * nb / 512. The bound takes 2 nb + 2 ng + 16 + nb / 128 (room for the
  * second-order terms), plus the gradual underflow of up to 8 kp operations. */
 static double gemv_bound(const qk_weights *w, const acts *a, size_t r)
 {
@@ -354,8 +354,8 @@ END_TEST
 
 /* Rows longer than the AVX2 GEMV's per-call table of lane sums of q (512
  * blocks of 32): at the table's edge and past it, where the sums are made
- * per block instead; for the avx512 GEMV, rows of four and five spans of
- * 4096 codes. */
+ * per block instead; for the avx512 GEMV, rows of one span of 16384 codes
+ * and of two. */
 START_TEST(test_kernels_long_rows)
 {
     static const size_t ks[] = { 512 * 32, 512 * 32 + 32, 512 * 32 + 100 };
