@@ -21,7 +21,7 @@
  *     blocks in one byte, the 2-bit octets), in spans of SPAN codes; each
  *     row's lanes are summed once per span. For 4-bit codes with small
  *     groups the lanes of 8 blocks are first reduced exactly to two per
- *     block (shuffles and int32 adds), so the float steps run once per 8
+ *     block (int16 packs and vpmaddwd), so the float steps run once per 8
  *     blocks. The codes and group parameters some rows ahead are
  *     prefetched into L2. Own order: it depends only on the row and K, so
  *     any split of rows gives the same bits.
@@ -224,10 +224,9 @@ AI __m512 scales16(const qk_weights *w, size_t e, size_t count)
 #define PF_HINT _MM_HINT_T1
 /* Codes of x laid out at once (a multiple of 512). A row longer than a span
  * is read in slices, one pass over the task's rows per span, and the rows
- * at the start of each pass come unprefetched: with spans of 4096 codes a
- * 4096 x 11008 INT4 g128 GEMV from memory took 1.40 ms, with one span 1.09-
- * 1.15. 16384 codes (LLaMA's 11008 and 14336 in one span) make x's layout
- * 60 KiB of stack. */
+ * at the start of each pass come unprefetched (docs/PERFORMANCE.md,
+ * "Kernels"). 16384 codes (LLaMA's 11008 and 14336 in one span) make x's
+ * layout 60 KiB of stack. */
 #define SPAN 16384
 #define SPAN_BLOCKS (SPAN / QK_BLOCK)
 
@@ -265,8 +264,7 @@ typedef struct gemv_x {
  * block, in the order REDUCED_BLOCK gives. A lane of codes below 16 times
  * q holds at most 4 * 15 * 127 = 7620 in magnitude and a pair of them
  * 15240, so each level packs two registers to int16 without saturating
- * and adds neighbours with vpmaddwd: three packs and three multiply-adds
- * where unpacking and adding took nine operations. */
+ * and adds neighbours with vpmaddwd. */
 AI __m512i pair_sums(__m512i a, __m512i b)
 {
     return _mm512_madd_epi16(_mm512_packs_epi32(a, b), _mm512_set1_epi16(1));

@@ -389,6 +389,56 @@ static void cold_gemv_table(qlib_ctx *ctx, double bw)
     free(y);
 }
 
+/* INT4 g32 against g128 (asymmetric) at M = 1, one thread: the two
+ * interleaved call by call, on one tensor (hot) and on the next of several
+ * copies (from memory); medians. */
+static void g32_table(qlib_ctx *ctx)
+{
+    static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 },
+                                        { 1024, 4096 }, { 512, 11008 } };
+    enum { R = 101 };
+    printf("\n## INT4 g32 against g128, M = 1, 1 thread (interleaved, median of %d)\n\n"
+           "| N x K | g128 hot ms | g32 hot ms | g32 / g128 | g128 from memory ms | g32 ms | "
+           "g32 / g128 |\n|---|---|---|---|---|---|---|\n", R);
+    float *x = make_acts(1, 11008, 4.0f), *y = malloc(11008 * sizeof(float));
+    if (!y) exit(1);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t n = shapes[s][0], k = shapes[s][1];
+        float *w = make_weights(n, k);
+        qlib_tensor *t[2] = { quantize_rtn(ctx, w, n, k, 4, 128, 0),
+                              quantize_rtn(ctx, w, n, k, 4, 32, 0) };
+        cold_set cs[2] = { { 0 }, { 0 } };
+        double med[2][2];   /* [hot, memory][g128, g32] */
+        for (int f = 0; f < 2; f++) cold_tensors(ctx, t[f], &cs[f]);
+        for (int mode = 0; mode < 2; mode++) {
+            double tm[2][R];
+            for (int r = -1; r < R; r++)
+                for (int f = 0; f < 2; f++) {
+                    mm_arg a = { ctx, mode ? cs[f].t[(size_t)(r + 1) % cs[f].count] : t[f], x,
+                                 NULL, y, 1, n, k };
+                    double t0 = now_s();
+                    run_qlib(&a);
+                    if (r >= 0) tm[f][r] = now_s() - t0;
+                }
+            for (int f = 0; f < 2; f++) {
+                qsort(tm[f], R, sizeof(double), cmp_double);
+                med[mode][f] = tm[f][R / 2];
+            }
+        }
+        printf("| %zux%zu | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", n, k, med[0][0] * 1e3,
+               med[0][1] * 1e3, med[0][1] / med[0][0], med[1][0] * 1e3, med[1][1] * 1e3,
+               med[1][1] / med[1][0]);
+        fflush(stdout);
+        for (int f = 0; f < 2; f++) {
+            for (size_t i = 0; i < cs[f].count; i++) qlib_tensor_destroy(cs[f].t[i]);
+            qlib_tensor_destroy(t[f]);
+        }
+        free(w);
+    }
+    free(x);
+    free(y);
+}
+
 static void compute_f32_rows(qlib_ctx *ctx)
 {
     size_t n = 4096, k = 4096;
@@ -897,7 +947,7 @@ static void ceiling_table(qlib_ctx *ctx)
     free(y);
 }
 
-/* With arguments, only the sections named (shapes cold ceiling f32 threads
+/* With arguments, only the sections named (shapes cold ceiling g32 f32 threads
  * decode llm_int8 act_order quantize layouts linalg
  * builds); without, all of them. */
 static int wanted(int argc, char **argv, const char *name)
@@ -928,6 +978,7 @@ int main(int argc, char **argv)
     if (wanted(argc, argv, "shapes")) shapes_table(ctx1, bw);
     if (wanted(argc, argv, "cold")) cold_gemv_table(ctx1, bw);
     if (wanted(argc, argv, "ceiling")) ceiling_table(ctx1);
+    if (wanted(argc, argv, "g32")) g32_table(ctx1);
     if (wanted(argc, argv, "f32")) compute_f32_rows(ctx1);
     if (wanted(argc, argv, "threads")) thread_scaling(ctx1, ctx2);
     if (wanted(argc, argv, "decode")) decode_threads(ctx1, ctx2);
