@@ -40,7 +40,38 @@ typedef struct mm_job {
     size_t ldy;
     void (*post)(void *, size_t, size_t);   /* optional, after each chunk of columns */
     void *post_arg;
+    /* The microkernel's workspaces: ws_slots of uk->ws_bytes each, one per
+     * task running at once; ws_busy: a bit per slot taken (atomic). */
+    uint8_t *ws;
+    size_t ws_bytes;
+    unsigned ws_slots;
+    uint64_t ws_busy;
 } mm_job;
+
+#define WS_MAX_SLOTS 64
+
+/* A free workspace slot, taken; -1 when every slot is in use (a lent pool
+ * that runs more tasks at once than the context has threads): the kernel
+ * then works in a buffer of its own, with the same results. */
+static int ws_take(mm_job *j)
+{
+    uint64_t all = j->ws_slots >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << j->ws_slots) - 1;
+    uint64_t busy = __atomic_load_n(&j->ws_busy, __ATOMIC_RELAXED);
+    while (j->ws_slots) {
+        uint64_t free = ~busy & all;
+        if (!free) return -1;
+        int i = __builtin_ctzll(free);
+        if (__atomic_compare_exchange_n(&j->ws_busy, &busy, busy | (uint64_t)1 << i, 1,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return i;
+    }
+    return -1;
+}
+
+static void ws_give_back(mm_job *j, int i)
+{
+    if (i >= 0) __atomic_fetch_and(&j->ws_busy, ~((uint64_t)1 << i), __ATOMIC_RELEASE);
+}
 
 static void prep_task(void *arg, size_t i)
 {
@@ -57,11 +88,14 @@ static void prep_task(void *arg, size_t i)
     }
 }
 
-static void gemm_range(const mm_job *j, size_t n0, size_t n1)
+static void gemm_range(mm_job *j, size_t n0, size_t n1)
 {
     if (j->q) {
-        qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum, j->q16 };
+        int slot = ws_take(j);
+        qk_acts a = { j->m, j->map.kp, j->q, j->d, j->sum, j->q16,
+                      slot < 0 ? NULL : j->ws + (size_t)slot * j->ws_bytes };
         j->uk->run(j->w, &a, n0, n1, j->y, j->ldy);
+        ws_give_back(j, slot);
     } else {
         j->kern->gemm_f32.run(j->w, j->xf, j->map.kp, j->m, n0, n1, j->y, j->ldy);
     }
@@ -105,10 +139,16 @@ static void split_task(void *arg, size_t i)
     c->cols(c->arg, n0, n1 < c->n ? n1 : c->n);
 }
 
+/* The tasks split_columns makes. */
+static size_t col_tasks(const qlib_ctx *ctx, size_t n, size_t work)
+{
+    return task_count(ctx, (n + COL_CHUNK - 1) / COL_CHUNK, work);
+}
+
 static void split_columns(qlib_ctx *ctx, size_t n, size_t work,
                           void (*cols)(void *, size_t, size_t), void *arg)
 {
-    size_t tasks = task_count(ctx, (n + COL_CHUNK - 1) / COL_CHUNK, work);
+    size_t tasks = col_tasks(ctx, n, work);
     col_split c = { cols, arg, n, tasks == 1 ? n : COL_CHUNK };
     qlib_ctx_parallel_for(ctx, split_task, &c, tasks);
 }
@@ -134,9 +174,17 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
                          ctx->kern->isa, w->bits);
     int wide = uk && uk->wants_q16;
     size_t per_row = quant ? kp * (wide ? 3 : 1) + nbk * 8 : kp * 4;
-    if (qlib_mul_overflows(m, per_row, &rows_bytes) || rows_bytes > SIZE_MAX - 320)
+    /* a workspace per task running at once (a multiple of 64 bytes each) */
+    size_t ws_bytes = uk ? qlib_round_up(uk->ws_bytes, 64) : 0;
+    if (qlib_mul_overflows(m, per_row, &rows_bytes)
+        || rows_bytes > SIZE_MAX - 320 - 64 - WS_MAX_SLOTS * ws_bytes)
         return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);
-    bytes = rows_bytes + 320;
+    size_t work = m * kp * w->n, tasks = col_tasks(ctx, w->n, work);
+    size_t threads = (size_t)ctx->n_threads;
+    size_t ws_slots = !ws_bytes ? 0 : tasks < threads ? tasks : threads;
+    if (ws_slots > WS_MAX_SLOTS) ws_slots = WS_MAX_SLOTS;
+    size_t ws_at = qlib_round_up(rows_bytes + 320, 64);
+    bytes = ws_at + ws_slots * ws_bytes;
     uint8_t *s = qlib_ctx_scratch(ctx, bytes, fn);
     if (!s) return QLIB_ERR_NOMEM;
     mm_job j;
@@ -152,6 +200,9 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     j.ldy = ldy;
     j.post = post;
     j.post_arg = post_arg;
+    j.ws = s + ws_at;
+    j.ws_bytes = ws_bytes;
+    j.ws_slots = (unsigned)ws_slots;
     if (quant) {
         j.d = (float *)(void *)s;
         j.sum = (int32_t *)(void *)(s + qlib_round_up(m * nbk * 4, 64));
@@ -161,7 +212,6 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     } else {
         j.xf = (float *)(void *)s;
     }
-    size_t work = m * kp * w->n;
     j.n_tasks = task_count(ctx, m, work / w->n * 64);
     qlib_ctx_parallel_for(ctx, prep_task, &j, j.n_tasks);
     split_columns(ctx, w->n, work, gemm_cols, &j);

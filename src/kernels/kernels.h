@@ -68,6 +68,10 @@ typedef struct qk_acts {
     const float *d;           /* m x kp/32: block scales, x ~= d * q */
     const int32_t *sum;       /* m x kp/32: sum of q in each block */
     const int16_t *q16;       /* m x kp: q as int16, for kernels with wants_q16; else NULL */
+    /* The microkernel's workspace for this call: ws_bytes of its entry,
+     * 64-byte aligned, used by this call alone; or NULL, and the kernel
+     * works in a smaller buffer of its own (the same results). */
+    void *ws;
 } qk_acts;
 
 /* How one row of x becomes the kernel's input: x'[j] = x[perm[j]] *
@@ -111,6 +115,7 @@ typedef struct qk_q8_ukernel {
     uint8_t order;            /* qk_order */
     uint8_t wants_q16;        /* reads qk_acts.q16: the caller widens each row of x once */
     qk_q8_fn run;
+    size_t ws_bytes;          /* the workspace (qk_acts.ws) a call can use; 0: none */
 } qk_q8_ukernel;
 
 /* y[i][r] = sum_j x[i][j] * w[r][j], x: m x kp (row stride ldx): COMPUTE_F32. */

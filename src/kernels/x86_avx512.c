@@ -30,8 +30,8 @@
  *     transposed into registers and multiplied with every row of x at
  *     once, group sums and outputs in registers for M <= 4, so each block
  *     is unpacked once for all rows of x and nothing else is stored. More
- *     rows: a tile of 32 weight rows by KB
- *     blocks is unpacked once into u8 quads of k, 16 rows per register
+ *     rows: a tile of 32 weight rows by KB_WS blocks (KB_STACK without
+ *     a workspace) is unpacked once into u8 quads of k, 16 rows per register
  *     (a 16 x 8 dword transpose of the packed bytes), and reused by every
  *     row of x in a panel of MC; 4 rows of x by 32 columns in registers,
  *     x broadcast four int8 at a time (embedded broadcast). The zero point
@@ -802,18 +802,49 @@ GEMV(8)
 #define NR 32                /* weight rows (output columns) per tile */
 #define MR 4                 /* rows of x per register tile (fewer for the last ones) */
 #define MC 128               /* rows of x sharing one unpacked weight tile */
-#define KB 32                /* blocks of 32 codes per tile */
+/* Blocks of 32 codes per tile: KB_WS in the workspace the core lends
+ * (qk_acts.ws: a 32-column tile of 4096 codes, 169 KiB), KB_STACK in a
+ * tile on the stack when it lends none. Longer tiles save the per-tile
+ * steps (the outputs' partial sums stored and reloaded, the group sums
+ * carried, the group parameters transposed) once per 1024 codes: 4-5% of
+ * an M = 128 product. The split of k changes no result. */
+#define KB_WS 128
+#define KB_STACK 32
+
+/* Bytes of a tile of kb blocks: per block its codes (16 registers), its
+ * code offset (one), the scales and zero points of its 32 columns, and
+ * its group_end. */
+#define TILE_BYTES(kb) \
+    ((size_t)(kb) * (sizeof(__m512i) * 17 + 2 * NR * sizeof(float) + sizeof(int)))
 
 typedef struct wtile {
     /* [block][quad s][half h]: columns 16h .. 16h+15 (one per int32 lane),
      * the 4 codes at k = 4s .. 4s+3 of the block, as stored (see top) */
-    __m512i w[KB][8][2];
-    float scale[KB][NR];         /* the scale of the block's group, per column */
-    float zero[KB][NR];          /* the zero point of the block's group, per column */
-    int group_end[KB];           /* the block is the last of its group */
+    __m512i (*w)[8][2];
+    __m512i *off;                /* per block, the byte added to its codes (one half at a time) */
+    float (*scale)[NR];          /* the scale of the block's group, per column */
+    float (*zero)[NR];           /* the zero point of the block's group, per column */
+    int *group_end;              /* the block is the last of its group */
+    size_t kb;                   /* blocks the arrays hold (a multiple of 16) */
     size_t r[NR];                /* weight rows (clamped) */
     size_t base[NR];             /* r * scale_stride */
 } wtile;
+
+/* t's arrays in mem (64-byte aligned, TILE_BYTES(kb) bytes). */
+static void tile_bind(wtile *t, void *mem, size_t kb)
+{
+    char *p = mem;
+    t->w = (__m512i(*)[8][2])(void *)p;
+    p += kb * 16 * sizeof(__m512i);
+    t->off = (__m512i *)(void *)p;
+    p += kb * sizeof(__m512i);
+    t->scale = (float(*)[NR])(void *)p;
+    p += kb * NR * sizeof(float);
+    t->zero = (float(*)[NR])(void *)p;
+    p += kb * NR * sizeof(float);
+    t->group_end = (int *)(void *)p;
+    t->kb = kb;
+}
 
 /* Transposes 16 rows of 8 dwords: z[j] holds row j in its low 256 bits
  * and row j + 8 in its high ones; on return z[s] holds dword s of row c in
@@ -945,7 +976,7 @@ AI void unpack_tile(int bits, const qk_weights *w, size_t b0, size_t kb, wtile *
         const uint8_t *src[16];
         for (int c = 0; c < 16; c++) src[c] = w->codes + t->r[16 * h + c] * w->row_bytes;
         __m512 gs[16];
-        __m512i gz[16], off[KB];
+        __m512i gz[16], *off = t->off;
         /* the span's groups, 16 at a time */
         tile_params(w, t->base + 16 * h, g0, ng < 16 ? ng : 16, gs, gz);
         for (size_t bb = 0, j = 0, left = bpg - b0 % bpg; bb < kb; bb++) {
@@ -1022,11 +1053,11 @@ static void fetch_share(const tile_fetch *nf, size_t part, size_t parts)
 /* The tile after (r0, b0) within columns [n0, n1): the next span of k, or
  * the next 32 columns from k = 0, or (last) the first tile of [n0, n1). */
 static void plan_fetch(const qk_weights *w, size_t r0, size_t b0, size_t n0, size_t n1,
-                       tile_fetch *nf)
+                       size_t kbt, tile_fetch *nf)
 {
     size_t nb = n_blocks(w), r[NR];
-    if (b0 + KB < nb) {
-        b0 += KB;
+    if (b0 + kbt < nb) {
+        b0 += kbt;
     } else if (r0 + NR < n1) {
         b0 = 0;
         r0 += NR;
@@ -1034,7 +1065,7 @@ static void plan_fetch(const qk_weights *w, size_t r0, size_t b0, size_t n0, siz
         b0 = 0;
         r0 = n0;
     }
-    size_t kb = nb - b0 < KB ? nb - b0 : KB;
+    size_t kb = nb - b0 < kbt ? nb - b0 : kbt;
     tile_rows(r0, n1, NR, r);
     for (int c = 0; c < NR; c++)
         nf->row[c] = w->codes + r[c] * w->row_bytes + b0 * QK_BLOCK * (size_t)w->bits / 8;
@@ -1267,20 +1298,24 @@ AI void gemm_run(int bits, const gemm_args *g, size_t n0, size_t n1)
     wtile t;
     gstate st;
     tile_fetch nf;
+    void *ws = g->a ? g->a->ws : NULL;
+    _Alignas(64) unsigned char own[TILE_BYTES(KB_STACK)];
+    tile_bind(&t, ws ? ws : own, ws ? KB_WS : KB_STACK);
+    size_t kbt = t.kb;
     for (size_t i0 = 0; i0 < g->m; i0 += MC) {
         size_t i1 = g->m - i0 < MC ? g->m : i0 + MC, parts = (i1 - i0 + MR - 1) / MR;
         for (size_t r0 = n0; r0 < n1; r0 += NR) {
             size_t nr = n1 - r0 < NR ? n1 - r0 : NR;
             tile_rows(r0, n1, NR, t.r);
             for (int c = 0; c < NR; c++) t.base[c] = t.r[c] * w->scale_stride;
-            for (size_t b0 = 0; b0 < nb; b0 += KB) {
-                size_t kb = nb - b0 < KB ? nb - b0 : KB;
+            for (size_t b0 = 0; b0 < nb; b0 += kbt) {
+                size_t kb = nb - b0 < kbt ? nb - b0 : kbt;
                 unpack_tile(bits, w, b0, kb, &t);
-                plan_fetch(w, r0, b0, n0, n1, &nf);
+                plan_fetch(w, r0, b0, n0, n1, kbt, &nf);
                 for (size_t ii = i0; ii < i1; ii += MR) {
                     fetch_share(&nf, (ii - i0) / MR, parts);
                     size_t mr = i1 - ii < MR ? i1 - ii : MR;
-                    gemm_rows(g, &t, b0, kb, ii, mr, &st, i0, b0 == 0, b0 + KB >= nb, r0, nr);
+                    gemm_rows(g, &t, b0, kb, ii, mr, &st, i0, b0 == 0, b0 + kbt >= nb, r0, nr);
                 }
             }
         }
@@ -1551,23 +1586,27 @@ static void avx512_f16_to_f32(const uint16_t *h, size_t count, float *out)
     }
 }
 
-#define Q8_ENTRY(name, widths, sym, mr, nr, kr, order) \
-    { #name, widths, sym, mr, nr, kr, order, 0, name }
+#define Q8_ENTRY(name, widths, sym, mr, nr, kr, order, ws) \
+    { #name, widths, sym, mr, nr, kr, order, 0, name, ws }
 
 /* The GEMVs sum the exact integer products in their own lanes: their own
  * order. The GEMMs keep the scalar reference's operations. */
 static const qk_q8_ukernel gemv_table[] = {
-    Q8_ENTRY(gemv_f32_qa8_qw4_1x4c64__avx512, QK_W(4), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN),
-    Q8_ENTRY(gemv_f32_qa8_qw8_1x4c64__avx512, QK_W(8), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN),
-    Q8_ENTRY(gemv_f32_qa8_qw2_1x4c64__avx512, QK_W(2), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN),
-    Q8_ENTRY(gemv_f32_qa8_qw3_1x4c64__avx512, QK_W(3), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN),
+    Q8_ENTRY(gemv_f32_qa8_qw4_1x4c64__avx512, QK_W(4), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw8_1x4c64__avx512, QK_W(8), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw2_1x4c64__avx512, QK_W(2), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw3_1x4c64__avx512, QK_W(3), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
 };
 
 static const qk_q8_ukernel gemm_table[] = {
-    Q8_ENTRY(gemm_f32_qa8_qw4_4x32c4__avx512, QK_W(4), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR),
-    Q8_ENTRY(gemm_f32_qa8_qw8_4x32c4__avx512, QK_W(8), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR),
-    Q8_ENTRY(gemm_f32_qa8_qw2_4x32c4__avx512, QK_W(2), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR),
-    Q8_ENTRY(gemm_f32_qa8_qw3_4x32c4__avx512, QK_W(3), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR),
+    Q8_ENTRY(gemm_f32_qa8_qw4_4x32c4__avx512, QK_W(4), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
+             TILE_BYTES(KB_WS)),
+    Q8_ENTRY(gemm_f32_qa8_qw8_4x32c4__avx512, QK_W(8), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
+             TILE_BYTES(KB_WS)),
+    Q8_ENTRY(gemm_f32_qa8_qw2_4x32c4__avx512, QK_W(2), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
+             TILE_BYTES(KB_WS)),
+    Q8_ENTRY(gemm_f32_qa8_qw3_4x32c4__avx512, QK_W(3), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
+             TILE_BYTES(KB_WS)),
 };
 
 const qlib_kernels qlib_kernels_avx512 = {

@@ -154,19 +154,29 @@ static float *make_x(tu_rng *r, size_t m, size_t ldx, int extreme)
 
 #define SENTINEL 1234.5f
 
-/* y (m x n, row stride ldy) from one kernel over [n0, n1), in mode q8 or f32. */
-static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts *a, int q8,
-                       size_t n0, size_t n1, size_t ldy, float *y)
+/* y (m x n, row stride ldy) from one kernel over [n0, n1), in mode q8 or f32;
+ * in q8 with the workspace its entry asks for when ws (else none: the
+ * kernel's own, smaller buffer). */
+static float *run_gemm_ws(const qlib_kernels *kern, const qk_weights *w, const acts *a, int q8,
+                          size_t n0, size_t n1, size_t ldy, float *y, int ws)
 {
     if (!y) {
         y = tu_alloc_floats(a->m * ldy);
         for (size_t i = 0; i < a->m * ldy; i++) y[i] = SENTINEL;
     }
     if (q8) {
-        qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum, NULL };
+        qk_acts qa = { a->m, a->kp, a->q, a->d, a->sum, NULL, NULL };
         int16_t *q16 = NULL;
         const qk_q8_ukernel *uk = qk_pick_q8(kern, w, a->m);
         ck_assert_msg(uk != NULL, "%s: no kernel for %d-bit codes", kern->isa, w->bits);
+        void *space = NULL;
+        if (ws && uk->ws_bytes) {
+            /* filled with a pattern: the kernel must not read what it did not write */
+            space = aligned_alloc(64, (uk->ws_bytes + 63) / 64 * 64);
+            ck_assert_ptr_nonnull(space);
+            memset(space, 0xa5, uk->ws_bytes);
+            qa.ws = space;
+        }
         if (uk->wants_q16) {
             /* a row stride of kp, at an address that is only 2-byte aligned */
             q16 = malloc((a->m * a->kp + 1) * sizeof *q16);
@@ -176,6 +186,7 @@ static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts
         }
         uk->run(w, &qa, n0, n1, y, ldy);
         free(q16);
+        free(space);
     } else {
         /* a row stride that is not a multiple of 8 floats: unaligned rows */
         size_t ldx = a->kp + 3;
@@ -186,6 +197,12 @@ static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts
         free(xs);
     }
     return y;
+}
+
+static float *run_gemm(const qlib_kernels *kern, const qk_weights *w, const acts *a, int q8,
+                       size_t n0, size_t n1, size_t ldy, float *y)
+{
+    return run_gemm_ws(kern, w, a, q8, n0, n1, ldy, y, 1);
 }
 
 static void assert_same_y(const float *got, const float *want, size_t m, size_t n, size_t ldy,
@@ -294,13 +311,14 @@ static void check_case(tu_rng *r, int bits, int sym, int group_size, size_t m, s
                 assert_same_y(got, base, m, n, ldy, what, isas[s]->isa, bits, t.w.group, k);
                 free(base);
             }
-            /* columns in uneven pieces, as threads would take them: the
-             * same bits as the whole range */
+            /* columns in uneven pieces, as threads would take them, the
+             * middle one without a workspace (a task that found none
+             * free): the same bits as the whole range */
             float *split = tu_alloc_floats(m * ldy);
             for (size_t i = 0; i < m * ldy; i++) split[i] = SENTINEL;
             size_t cut1 = n / 3, cut2 = cut1 + 1 + n / 2 > n ? n : cut1 + 1 + n / 2;
             run_gemm(isas[s], &t.w, &ref, q8, 0, cut1, ldy, split);
-            run_gemm(isas[s], &t.w, &ref, q8, cut1, cut2, ldy, split);
+            run_gemm_ws(isas[s], &t.w, &ref, q8, cut1, cut2, ldy, split, 0);
             run_gemm(isas[s], &t.w, &ref, q8, cut2, n, ldy, split);
             assert_same_y(split, loose ? got : want, m, n, ldy, what, isas[s]->isa, bits,
                           t.w.group, k);
@@ -381,16 +399,17 @@ START_TEST(test_kernels_extremes)
 }
 END_TEST
 
-/* GEMMs over several of the AVX2 and avx512 tiles' 1024-column spans of k,
- * the last partial, with groups that straddle the spans (96) or cover the
- * row; with few rows of x (the avx512 small-batch path) and more. */
+/* GEMMs over several of the AVX2 and avx512 tiles' spans of k (1024
+ * codes; the avx512 tile in a workspace 4096), the last partial, with
+ * groups that straddle the spans (96) or cover the row; with few rows of x
+ * (the avx512 small-batch path) and more. */
 START_TEST(test_kernels_k_tiles)
 {
-    static const size_t ks[] = { 1024, 1056, 2100, 3000 };
+    static const size_t ks[] = { 1024, 1056, 2100, 3000, 4096, 4192, 8300 };
     static const int groups[] = { 96, 0, 128, 32 };
     tu_rng r = { 777 };
     for (size_t bi = 0; bi < 4; bi++)
-        for (size_t ki = 0; ki < 4; ki++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
             for (size_t m = 6; m <= 12; m += 6)
                 check_case(&r, bit_widths[bi], (int)(ki % 2), groups[(bi + ki) % 4], m, 19 + m,
                            ks[ki], 0, NULL);

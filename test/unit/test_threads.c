@@ -77,15 +77,18 @@ static const char *config_name(int c)
     return names[c];
 }
 
+/* The pthread pool runs up to 4 tasks at once for a context of 2 threads:
+ * more than the context has workspaces for, so that some tasks run without
+ * one (src/core/matmul.c). */
 static qlib_ctx *config_ctx(int c, runner *r)
 {
-    qlib_ctx *ctx = tu_ctx(c < 4 ? c + 1 : 4, NULL);
+    qlib_ctx *ctx = tu_ctx(c < 4 ? c + 1 : c == 4 ? 4 : 2, NULL);
     qlib_parallel p = QLIB_PARALLEL_INIT;
     if (c == 4) {
         p.run = reverse_run;
         p.user = &r->rev;
     } else if (c == 5) {
-        r->pth.max_threads = 3;
+        r->pth.max_threads = 4;
         p.run = pthread_run;
         p.user = &r->pth;
     }
@@ -211,6 +214,16 @@ START_TEST(test_thread_determinism_gemv)
 }
 END_TEST
 
+/* K over several of the avx512 GEMM's tiles of k (4096 codes in a
+ * workspace, 1024 without one), with a group (96) that straddles them. */
+START_TEST(test_thread_determinism_long_k)
+{
+    static const format long_formats[] = { { QLIB_METHOD_RTN, 4, 96, 0 },
+                                            { QLIB_METHOD_RTN, 8, 0, 1 } };
+    run_problem(200, 4200, 12, &long_formats[_i], 4040 + (uint64_t)_i);
+}
+END_TEST
+
 /* One context, thread count changed between calls: same results. */
 START_TEST(test_threads_changed_in_place)
 {
@@ -330,6 +343,7 @@ Suite *suite_threads(void)
     TCase *tc = tu_tcase("threads");
     tcase_add_loop_test(tc, test_thread_determinism, 0, (int)COUNT(formats));
     tcase_add_loop_test(tc, test_thread_determinism_gemv, 0, 2);
+    tcase_add_loop_test(tc, test_thread_determinism_long_k, 0, 2);
     tcase_add_test(tc, test_threads_changed_in_place);
     tcase_add_test(tc, test_shared_tensor);
     tcase_add_test(tc, test_pool_every_task_once);
