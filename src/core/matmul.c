@@ -40,7 +40,7 @@ typedef struct mm_job {
     size_t ldy;
     void (*post)(void *, size_t, size_t);   /* optional, after each chunk of columns */
     void *post_arg;
-    /* The microkernel's workspaces: ws_slots of uk->ws_bytes each, one per
+    /* The microkernel's workspaces: ws_slots of ws_bytes each, one per
      * task running at once; ws_busy: a bit per slot taken (atomic). */
     uint8_t *ws;
     size_t ws_bytes;
@@ -55,11 +55,11 @@ typedef struct mm_job {
  * then works in a buffer of its own, with the same results. */
 static int ws_take(mm_job *j)
 {
-    uint64_t all = j->ws_slots >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << j->ws_slots) - 1;
-    uint64_t busy = __atomic_load_n(&j->ws_busy, __ATOMIC_RELAXED);
-    while (j->ws_slots) {
-        uint64_t free = ~busy & all;
-        if (!free) return -1;
+    if (!j->ws_slots) return -1;
+    uint64_t all = j->ws_slots == 64 ? ~(uint64_t)0 : ((uint64_t)1 << j->ws_slots) - 1;
+    uint64_t busy = __atomic_load_n(&j->ws_busy, __ATOMIC_RELAXED), free;
+    /* a failed exchange reloads busy */
+    while ((free = ~busy & all) != 0) {
         int i = __builtin_ctzll(free);
         if (__atomic_compare_exchange_n(&j->ws_busy, &busy, busy | (uint64_t)1 << i, 1,
                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
@@ -175,7 +175,7 @@ qlib_status qlib_matmul_quantized_post(qlib_ctx *ctx, const qlib_tensor *t, cons
     int wide = uk && uk->wants_q16;
     size_t per_row = quant ? kp * (wide ? 3 : 1) + nbk * 8 : kp * 4;
     /* a workspace per task running at once (a multiple of 64 bytes each) */
-    size_t ws_bytes = uk ? qlib_round_up(uk->ws_bytes, 64) : 0;
+    size_t ws_bytes = uk ? qlib_round_up(qk_ws_bytes(uk, m), 64) : 0;
     if (qlib_mul_overflows(m, per_row, &rows_bytes)
         || rows_bytes > SIZE_MAX - 320 - 64 - WS_MAX_SLOTS * ws_bytes)
         return qlib_fail(QLIB_ERR_ARG, "%s: m=%zu is too large", fn, m);

@@ -320,7 +320,7 @@ static void neon_f16_to_f32(const uint16_t *h, size_t count, float *out)
 /* One AUTO kernel for every width and symmetry, one row of x or many. */
 static const qk_q8_ukernel q8_table[] = {
     { UK_NAME(gemm_f32_qa8_qw_64x1c32), QK_W(2) | QK_W(3) | QK_W(4) | QK_W(8), QK_SYM | QK_ASYM,
-      RC, 1, QK_BLOCK, QK_ORDER_SCALAR, 0, UK(gemm_f32_qa8_qw_64x1c32), 0 },
+      RC, 1, QK_BLOCK, QK_ORDER_SCALAR, 0, UK(gemm_f32_qa8_qw_64x1c32), 0, 0 },
 };
 
 const qlib_kernels NEON_TABLE = {

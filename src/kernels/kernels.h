@@ -68,7 +68,7 @@ typedef struct qk_acts {
     const float *d;           /* m x kp/32: block scales, x ~= d * q */
     const int32_t *sum;       /* m x kp/32: sum of q in each block */
     const int16_t *q16;       /* m x kp: q as int16, for kernels with wants_q16; else NULL */
-    /* The microkernel's workspace for this call: ws_bytes of its entry,
+    /* The microkernel's workspace for this call: qk_ws_bytes of its entry,
      * 64-byte aligned, used by this call alone; or NULL, and the kernel
      * works in a smaller buffer of its own (the same results). */
     void *ws;
@@ -116,7 +116,14 @@ typedef struct qk_q8_ukernel {
     uint8_t wants_q16;        /* reads qk_acts.q16: the caller widens each row of x once */
     qk_q8_fn run;
     size_t ws_bytes;          /* the workspace (qk_acts.ws) a call can use; 0: none */
+    size_t ws_min_m;          /* ... from this many rows of x on (fewer never use it) */
 } qk_q8_ukernel;
+
+/* The workspace a call of uk on m rows of x can use. */
+static inline size_t qk_ws_bytes(const qk_q8_ukernel *uk, size_t m)
+{
+    return m >= uk->ws_min_m ? uk->ws_bytes : 0;
+}
 
 /* y[i][r] = sum_j x[i][j] * w[r][j], x: m x kp (row stride ldx): COMPUTE_F32. */
 typedef struct qk_f32_ukernel {

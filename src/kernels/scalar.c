@@ -191,7 +191,7 @@ static void gemv_f32_f32_f16_1x1c8__scalar(const uint16_t *w, size_t k, const fl
 /* The one AUTO kernel takes every width and symmetry, one row or many. */
 static const qk_q8_ukernel scalar_q8[] = {
     { "gemm_f32_qa8_qw_8x1c32__scalar", QK_W(2) | QK_W(3) | QK_W(4) | QK_W(8), QK_SYM | QK_ASYM,
-      MT, 1, QK_BLOCK, QK_ORDER_SCALAR, 0, gemm_f32_qa8_qw_8x1c32__scalar, 0 },
+      MT, 1, QK_BLOCK, QK_ORDER_SCALAR, 0, gemm_f32_qa8_qw_8x1c32__scalar, 0, 0 },
 };
 
 const qlib_kernels qlib_kernels_scalar = {

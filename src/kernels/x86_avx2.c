@@ -1101,7 +1101,7 @@ static void avx2_f16_to_f32(const uint16_t *h, size_t count, float *out)
 }
 
 #define Q8_ENTRY(name, widths, sym, mr, nr, kr, order, q16) \
-    { UK_NAME(name), widths, sym, mr, nr, kr, order, q16, UK(name), 0 }
+    { UK_NAME(name), widths, sym, mr, nr, kr, order, q16, UK(name), 0, 0 }
 
 /* The GEMVs sum the exact integer products in eight lanes per row: their
  * own order. The GEMMs keep the scalar reference's operations. */

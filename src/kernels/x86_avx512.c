@@ -1586,27 +1586,28 @@ static void avx512_f16_to_f32(const uint16_t *h, size_t count, float *out)
     }
 }
 
-#define Q8_ENTRY(name, widths, sym, mr, nr, kr, order, ws) \
-    { #name, widths, sym, mr, nr, kr, order, 0, name, ws }
+#define Q8_ENTRY(name, widths, sym, mr, nr, kr, order, ws, ws_min_m) \
+    { #name, widths, sym, mr, nr, kr, order, 0, name, ws, ws_min_m }
 
 /* The GEMVs sum the exact integer products in their own lanes: their own
- * order. The GEMMs keep the scalar reference's operations. */
+ * order. The GEMMs keep the scalar reference's operations; above SMALL_M
+ * rows of x they take their tile from the core's workspace. */
 static const qk_q8_ukernel gemv_table[] = {
-    Q8_ENTRY(gemv_f32_qa8_qw4_1x4c64__avx512, QK_W(4), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
-    Q8_ENTRY(gemv_f32_qa8_qw8_1x4c64__avx512, QK_W(8), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
-    Q8_ENTRY(gemv_f32_qa8_qw2_1x4c64__avx512, QK_W(2), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
-    Q8_ENTRY(gemv_f32_qa8_qw3_1x4c64__avx512, QK_W(3), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw4_1x4c64__avx512, QK_W(4), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw8_1x4c64__avx512, QK_W(8), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw2_1x4c64__avx512, QK_W(2), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0, 0),
+    Q8_ENTRY(gemv_f32_qa8_qw3_1x4c64__avx512, QK_W(3), QK_SYM | QK_ASYM, 1, GR, 64, QK_ORDER_OWN, 0, 0),
 };
 
 static const qk_q8_ukernel gemm_table[] = {
     Q8_ENTRY(gemm_f32_qa8_qw4_4x32c4__avx512, QK_W(4), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
-             TILE_BYTES(KB_WS)),
+             TILE_BYTES(KB_WS), SMALL_M + 1),
     Q8_ENTRY(gemm_f32_qa8_qw8_4x32c4__avx512, QK_W(8), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
-             TILE_BYTES(KB_WS)),
+             TILE_BYTES(KB_WS), SMALL_M + 1),
     Q8_ENTRY(gemm_f32_qa8_qw2_4x32c4__avx512, QK_W(2), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
-             TILE_BYTES(KB_WS)),
+             TILE_BYTES(KB_WS), SMALL_M + 1),
     Q8_ENTRY(gemm_f32_qa8_qw3_4x32c4__avx512, QK_W(3), QK_SYM | QK_ASYM, MR, NR, 4, QK_ORDER_SCALAR,
-             TILE_BYTES(KB_WS)),
+             TILE_BYTES(KB_WS), SMALL_M + 1),
 };
 
 const qlib_kernels qlib_kernels_avx512 = {

@@ -324,6 +324,15 @@ static void cold_tensors(qlib_ctx *ctx, const qlib_tensor *t, cold_set *cs)
     free(buf);
 }
 
+static void cold_free(cold_set *cs)
+{
+    for (size_t i = 0; i < cs->count; i++) {
+        if (cs->t[0]) qlib_tensor_destroy(cs->t[i]);
+        else free(cs->w[i]);
+    }
+    cs->count = 0;
+}
+
 static double cold_median(qlib_ctx *ctx, const cold_set *cs, const float *x, float *y, size_t n,
                           size_t k, int reps)
 {
@@ -375,10 +384,10 @@ static void cold_gemv_table(qlib_ctx *ctx, double bw)
                (double)qlib_tensor_storage_bytes(t8) / t8s / 1e9, t16s * 1e3, tb / t16s,
                (double)qlib_tensor_storage_bytes(t16) / t16s / 1e9);
         fflush(stdout);
-        for (size_t i = 0; i < cb.count; i++) free(cb.w[i]);
-        cold_set *sets[3] = { &c4, &c8, &c16 };
-        for (int j = 0; j < 3; j++)
-            for (size_t i = 0; i < sets[j]->count; i++) qlib_tensor_destroy(sets[j]->t[i]);
+        cold_free(&cb);
+        cold_free(&c4);
+        cold_free(&c8);
+        cold_free(&c16);
         qlib_tensor_destroy(t4);
         qlib_tensor_destroy(t8);
         qlib_tensor_destroy(t16);
@@ -430,7 +439,7 @@ static void g32_table(qlib_ctx *ctx)
                med[1][1] / med[1][0]);
         fflush(stdout);
         for (int f = 0; f < 2; f++) {
-            for (size_t i = 0; i < cs[f].count; i++) qlib_tensor_destroy(cs[f].t[i]);
+            cold_free(&cs[f]);
             qlib_tensor_destroy(t[f]);
         }
         free(w);
@@ -533,7 +542,7 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
                    f ? "INT8" : "INT4 g128", t1[R / 2] * 1e3, t2[R / 2] * 1e3, t1[R / 2] / t2[R / 2],
                    b / t1[R / 2] / 1e9, b / t2[R / 2] / 1e9);
             fflush(stdout);
-            for (size_t i = 0; i < cs.count; i++) qlib_tensor_destroy(cs.t[i]);
+            cold_free(&cs);
             qlib_tensor_destroy(t);
         }
         free(w);

@@ -170,11 +170,13 @@ static float *run_gemm_ws(const qlib_kernels *kern, const qk_weights *w, const a
         const qk_q8_ukernel *uk = qk_pick_q8(kern, w, a->m);
         ck_assert_msg(uk != NULL, "%s: no kernel for %d-bit codes", kern->isa, w->bits);
         void *space = NULL;
-        if (ws && uk->ws_bytes) {
-            /* filled with a pattern: the kernel must not read what it did not write */
-            space = aligned_alloc(64, (uk->ws_bytes + 63) / 64 * 64);
+        size_t ws_bytes = qk_ws_bytes(uk, a->m);
+        if (ws && ws_bytes) {
+            /* filled with a pattern, as the core's scratch holds whatever
+             * the last call left there */
+            space = aligned_alloc(64, (ws_bytes + 63) / 64 * 64);
             ck_assert_ptr_nonnull(space);
-            memset(space, 0xa5, uk->ws_bytes);
+            memset(space, 0xa5, ws_bytes);
             qa.ws = space;
         }
         if (uk->wants_q16) {
