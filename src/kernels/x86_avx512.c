@@ -240,7 +240,8 @@ typedef struct chunk_map {
 
 /* x for one span of blocks [b0, b0 + nbs), laid out as the codes are:
  * qa holds the q each code register is multiplied with, qs each int32
- * lane's sum of q and dl its block's scale d (as fp32). 4-bit: per 64
+ * lane's sum of q (as fp32 for the kernels with parameters per block, as
+ * int32 for the whole-group ones) and dl its block's scale d (as fp32). 4-bit: per 64
  * bytes of codes (blocks 4t .. 4t+3), the low nibbles hold blocks 4t and
  * 4t+2, the high ones 4t+1 and 4t+3. 8 and 3 bits: two blocks per
  * register, in order. 2-bit: per 64 bytes (8 blocks), four registers, one
@@ -248,7 +249,10 @@ typedef struct chunk_map {
  * 8 blocks. */
 typedef struct gemv_x {
     _Alignas(64) int8_t qa[SPAN];
-    _Alignas(64) float qs[SPAN / 4];
+    union {
+        _Alignas(64) float f[SPAN / 4];
+        _Alignas(64) int32_t i[SPAN / 4];
+    } qs;
     _Alignas(64) float dl[SPAN / 4];
     /* 4-bit, parameters per block: per 8 blocks, the lanes' sums of q and
      * their blocks' d after the lanes are reduced (reduce_lanes) */
@@ -296,10 +300,25 @@ AI __m512 d_pair(const qk_acts *a, size_t b, size_t b2)
     return join8(_mm256_set1_ps(b < kb ? a->d[b] : 0.0f), _mm256_set1_ps(b2 < kb ? a->d[b2] : 0.0f));
 }
 
-/* The int32 lane sums of q (four bytes each) of v, as fp32: exact. */
+/* The int32 lane sums of q (four bytes each) of v: at most 508 in
+ * magnitude. */
+AI __m512i lane_qsum_i(__m512i v)
+{
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), v);
+}
+
+/* The same as fp32: exact. */
 AI __m512 lane_qsum(__m512i v)
 {
-    return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), v));
+    return _mm512_cvtepi32_ps(lane_qsum_i(v));
+}
+
+/* Lane sums of q into qs: int32 for the whole-group kernels (whole), else
+ * fp32. */
+AI void qs_store(void *qs, __m512i v, int whole)
+{
+    if (whole) _mm512_store_si512(qs, lane_qsum_i(v));
+    else _mm512_store_ps(qs, lane_qsum(v));
 }
 
 static void chunk_map_make(const qk_weights *w, size_t c0, chunk_map *cm)
@@ -332,8 +351,10 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
             __m512i hi = _mm512_inserti64x4(_mm512_castsi256_si512(q_block(a, b + 1)), q_block(a, b + 3), 1);
             _mm512_store_si512((void *)(gx->qa + 128 * t), lo);
             _mm512_store_si512((void *)(gx->qa + 128 * t + 64), hi);
-            _mm512_store_ps(gx->qs + 32 * t, lane_qsum(lo));
-            _mm512_store_ps(gx->qs + 32 * t + 16, lane_qsum(hi));
+            if (!blocks) {   /* the per-block kernel reads rqs instead */
+                qs_store(gx->qs.i + 32 * t, lo, 1);
+                qs_store(gx->qs.i + 32 * t + 16, hi, 1);
+            }
             _mm512_store_ps(gx->dl + 32 * t, d_pair(a, b, b + 2));
             _mm512_store_ps(gx->dl + 32 * t + 16, d_pair(a, b + 1, b + 3));
         }
@@ -364,14 +385,14 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
                 _mm512_store_si512((void *)(gx->qa + 256 * t + 64 * j), v);
                 s = _mm512_add_ps(s, lane_qsum(v));   /* integers below 2^24: exact */
             }
-            _mm512_store_ps(gx->qs + 16 * t, s);
+            _mm512_store_ps(gx->qs.f + 16 * t, s);
         }
     } else {
         for (size_t u = 0; u < (nbs + 1) / 2; u++) {
             size_t b = b0 + 2 * u;
             __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(q_block(a, b)), q_block(a, b + 1), 1);
             _mm512_store_si512((void *)(gx->qa + 64 * u), v);
-            _mm512_store_ps(gx->qs + 16 * u, lane_qsum(v));
+            qs_store(gx->qs.f + 16 * u, v, !blocks);
             _mm512_store_ps(gx->dl + 16 * u, d_pair(a, b, b + 1));
         }
     }
@@ -387,54 +408,65 @@ static int whole_groups(const qk_weights *w, size_t codes)
     return w->n_groups == 1 || w->group % codes == 0;
 }
 
-/* ---- codes of up to 8 bits, whole groups ----
+/* ---- codes of 4 and 8 bits, whole groups ----
  * Per row, ga sums d times the exact lanes of (c - z) q over the group, y
  * sums s times ga at the group's end (and at the span's end). */
 
-/* Row r's zero points and scales of groups g .. g+15 (those that exist),
- * as fp32. */
+/* Row r's zero points and scales of groups g .. g+15 (those that exist):
+ * zn holds -z in its low 16 bits (high 16 bits 0), as vpmaddwd takes it;
+ * s as fp32. */
 typedef struct group_chunk {
-    _Alignas(64) float z[16];
+    _Alignas(64) int32_t zn[16];
     _Alignas(64) float s[16];
 } group_chunk;
+
+AI void zn_store(int32_t *zn, __m512i z)
+{
+    _mm512_store_si512((void *)zn, _mm512_and_si512(_mm512_sub_epi32(_mm512_setzero_si512(), z),
+                                                    _mm512_set1_epi32(0xffff)));
+}
 
 AI void group_chunk_make(const qk_weights *w, size_t r, size_t g, group_chunk *gc)
 {
     if (!w->scale_stride) {   /* one group for the tensor */
         _mm512_store_ps(gc->s, _mm512_set1_ps(_cvtsh_ss(w->scales[0])));
-        _mm512_store_ps(gc->z, _mm512_set1_ps((float)qk_zero(w, 0, 0)));
+        zn_store(gc->zn, _mm512_set1_epi32(qk_zero(w, 0, 0)));
         return;
     }
     size_t e = r * w->scale_stride + g, count = w->n_groups - g < 16 ? w->n_groups - g : 16;
     params_prefetch(w, e + PF_TILES * GR * w->scale_stride);
     _mm512_store_ps(gc->s, scales16(w, e, count));
-    _mm512_store_ps(gc->z, _mm512_cvtepi32_ps(zeros16(w, e, count)));
+    zn_store(gc->zn, zeros16(w, e, count));
 }
 
-/* One register of lanes: z times the lanes' sums of q off (exact: both
- * integers below 2^24), times each lane's d into ga. */
-AI __m512 lanes_acc(__m512 ga, __m512i acc, __m512 z, const float *qs, const float *dl)
+/* One register of lanes: the codes c times q less z times the lanes' sums
+ * of q, summed in int32 (vpmaddwd gives -z qs, the 16-bit halves qs and
+ * -z with zeros above; vpdpbusd adds c q), times each lane's d into ga.
+ * Every lane is an integer of at most 4 * 255 * 127 + 255 * 508 < 2^24 in
+ * magnitude, so its conversion is exact: the same value as c q and z qs
+ * converted apart and subtracted, without the floating-point step. */
+AI __m512 lanes_acc(__m512 ga, __m512i c, __m512i q, __m512i zn, const int32_t *qs,
+                    const float *dl)
 {
-    __m512 t = _mm512_fnmadd_ps(z, _mm512_load_ps(qs), _mm512_cvtepi32_ps(acc));
-    return _mm512_fmadd_ps(_mm512_load_ps(dl), t, ga);
+    __m512i zq = _mm512_madd_epi16(_mm512_load_si512((const void *)qs), zn);
+    __m512i acc = _mm512_dpbusd_epi32(zq, c, q);
+    return _mm512_fmadd_ps(_mm512_load_ps(dl), _mm512_cvtepi32_ps(acc), ga);
 }
 
 /* One step of a row: 64 bytes of codes (4-bit: 4 blocks, the low
  * nibbles' lanes into ga, the high ones' into gb; 8-bit: 2 blocks, into
  * ga). Two sums per row halve the chain of dependent fused multiply-adds. */
 AI void whole_step(int bits, __m512 *ga, __m512 *gb, __m512i v, __m512i qlo, __m512i qhi,
-                   __m512 z, const float *qs, const float *dl)
+                   __m512i zn, const int32_t *qs, const float *dl)
 {
     const __m512i nib = _mm512_set1_epi8(15);
     if (bits == 8) {
-        *ga = lanes_acc(*ga, _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, qlo), z, qs, dl);
+        *ga = lanes_acc(*ga, v, qlo, zn, qs, dl);
         return;
     }
-    __m512i alo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, nib), qlo);
-    __m512i ahi = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                      _mm512_and_si512(_mm512_srli_epi16(v, 4), nib), qhi);
-    *ga = lanes_acc(*ga, alo, z, qs, dl);
-    *gb = lanes_acc(*gb, ahi, z, qs + 16, dl + 16);
+    *ga = lanes_acc(*ga, _mm512_and_si512(v, nib), qlo, zn, qs, dl);
+    *gb = lanes_acc(*gb, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib), qhi, zn, qs + 16,
+                    dl + 16);
 }
 
 AI void gemv_whole(int bits, const qk_weights *w, const gemv_x *gx, size_t b0, size_t nbs,
@@ -470,20 +502,36 @@ AI void gemv_whole(int bits, const qk_weights *w, const gemv_x *gx, size_t b0, s
         }
         __m512i qlo = _mm512_load_si512((const void *)(gx->qa + qstep * t));
         __m512i qhi = _mm512_load_si512((const void *)(gx->qa + qstep * t + 64));
-        const float *qs = gx->qs + fstep * t, *dl = gx->dl + fstep * t;
+        const int32_t *qs = gx->qs.i + fstep * t;
+        const float *dl = gx->dl + fstep * t;
         size_t off = bpstep * t;
-        if (off + 64 <= avail) {
-            #pragma GCC unroll 4
-            for (int i = 0; i < GR; i++) {
-                _mm_prefetch((const char *)(row[i] + off + ahead), PF_HINT);
-                __m512i v = _mm512_loadu_si512((const void *)(row[i] + off));
-                whole_step(bits, &ga[i], &gb[i], v, qlo, qhi, _mm512_set1_ps(gc[i].z[gi]), qs, dl);
-            }
-        } else {
+        if (off + 64 > avail) {   /* the row's last codes */
             #pragma GCC unroll 4
             for (int i = 0; i < GR; i++)
                 whole_step(bits, &ga[i], &gb[i], load_upto(row[i] + off, avail - off), qlo, qhi,
-                           _mm512_set1_ps(gc[i].z[gi]), qs, dl);
+                           _mm512_set1_epi32(gc[i].zn[gi]), qs, dl);
+        } else if (bits == 8) {
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                _mm_prefetch((const char *)(row[i] + off + ahead), PF_HINT);
+                whole_step(bits, &ga[i], &gb[i], _mm512_loadu_si512((const void *)(row[i] + off)),
+                           qlo, qhi, _mm512_set1_epi32(gc[i].zn[gi]), qs, dl);
+            }
+        } else {
+            /* 4-bit: the four rows' codes loaded first. Written as for
+             * 8 bits, the compiler kept the codes on the stack (7% slower
+             * in cache); written as here for 8 bits, the 8-bit product
+             * from memory took 8-12% longer. */
+            __m512i v[GR];
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++) {
+                _mm_prefetch((const char *)(row[i] + off + ahead), PF_HINT);
+                v[i] = _mm512_loadu_si512((const void *)(row[i] + off));
+            }
+            #pragma GCC unroll 4
+            for (int i = 0; i < GR; i++)
+                whole_step(bits, &ga[i], &gb[i], v[i], qlo, qhi, _mm512_set1_epi32(gc[i].zn[gi]),
+                           qs, dl);
         }
         if (--left == 0 || t + 1 == steps) {
             #pragma GCC unroll 4
@@ -591,7 +639,7 @@ AI void gemv_blocks(int bits, const qk_weights *w, const qk_acts *a, const gemv_
         yl[i] = _mm512_setzero_ps();
     }
     row_params rp[GR];
-    const __m512i nib = _mm512_set1_epi8(15), two = _mm512_set1_epi8(3);
+    const __m512i two = _mm512_set1_epi8(3);
     for (size_t c0 = b0; c0 < end; c0 += 16) {
         const chunk_map *cm = &gx->cm[(c0 - b0) / 16];
         __mmask16 dm = (__mmask16)(c0 + 16 <= kb ? 0xffffu : (1u << (kb - c0)) - 1u);
@@ -599,44 +647,14 @@ AI void gemv_blocks(int bits, const qk_weights *w, const qk_acts *a, const gemv_
         #pragma GCC unroll 4
         for (int i = 0; i < GR; i++) row_params_make(w, r[i], cm, d, &rp[i]);
         size_t c1 = c0 + 16 < end ? c0 + 16 : end;
-        if (bits == 4) {
-            for (size_t b = c0; b < c1; b += 4) {
-                size_t t = (b - b0) / 4, j = b - c0;
-                __m512i qlo = _mm512_load_si512((const void *)(gx->qa + 128 * t));
-                __m512i qhi = _mm512_load_si512((const void *)(gx->qa + 128 * t + 64));
-                const float *qs = gx->qs + 32 * t;
-                #pragma GCC unroll 4
-                for (int i = 0; i < GR; i++) {
-                    const uint8_t *src = row[i] + 16 * b;
-                    _mm_prefetch((const char *)(src + ahead), PF_HINT);
-                    __m512i v = load_upto(src, w->row_bytes - 16 * b);
-                    __m512i alo = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-                                                      _mm512_and_si512(v, nib), qlo);
-                    __m512i ahi = _mm512_dpbusd_epi32(
-                        _mm512_setzero_si512(), _mm512_and_si512(_mm512_srli_epi16(v, 4), nib), qhi);
-                    if (b + 4 <= c1) {
-                        lanes16(&ya[i], &yb[i], alo, qs, &rp[i], j, j + 2, sym, zsym);
-                        lanes16(&ya[i], &yb[i], ahi, qs + 16, &rp[i], j + 1, j + 3, sym, zsym);
-                        continue;
-                    }
-                    /* the row's last blocks: only those below end */
-                    __m512 flo = _mm512_cvtepi32_ps(alo), fhi = _mm512_cvtepi32_ps(ahi);
-                    __m256 f4[4] = { _mm512_castps512_ps256(flo), _mm512_castps512_ps256(fhi),
-                                     high8(flo), high8(fhi) };
-                    static const int qoff[4] = { 0, 16, 8, 24 };
-                    for (size_t p = 0; b + p < c1; p++)
-                        ya[i] = lanes8(ya[i], f4[p], _mm256_load_ps(qs + qoff[p]), &rp[i], j + p,
-                                       sym, zsym);
-                }
-            }
-        } else if (bits == 2) {
+        if (bits == 2) {
             /* lanes 2p, 2p+1 belong to block b + p */
             const __m512i lane_block = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6,
                                                          7, 7);
             for (size_t b = c0; b < c1; b += 8) {
                 size_t t = (b - b0) / 8, j = b - c0;
                 const int8_t *q = gx->qa + 256 * t;
-                __m512 qs = _mm512_load_ps(gx->qs + 16 * t);
+                __m512 qs = _mm512_load_ps(gx->qs.f + 16 * t);
                 __m512i sel = _mm512_add_epi32(lane_block, _mm512_set1_epi32((int)j));
                 __mmask16 live = (__mmask16)(b + 8 <= c1 ? 0xffffu : (1u << (2 * (c1 - b))) - 1u);
                 #pragma GCC unroll 4
@@ -659,7 +677,7 @@ AI void gemv_blocks(int bits, const qk_weights *w, const qk_acts *a, const gemv_
             for (size_t b = c0; b < c1; b += 2) {
                 size_t u = (b - b0) / 2, j = b - c0;
                 __m512i q = _mm512_load_si512((const void *)(gx->qa + 64 * u));
-                const float *qs = gx->qs + 16 * u;
+                const float *qs = gx->qs.f + 16 * u;
                 #pragma GCC unroll 4
                 for (int i = 0; i < GR; i++) {
                     __m512i c;
@@ -739,9 +757,15 @@ AI void gemv4_blocks(const qk_weights *w, const gemv_x *gx, size_t b0,
                 const uint8_t *src = row[i] + 16 * b;
                 _mm_prefetch((const char *)(src + ahead), PF_HINT);
                 _mm_prefetch((const char *)(src + ahead + 64), PF_HINT);
-                __m512i v1 = load_upto(src, w->row_bytes - 16 * b);
-                __m512i v2 = 16 * b + 64 < w->row_bytes ? load_upto(src + 64, w->row_bytes - 16 * b - 64)
-                                                        : _mm512_setzero_si512();
+                __m512i v1, v2;
+                if (16 * b + 128 <= w->row_bytes) {
+                    v1 = _mm512_loadu_si512((const void *)src);
+                    v2 = _mm512_loadu_si512((const void *)(src + 64));
+                } else {   /* the row's last codes */
+                    v1 = load_upto(src, w->row_bytes - 16 * b);
+                    v2 = 16 * b + 64 < w->row_bytes ? load_upto(src + 64, w->row_bytes - 16 * b - 64)
+                                                    : _mm512_setzero_si512();
+                }
                 __m512i a1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v1, nib), ql1);
                 __m512i b1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
                                                  _mm512_and_si512(_mm512_srli_epi16(v1, 4), nib), qh1);
