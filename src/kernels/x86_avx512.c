@@ -241,9 +241,10 @@ typedef struct chunk_map {
 /* x for one span of blocks [b0, b0 + nbs), laid out as the codes are:
  * qa holds the q each code register is multiplied with, qs each int32
  * lane's sum of q (as fp32 for the kernels with parameters per block, as
- * int32 for the whole-group ones) and dl its block's scale d (as fp32). 4-bit: per 64
- * bytes of codes (blocks 4t .. 4t+3), the low nibbles hold blocks 4t and
- * 4t+2, the high ones 4t+1 and 4t+3. 8 and 3 bits: two blocks per
+ * int32 for the whole-group ones; qs_store writes either at the same
+ * place) and dl its block's scale d (as fp32). 4-bit: per 64 bytes of
+ * codes (blocks 4t .. 4t+3), the low nibbles hold blocks 4t and 4t+2, the
+ * high ones 4t+1 and 4t+3. 8 and 3 bits: two blocks per
  * register, in order. 2-bit: per 64 bytes (8 blocks), four registers, one
  * per bit pair: register j holds octet j (codes 8j .. 8j+7) of each of the
  * 8 blocks. */
