@@ -241,10 +241,9 @@ typedef struct chunk_map {
 /* x for one span of blocks [b0, b0 + nbs), laid out as the codes are:
  * qa holds the q each code register is multiplied with, qs each int32
  * lane's sum of q (as fp32 for the kernels with parameters per block, as
- * int32 for the whole-group ones; qs_store writes either at the same
- * place) and dl its block's scale d (as fp32). 4-bit: per 64 bytes of
- * codes (blocks 4t .. 4t+3), the low nibbles hold blocks 4t and 4t+2, the
- * high ones 4t+1 and 4t+3. 8 and 3 bits: two blocks per
+ * int32 for the whole-group ones) and dl its block's scale d (as fp32).
+ * 4-bit: per 64 bytes of codes (blocks 4t .. 4t+3), the low nibbles hold
+ * blocks 4t and 4t+2, the high ones 4t+1 and 4t+3. 8 and 3 bits: two blocks per
  * register, in order. 2-bit: per 64 bytes (8 blocks), four registers, one
  * per bit pair: register j holds octet j (codes 8j .. 8j+7) of each of the
  * 8 blocks. */
@@ -314,14 +313,6 @@ AI __m512 lane_qsum(__m512i v)
     return _mm512_cvtepi32_ps(lane_qsum_i(v));
 }
 
-/* Lane sums of q into qs: int32 for the whole-group kernels (whole), else
- * fp32. */
-AI void qs_store(void *qs, __m512i v, int whole)
-{
-    if (whole) _mm512_store_si512(qs, lane_qsum_i(v));
-    else _mm512_store_ps(qs, lane_qsum(v));
-}
-
 static void chunk_map_make(const qk_weights *w, size_t c0, chunk_map *cm)
 {
     size_t bpg = w->group / QK_BLOCK, last = w->n_groups - 1;
@@ -353,8 +344,8 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
             _mm512_store_si512((void *)(gx->qa + 128 * t), lo);
             _mm512_store_si512((void *)(gx->qa + 128 * t + 64), hi);
             if (!blocks) {   /* the per-block kernel reads rqs instead */
-                qs_store(gx->qs.i + 32 * t, lo, 1);
-                qs_store(gx->qs.i + 32 * t + 16, hi, 1);
+                _mm512_store_si512((void *)(gx->qs.i + 32 * t), lane_qsum_i(lo));
+                _mm512_store_si512((void *)(gx->qs.i + 32 * t + 16), lane_qsum_i(hi));
             }
             _mm512_store_ps(gx->dl + 32 * t, d_pair(a, b, b + 2));
             _mm512_store_ps(gx->dl + 32 * t + 16, d_pair(a, b + 1, b + 3));
@@ -393,7 +384,8 @@ static void gemv_x_layout(int bits, const qk_weights *w, const qk_acts *a, size_
             size_t b = b0 + 2 * u;
             __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(q_block(a, b)), q_block(a, b + 1), 1);
             _mm512_store_si512((void *)(gx->qa + 64 * u), v);
-            qs_store(gx->qs.f + 16 * u, v, !blocks);
+            if (blocks) _mm512_store_ps(gx->qs.f + 16 * u, lane_qsum(v));
+            else _mm512_store_si512((void *)(gx->qs.i + 16 * u), lane_qsum_i(v));
             _mm512_store_ps(gx->dl + 16 * u, d_pair(a, b, b + 1));
         }
     }
