@@ -745,13 +745,14 @@ AI void gemv4_blocks(const qk_weights *w, const gemv_x *gx, size_t b0,
             __m512i ql2 = _mm512_load_si512((const void *)(q + 128)), qh2 = _mm512_load_si512((const void *)(q + 192));
             __m512 qs = _mm512_load_ps(gx->rqs + 16 * u), dl = _mm512_load_ps(gx->rdl + 16 * u);
             __m512i sel = _mm512_add_epi32(lb, _mm512_set1_epi32((int)(b - c0)));
+            int full = 16 * b + 128 <= w->row_bytes;   /* the same for every row */
             #pragma GCC unroll 4
             for (int i = 0; i < GR; i++) {
                 const uint8_t *src = row[i] + 16 * b;
                 _mm_prefetch((const char *)(src + ahead), PF_HINT);
                 _mm_prefetch((const char *)(src + ahead + 64), PF_HINT);
                 __m512i v1, v2;
-                if (16 * b + 128 <= w->row_bytes) {
+                if (full) {
                     v1 = _mm512_loadu_si512((const void *)src);
                     v2 = _mm512_loadu_si512((const void *)(src + 64));
                 } else {   /* the row's last codes */
