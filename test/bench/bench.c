@@ -131,6 +131,15 @@ static float sum_plain(const v8f *a, size_t n) { SUM_BODY }
 __attribute__((target("avx2"))) static float sum_avx2(const v8f *a, size_t n) { SUM_BODY }
 #endif
 
+/* the sum this CPU runs fastest */
+static float (*sum_best(void))(const v8f *, size_t)
+{
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) return sum_avx2;
+#endif
+    return sum_plain;
+}
+
 typedef struct bw_part {
     float (*sum)(const v8f *, size_t);
     const v8f *a;
@@ -153,10 +162,7 @@ static double read_bandwidth(int threads)
     v8f *a = aligned_alloc(64, n * sizeof(float));
     if (!a) return 0.0;
     for (size_t i = 0; i < n / 8; i++) a[i] = (v8f){ 1, 1, 1, 1, 1, 1, 1, 1 };
-    float (*sum)(const v8f *, size_t) = sum_plain;
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2")) sum = sum_avx2;
-#endif
+    float (*sum)(const v8f *, size_t) = sum_best();
     double best = 1e30;
     float sink = 0.0f;
     for (int rep = 0; rep < 3; rep++) {
@@ -501,22 +507,117 @@ static void thread_scaling(qlib_ctx *ctx1, qlib_ctx *ctx2)
     bench_clock = CLOCK_THREAD_CPUTIME_ID;
 }
 
+/* ---- a plain read of the decode's bytes, on 1 and 2 threads ----
+ * The second reader is a thread that sleeps between reads; the caller
+ * wakes it and waits until it runs before the clock starts, so the row
+ * times memory, not a thread's wake-up. */
+typedef struct reader {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long req;   /* under mu */
+    int quit;            /* under mu */
+    int ready, start, done;   /* atomic */
+    float (*sum)(const v8f *, size_t);
+    const v8f *a;        /* written under mu, before req */
+    size_t n;
+    float out;
+} reader;
+
+static void *reader_main(void *p)
+{
+    reader *r = p;
+    unsigned long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->req == seen && !r->quit) pthread_cond_wait(&r->cv, &r->mu);
+        seen = r->req;
+        int quit = r->quit;
+        const v8f *a = r->a;
+        size_t n = r->n;
+        pthread_mutex_unlock(&r->mu);
+        if (quit) return NULL;
+        __atomic_store_n(&r->ready, 1, __ATOMIC_RELEASE);
+        while (!__atomic_load_n(&r->start, __ATOMIC_ACQUIRE)) {}
+        r->out = r->sum(a, n);
+        __atomic_store_n(&r->ready, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->start, 0, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void reader_start(reader *r)
+{
+    memset(r, 0, sizeof *r);
+    r->sum = sum_best();
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (pthread_create(&r->th, NULL, reader_main, r) != 0) {
+        fprintf(stderr, "bench: cannot start a thread\n");
+        exit(1);
+    }
+}
+
+static void reader_stop(reader *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->quit = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->th, NULL);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
+/* Seconds to sum the n vectors at a, alone (r NULL) or with r summing the
+ * second half. */
+static double read_time(reader *r, const v8f *a, size_t n, float *sink)
+{
+    float (*sum)(const v8f *, size_t) = sum_best();
+    if (!r) {
+        double t0 = now_s();
+        *sink += sum(a, n);
+        return now_s() - t0;
+    }
+    size_t half = n / 16 * 8;   /* whole groups of 8 vectors */
+    int d0 = __atomic_load_n(&r->done, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&r->mu);
+    r->a = a + half;
+    r->n = n - half;
+    r->req++;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    while (!__atomic_load_n(&r->ready, __ATOMIC_ACQUIRE)) {}
+    double t0 = now_s();
+    __atomic_store_n(&r->start, 1, __ATOMIC_RELEASE);
+    *sink += sum(a, half);
+    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) == d0) {}
+    double t = now_s() - t0;
+    *sink += r->out;
+    return t;
+}
+
 /* Decode on 1 and 2 threads with the weights streamed from memory (every
- * call on the next copy), the two thread counts interleaved call by call,
- * and the latency of a 2-thread call that follows 2 ms of sleep or a
- * 2-thread OpenBLAS call (whose workers then spin on the other CPU)
- * against one that follows another qlib call. Wall clock, medians. */
+ * call on the next copy), the two thread counts interleaved call by call
+ * with a plain read of as many bytes (the next of as many copies, on 1 and
+ * on 2 threads), and the latency of a 2-thread call that follows 2 ms of
+ * sleep or a 2-thread OpenBLAS call (whose workers then spin on the other
+ * CPU) against one that follows another qlib call. Wall clock, medians. */
 static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
 {
     static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 } };
     enum { R = 31 };
     bench_clock = CLOCK_MONOTONIC;
-    printf("\n## Decode (M = 1) on 1 and 2 threads, weights streamed from memory (interleaved, "
-           "median of %d; wall clock)\n\n", R);
-    printf("| N x K | format | 1 thread ms | 2 threads ms | speed-up | GB/s 1t | GB/s 2t |\n"
-           "|---|---|---|---|---|---|---|\n");
+    printf("\n## Decode (M = 1) on 1 and 2 threads, weights streamed from memory (interleaved "
+           "with a plain read of as many bytes, median of %d; wall clock)\n\n", R);
+    printf("| N x K | format | 1 thread ms | 2 threads ms | speed-up | GB/s 1t | GB/s 2t "
+           "| read GB/s 1t | read GB/s 2t | read speed-up | of read 1t | of read 2t |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     float *x = make_acts(1, 11008, 4.0f), *y = malloc(11008 * sizeof(float));
     if (!y) exit(1);
+    reader rd;
+    reader_start(&rd);
+    float sink = 0.0f;
     for (size_t si = 0; si < 2; si++) {
         size_t n = shapes[si][0], k = shapes[si][1];
         float *w = make_weights(n, k);
@@ -524,9 +625,15 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
             qlib_tensor *t = f ? quantize_rtn(ctx1, w, n, k, 8, 0, 1) : quantize_rtn(ctx1, w, n, k, 4, 128, 0);
             cold_set cs = { 0 };
             cold_tensors(ctx1, t, &cs);
-            double t1[R], t2[R];
-            size_t c = 0;
-            for (int r = -1; r < R; r++)
+            /* the plain read: as many copies of the tensor's bytes (whole
+             * groups of 8 vectors) */
+            size_t nv = qlib_tensor_storage_bytes(t) / (8 * sizeof(v8f)) * 8;
+            v8f *buf = aligned_alloc(64, cs.count * nv * sizeof(v8f));
+            if (!buf) exit(1);
+            for (size_t i = 0; i < cs.count * nv; i++) buf[i] = (v8f){ 1, 1, 1, 1, 1, 1, 1, 1 };
+            double t1[R], t2[R], r1[R], r2[R];
+            size_t c = 0, cr = 0;
+            for (int r = -1; r < R; r++) {
                 for (int th = 0; th < 2; th++) {
                     mm_arg a = { th ? ctx2 : ctx1, cs.t[c], x, NULL, y, 1, n, k };
                     c = (c + 1) % cs.count;
@@ -535,18 +642,32 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
                     double dt = now_s() - t0;
                     if (r >= 0) (th ? t2 : t1)[r] = dt;
                 }
+                for (int th = 0; th < 2; th++) {
+                    double dt = read_time(th ? &rd : NULL, buf + cr * nv, nv, &sink);
+                    cr = (cr + 1) % cs.count;
+                    if (r >= 0) (th ? r2 : r1)[r] = dt;
+                }
+            }
             qsort(t1, R, sizeof t1[0], cmp_double);
             qsort(t2, R, sizeof t2[0], cmp_double);
-            double b = (double)qlib_tensor_storage_bytes(t);
-            printf("| %zux%zu | %s | %.3f | %.3f | %.2f | %.1f | %.1f |\n", n, k,
-                   f ? "INT8" : "INT4 g128", t1[R / 2] * 1e3, t2[R / 2] * 1e3, t1[R / 2] / t2[R / 2],
-                   b / t1[R / 2] / 1e9, b / t2[R / 2] / 1e9);
+            qsort(r1, R, sizeof r1[0], cmp_double);
+            qsort(r2, R, sizeof r2[0], cmp_double);
+            double b = (double)qlib_tensor_storage_bytes(t), rb = (double)(nv * sizeof(v8f));
+            double g1 = b / t1[R / 2] / 1e9, g2 = b / t2[R / 2] / 1e9;
+            double b1 = rb / r1[R / 2] / 1e9, b2 = rb / r2[R / 2] / 1e9;
+            printf("| %zux%zu | %s | %.3f | %.3f | %.2f | %.1f | %.1f | %.1f | %.1f | %.2f | %.0f%% "
+                   "| %.0f%% |\n", n, k, f ? "INT8" : "INT4 g128", t1[R / 2] * 1e3,
+                   t2[R / 2] * 1e3, t1[R / 2] / t2[R / 2], g1, g2, b1, b2, r1[R / 2] / r2[R / 2],
+                   100.0 * g1 / b1, 100.0 * g2 / b2);
             fflush(stdout);
+            free(buf);
             cold_free(&cs);
             qlib_tensor_destroy(t);
         }
         free(w);
     }
+    reader_stop(&rd);
+    if (sink < 0.0f) printf("?");
     /* first-call latency */
     size_t n = 4096, k = 4096;
     float *w = make_weights(n, k);
