@@ -131,60 +131,119 @@ static float sum_plain(const v8f *a, size_t n) { SUM_BODY }
 __attribute__((target("avx2"))) static float sum_avx2(const v8f *a, size_t n) { SUM_BODY }
 #endif
 
-/* the sum this CPU runs fastest */
-static float (*sum_best(void))(const v8f *, size_t)
-{
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("avx2")) return sum_avx2;
-#endif
-    return sum_plain;
-}
-
-typedef struct bw_part {
+/* A plain read on 1 or 2 threads. The second reader is a thread that
+ * sleeps between reads; the caller wakes it and waits until it runs before
+ * the clock starts, so a read times memory, not a thread's wake-up, and
+ * the caller spins until both halves are read, so any clock sees the
+ * slower one. */
+typedef struct reader {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned long req;   /* under mu */
+    int quit;            /* under mu */
+    int ready, start, done;   /* atomic */
     float (*sum)(const v8f *, size_t);
-    const v8f *a;
+    const v8f *a;        /* written under mu, before req */
     size_t n;
     float out;
-} bw_part;
+} reader;
 
-static void *bw_thread(void *p)
+static void *reader_main(void *p)
 {
-    bw_part *b = p;
-    b->out = b->sum(b->a, b->n);
-    return NULL;
+    reader *r = p;
+    unsigned long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (r->req == seen && !r->quit) pthread_cond_wait(&r->cv, &r->mu);
+        seen = r->req;
+        int quit = r->quit;
+        const v8f *a = r->a;
+        size_t n = r->n;
+        pthread_mutex_unlock(&r->mu);
+        if (quit) return NULL;
+        __atomic_store_n(&r->ready, 1, __ATOMIC_RELEASE);
+        while (!__atomic_load_n(&r->start, __ATOMIC_ACQUIRE)) {}
+        r->out = r->sum(a, n);
+        __atomic_store_n(&r->ready, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->start, 0, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+static void reader_start(reader *r)
+{
+    memset(r, 0, sizeof *r);
+    r->sum = sum_plain;   /* the sum this CPU runs fastest */
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) r->sum = sum_avx2;
+#endif
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (pthread_create(&r->th, NULL, reader_main, r) != 0) {
+        fprintf(stderr, "bench: cannot start a thread\n");
+        exit(1);
+    }
+}
+
+static void reader_stop(reader *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->quit = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->th, NULL);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+}
+
+/* Seconds to sum the n vectors at a (a multiple of 8) on the caller's
+ * thread alone, or (two) with r summing the second half. */
+static double read_time(reader *r, int two, const v8f *a, size_t n, float *sink)
+{
+    if (!two) {
+        double t0 = now_s();
+        *sink += r->sum(a, n);
+        return now_s() - t0;
+    }
+    size_t half = n / 16 * 8;   /* whole groups of 8 vectors */
+    int d0 = __atomic_load_n(&r->done, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&r->mu);
+    r->a = a + half;
+    r->n = n - half;
+    r->req++;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    while (!__atomic_load_n(&r->ready, __ATOMIC_ACQUIRE)) {}
+    double t0 = now_s();
+    __atomic_store_n(&r->start, 1, __ATOMIC_RELEASE);
+    *sink += r->sum(a, half);
+    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) == d0) {}
+    double t = now_s() - t0;
+    *sink += r->out;
+    return t;
 }
 
 /* GB/s of a vectorised sum over 1 GiB, on 1 or 2 threads (each its half),
- * best of 3. */
-static double read_bandwidth(int threads)
+ * best of 3, wall clock. */
+static double read_bandwidth(reader *rd, int threads)
 {
-    size_t n = (size_t)1 << 28;   /* floats: 1 GiB */
-    v8f *a = aligned_alloc(64, n * sizeof(float));
+    size_t n = (size_t)1 << 25;   /* vectors of 8 floats: 1 GiB */
+    v8f *a = aligned_alloc(64, n * sizeof(v8f));
     if (!a) return 0.0;
-    for (size_t i = 0; i < n / 8; i++) a[i] = (v8f){ 1, 1, 1, 1, 1, 1, 1, 1 };
-    float (*sum)(const v8f *, size_t) = sum_best();
+    for (size_t i = 0; i < n; i++) a[i] = (v8f){ 1, 1, 1, 1, 1, 1, 1, 1 };
+    clockid_t saved = bench_clock;
+    bench_clock = CLOCK_MONOTONIC;
     double best = 1e30;
     float sink = 0.0f;
     for (int rep = 0; rep < 3; rep++) {
-        bw_part part[2] = { { sum, a, n / 8, 0.0f }, { sum, a, n / 8, 0.0f } };
-        pthread_t th;
-        int two = threads > 1;
-        if (two) {
-            part[0].n = n / 16;
-            part[1].a = a + n / 16;
-            part[1].n = n / 8 - n / 16;
-        }
-        double t0 = now_s();
-        if (two && pthread_create(&th, NULL, bw_thread, &part[1]) != 0) two = 0, part[0].n = n / 8;
-        bw_thread(&part[0]);
-        if (two) pthread_join(th, NULL);
-        double t = now_s() - t0;
-        sink += part[0].out + part[1].out;
+        double t = read_time(rd, threads > 1, a, n, &sink);
         if (t < best) best = t;
     }
+    bench_clock = saved;
     free(a);
     if (sink < 0.0f) printf("?");
-    return (double)n * sizeof(float) / best / 1e9;
+    return (double)n * sizeof(v8f) / best / 1e9;
 }
 
 /* ---- the operations timed ---- */
@@ -507,103 +566,13 @@ static void thread_scaling(qlib_ctx *ctx1, qlib_ctx *ctx2)
     bench_clock = CLOCK_THREAD_CPUTIME_ID;
 }
 
-/* ---- a plain read of the decode's bytes, on 1 and 2 threads ----
- * The second reader is a thread that sleeps between reads; the caller
- * wakes it and waits until it runs before the clock starts, so the row
- * times memory, not a thread's wake-up. */
-typedef struct reader {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    unsigned long req;   /* under mu */
-    int quit;            /* under mu */
-    int ready, start, done;   /* atomic */
-    float (*sum)(const v8f *, size_t);
-    const v8f *a;        /* written under mu, before req */
-    size_t n;
-    float out;
-} reader;
-
-static void *reader_main(void *p)
-{
-    reader *r = p;
-    unsigned long seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&r->mu);
-        while (r->req == seen && !r->quit) pthread_cond_wait(&r->cv, &r->mu);
-        seen = r->req;
-        int quit = r->quit;
-        const v8f *a = r->a;
-        size_t n = r->n;
-        pthread_mutex_unlock(&r->mu);
-        if (quit) return NULL;
-        __atomic_store_n(&r->ready, 1, __ATOMIC_RELEASE);
-        while (!__atomic_load_n(&r->start, __ATOMIC_ACQUIRE)) {}
-        r->out = r->sum(a, n);
-        __atomic_store_n(&r->ready, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&r->start, 0, __ATOMIC_RELAXED);
-        __atomic_add_fetch(&r->done, 1, __ATOMIC_RELEASE);
-    }
-}
-
-static void reader_start(reader *r)
-{
-    memset(r, 0, sizeof *r);
-    r->sum = sum_best();
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    if (pthread_create(&r->th, NULL, reader_main, r) != 0) {
-        fprintf(stderr, "bench: cannot start a thread\n");
-        exit(1);
-    }
-}
-
-static void reader_stop(reader *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->quit = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    pthread_join(r->th, NULL);
-    pthread_mutex_destroy(&r->mu);
-    pthread_cond_destroy(&r->cv);
-}
-
-/* Seconds to sum the n vectors at a, alone (r NULL) or with r summing the
- * second half. */
-static double read_time(reader *r, const v8f *a, size_t n, float *sink)
-{
-    float (*sum)(const v8f *, size_t) = sum_best();
-    if (!r) {
-        double t0 = now_s();
-        *sink += sum(a, n);
-        return now_s() - t0;
-    }
-    size_t half = n / 16 * 8;   /* whole groups of 8 vectors */
-    int d0 = __atomic_load_n(&r->done, __ATOMIC_ACQUIRE);
-    pthread_mutex_lock(&r->mu);
-    r->a = a + half;
-    r->n = n - half;
-    r->req++;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    while (!__atomic_load_n(&r->ready, __ATOMIC_ACQUIRE)) {}
-    double t0 = now_s();
-    __atomic_store_n(&r->start, 1, __ATOMIC_RELEASE);
-    *sink += sum(a, half);
-    while (__atomic_load_n(&r->done, __ATOMIC_ACQUIRE) == d0) {}
-    double t = now_s() - t0;
-    *sink += r->out;
-    return t;
-}
-
 /* Decode on 1 and 2 threads with the weights streamed from memory (every
  * call on the next copy), the two thread counts interleaved call by call
  * with a plain read of as many bytes (the next of as many copies, on 1 and
  * on 2 threads), and the latency of a 2-thread call that follows 2 ms of
  * sleep or a 2-thread OpenBLAS call (whose workers then spin on the other
  * CPU) against one that follows another qlib call. Wall clock, medians. */
-static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
+static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2, reader *rd)
 {
     static const size_t shapes[][2] = { { 4096, 4096 }, { 11008, 4096 } };
     enum { R = 31 };
@@ -615,8 +584,6 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
            "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     float *x = make_acts(1, 11008, 4.0f), *y = malloc(11008 * sizeof(float));
     if (!y) exit(1);
-    reader rd;
-    reader_start(&rd);
     float sink = 0.0f;
     for (size_t si = 0; si < 2; si++) {
         size_t n = shapes[si][0], k = shapes[si][1];
@@ -643,7 +610,7 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
                     if (r >= 0) (th ? t2 : t1)[r] = dt;
                 }
                 for (int th = 0; th < 2; th++) {
-                    double dt = read_time(th ? &rd : NULL, buf + cr * nv, nv, &sink);
+                    double dt = read_time(rd, th, buf + cr * nv, nv, &sink);
                     cr = (cr + 1) % cs.count;
                     if (r >= 0) (th ? r2 : r1)[r] = dt;
                 }
@@ -666,7 +633,6 @@ static void decode_threads(qlib_ctx *ctx1, qlib_ctx *ctx2)
         }
         free(w);
     }
-    reader_stop(&rd);
     if (sink < 0.0f) printf("?");
     /* first-call latency */
     size_t n = 4096, k = 4096;
@@ -1101,7 +1067,9 @@ int main(int argc, char **argv)
            "stated); OpenBLAS: 1 thread; times: median of 5 (M >= 128) or 9 runs after a warm-up\n",
            qlib_version_string(), cpu_model(), (int)sysconf(_SC_NPROCESSORS_ONLN), qlib_ctx_isa(ctx1));
     print_load();
-    double bw = read_bandwidth(1), bw2 = read_bandwidth(2);
+    reader rd;
+    reader_start(&rd);
+    double bw = read_bandwidth(&rd, 1), bw2 = read_bandwidth(&rd, 2);
     printf("Read bandwidth (vectorised sum over 1 GiB): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n",
            bw, bw2);
     fflush(stdout);
@@ -1111,13 +1079,14 @@ int main(int argc, char **argv)
     if (wanted(argc, argv, "g32")) g32_table(ctx1);
     if (wanted(argc, argv, "f32")) compute_f32_rows(ctx1);
     if (wanted(argc, argv, "threads")) thread_scaling(ctx1, ctx2);
-    if (wanted(argc, argv, "decode")) decode_threads(ctx1, ctx2);
+    if (wanted(argc, argv, "decode")) decode_threads(ctx1, ctx2, &rd);
     if (wanted(argc, argv, "llm_int8")) llm_int8_table(ctx1);
     if (wanted(argc, argv, "act_order")) act_order_table(ctx1);
     if (wanted(argc, argv, "quantize")) quantize_table(ctx1, ctx2);
     if (wanted(argc, argv, "layouts")) layouts_table(ctx1, ctx2);
     if (wanted(argc, argv, "linalg")) bench_linalg_table();
     if (wanted(argc, argv, "builds")) bench_builds_table();
+    reader_stop(&rd);
     qlib_ctx_destroy(ctx1);
     qlib_ctx_destroy(ctx2);
     return 0;
