@@ -135,7 +135,7 @@ DATA ?= ../shared/data
 .PHONY: FORCE all check check-run bench bench-ggml demo install uninstall clean fuzz cross-aarch64 \
         check-aarch64 model-check interop-check memory-check deps symbols-check header-check \
         python-check replay valgrind consumer-check deps-check isa-flags linkage-check agree-check \
-        bench-peer
+        bench-peer awq-draws
 
 all: $(STATIC) $(SHARED) $(OUT)/qlib.pc \
      $(if $(and $(LLAMA_SRC),$(filter release,$(VARIANT)),$(HAVE_OPENBLAS)),$(LLAMA_BIN))
@@ -369,6 +369,11 @@ model-check: $(LLAMA_BIN)
 # GGUF files written by qlib-llama, run by llama.cpp (npm node-llama-cpp, under build/interop)
 interop-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/interop/run.sh
+
+# what AWQ's shared scales cost over DRAWS (16) calibration draws (a
+# measurement, a few minutes: not part of check)
+awq-draws: $(LLAMA_BIN)
+	@DRAWS=$(or $(DRAWS),16) QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/awq_draws.sh
 
 # quantize of a synthetic 0.9 GB Llama under a memory bound (slow: not part of check)
 memory-check: $(LLAMA_BIN)

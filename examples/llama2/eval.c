@@ -113,7 +113,7 @@ static int report_ppl(llama_session *s, const llama_opts *o)
     progress prog;
     double nll = 0.0, t0, dt;
     size_t i, predicted;
-    if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, &seqs) != 0)
+    if (encode_stories(o->text, &s->tok, s->m.cfg.seq_len, 0, 0, 0, &seqs) != 0)
         return -1;
     if (o->tokens_out && write_token_lines(o->tokens_out, seqs.tokens, seqs.start, seqs.count) != 0) {
         token_seqs_free(&seqs);

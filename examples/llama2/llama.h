@@ -401,6 +401,7 @@ typedef struct llama_opts {
     float target_bpw;       /* quantize: the bit budget, 0 = none */
     int quiet;              /* quantize, ppl: no progress */
     int awq_shared;         /* quantize, qlm output: AWQ's q/k/v and w1/w3 with one set of input scales */
+    int calib_seed;         /* quantize: --calib's stories in this seed's order (0: the file's) */
     float temperature, topp;
     int steps;
     unsigned long long seed;
@@ -467,8 +468,10 @@ typedef struct token_seqs {
     size_t cap;     /* allocated slots of tokens */
 } token_seqs;
 
+/* seed 0 takes the stories in the file's order, any other a random order
+ * that depends on the seed only */
 int  encode_stories(const char *path, const llama_tokenizer *t, int seq_len,
-                    int ascii_only, size_t max_tokens, token_seqs *out);
+                    int ascii_only, size_t max_tokens, unsigned seed, token_seqs *out);
 void token_seqs_free(token_seqs *s);
 /* one sequence a line, ids separated by spaces (the --calib-tokens format) */
 int  write_token_lines(const char *path, const int *tokens, const size_t *start, size_t count);

@@ -50,6 +50,7 @@ static const opt_spec OPTS[] = {
     { "--target-bpw", NULL, C_QUANT, K_FLOAT, OFF(target_bpw), 1, 32 },
     { "--quiet", "-q", C_QUANT | C_PPL, K_FLAG, OFF(quiet), 0, 0 },
     { "--awq-shared", NULL, C_QUANT, K_FLAG, OFF(awq_shared), 0, 0 },
+    { "--calib-seed", NULL, C_QUANT, K_INT, OFF(calib_seed), 0, INT_MAX },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
 
@@ -62,7 +63,8 @@ static void usage(FILE *f)
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
           "            [--act-order] [--clip-grid N] [--awq-rounding rtn|gptq]\n"
-          "            [--calib TEXT | --calib-tokens IDS] [--calib-budget N]\n"
+          "            [--calib TEXT [--calib-seed S] | --calib-tokens IDS]\n"
+          "            [--calib-budget N]\n"
           "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
           "            [--fallback f32|f16|q8_0] [--awq-shared] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"

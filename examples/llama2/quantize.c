@@ -140,6 +140,11 @@ static int check_quant_opts(const llama_opts *o)
         llama_err("give --calib or --calib-tokens FILE, not both");
         return -1;
     }
+    if (o->calib_seed && !o->calib) {
+        llama_err("--calib-seed orders the stories of --calib TEXT; %s",
+                  o->calib_ids ? "order the lines of --calib-tokens FILE instead" : "give --calib");
+        return -1;
+    }
     if (output_format(o) < 0) {
         llama_err("--format %s: qlm, gguf, gptq or awq", o->format);
         return -1;
@@ -607,7 +612,7 @@ static int prepare_calibration(quant_job *j)
                            &j->seqs) != 0)
             return -1;
     } else if (encode_stories(j->o->calib, &j->tok, c->seq_len, 1, (size_t)j->o->calib_tokens,
-                              &j->seqs) != 0) {
+                              (unsigned)j->o->calib_seed, &j->seqs) != 0) {
         return -1;
     }
     j->hidden = xcalloc(j->seqs.total, d * sizeof(float), "calibration activations");
@@ -615,9 +620,12 @@ static int prepare_calibration(quant_job *j)
         return -1;
     for (t = 0; t < j->seqs.total; t++)
         src_read_rows(&j->m.src.emb, (size_t)j->seqs.tokens[t], 1, j->hidden + t * d);
-    fprintf(stderr, "calibration: %zu tokens in %zu sequences from %s%s\n", j->seqs.total,
+    fprintf(stderr, "calibration: %zu tokens in %zu sequences from %s%s", j->seqs.total,
             j->seqs.count, j->o->calib_ids ? j->o->calib_ids : j->o->calib,
             j->o->calib_ids ? "" : " (ASCII stories only)");
+    if (j->o->calib_seed)
+        fprintf(stderr, ", stories in the order of seed %d", j->o->calib_seed);
+    fputc('\n', stderr);
     return 0;
 }
 

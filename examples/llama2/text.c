@@ -1,4 +1,5 @@
 /* Text files of stories separated by <|endoftext|>, and their tokens. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,14 +129,39 @@ static int encode_all(const story_list *st, const llama_tokenizer *t, int seq_le
     return 0;
 }
 
+/* splitmix64 (Steele, Lea and Flood, 2014) */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Fisher-Yates on the story pointers; the modulo's bias (under 2^-40 for
+ * any file that fits in memory) does not matter for picking calibration text */
+static void shuffle_stories(story_list *st, unsigned seed)
+{
+    uint64_t state = seed;
+    size_t i;
+    for (i = st->count; i > 1; i--) {
+        size_t j = (size_t)(next_random(&state) % i);
+        char *s = st->story[i - 1];
+        st->story[i - 1] = st->story[j];
+        st->story[j] = s;
+    }
+}
+
 int encode_stories(const char *path, const llama_tokenizer *t, int seq_len, int ascii_only,
-                   size_t max_tokens, token_seqs *out)
+                   size_t max_tokens, unsigned seed, token_seqs *out)
 {
     story_list st;
     int rc;
     memset(out, 0, sizeof(*out));
     if (stories_load(path, &st) != 0)
         return -1;
+    if (seed)
+        shuffle_stories(&st, seed);
     out->start = xcalloc(st.count + 1, sizeof(size_t), path);
     rc = out->start ? encode_all(&st, t, seq_len, ascii_only, max_tokens, out) : -1;
     stories_free(&st);

@@ -70,6 +70,35 @@ else fail "quantize --method rtn without --tokenizer: $(tail -n 1 "$WORK/rtn")";
 if "$BIN" --version | grep -qE "^qlib-llama [0-9]+\.[0-9]+\.[0-9]+ \(qlib [0-9.]+\)$"; then pass "--version"
 else fail "--version: $("$BIN" --version 2>&1)"; fi
 
+# --calib-seed: the calibration stories in the seed's order. The same seed
+# gives the same file, another seed other stories (so other tensors), seed 0
+# the file's order, as without the option; it needs --calib TEXT.
+ids="$WORK/ids.txt"
+printf '1 2 3 4\n5 6 7 8\n' > "$ids"
+expect 2 "--calib-seed orders the stories of --calib TEXT; order the lines" \
+    quantize --model "$MODEL" --tokenizer "$TOK" --method gptq --calib-tokens "$ids" --calib-seed 3 \
+    -o "$WORK/s.qm"
+expect 2 "--calib-seed orders the stories of --calib TEXT; give --calib" \
+    quantize --model "$MODEL" --tokenizer "$TOK" --method rtn --calib-seed 3 -o "$WORK/s.qm"
+expect 2 "--calib-seed" quantize --model "$MODEL" --tokenizer "$TOK" --method gptq --calib "$CALIB" \
+    --calib-seed -1 -o "$WORK/s.qm"
+seeded() {  # seed output: GPTQ 4-bit on 2048 calibration tokens
+    local seed=()
+    [ "$1" != none ] && seed=(--calib-seed "$1")
+    "$BIN" quantize --model "$MODEL" --tokenizer "$TOK" --method gptq --bits 4 --group 32 \
+        --calib "$CALIB" --calib-budget 2048 "${seed[@]}" --threads 1 -o "$2" > /dev/null 2> "$2.err"
+}
+if seeded 5 "$WORK/s5a.qm" && seeded 5 "$WORK/s5b.qm" && seeded 6 "$WORK/s6.qm" \
+    && seeded 0 "$WORK/s0.qm" && seeded none "$WORK/sn.qm"; then
+    if cmp -s "$WORK/s5a.qm" "$WORK/s5b.qm" && ! cmp -s "$WORK/s5a.qm" "$WORK/s6.qm" \
+        && ! cmp -s "$WORK/s5a.qm" "$WORK/s0.qm" && cmp -s "$WORK/s0.qm" "$WORK/sn.qm" \
+        && grep -q "in the order of seed 5" "$WORK/s5a.qm.err" && ! grep -q "order of seed" "$WORK/s0.qm.err"
+    then pass "--calib-seed: seed 5 twice the same file, seed 6 and seed 0 others, seed 0 as without it"
+    else fail "--calib-seed: $(cmp "$WORK/s5a.qm" "$WORK/s5b.qm"; cmp "$WORK/s0.qm" "$WORK/sn.qm"; grep calibration: "$WORK"/s*.err)"; fi
+else
+    fail "--calib-seed runs: $(tail -n 1 "$WORK"/s*.err)"
+fi
+
 # A run killed with SIGKILL leaves a temporary file named for what it is; the
 # next run writing the same output removes it.
 "$BIN" quantize --model "$MODEL" --tokenizer "$TOK" --method gptq --calib "$CALIB" --threads 1 \
