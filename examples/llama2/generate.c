@@ -19,18 +19,9 @@ typedef struct sampler {
     prob_index *order;   /* scratch for top-p */
 } sampler;
 
-static uint64_t next_random(uint64_t *s)
-{
-    /* xorshift64* */
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 0x2545F4914F6CDD1Dull;
-}
-
 static float random_unit(uint64_t *s)
 {
-    return (float)(next_random(s) >> 40) / 16777216.0f;  /* [0, 1) */
+    return (float)(llama_random(s) >> 40) / 16777216.0f;  /* [0, 1) */
 }
 
 static int argmax(const float *x, int n)

@@ -26,6 +26,8 @@ void   report_qlib_error(const char *what);                 /* prints the qlib s
  * the digests of .qlm sections and of the written tensors' read-back. */
 #define LLAMA_FNV_OFFSET 0xcbf29ce484222325ull
 uint64_t llama_fnv1a(uint64_t h, const void *data, size_t len);
+/* xorshift64*: the next of a sequence from a nonzero *state */
+uint64_t llama_random(uint64_t *state);
 extern void (*llama_err_before)(void);                      /* called before a message, if set */
 int    size_mul(size_t a, size_t b, size_t *out);   /* 0 ok, -1 overflow */
 int    size_add(size_t a, size_t b, size_t *out);

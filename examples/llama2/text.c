@@ -129,23 +129,15 @@ static int encode_all(const story_list *st, const llama_tokenizer *t, int seq_le
     return 0;
 }
 
-/* splitmix64 (Steele, Lea and Flood, 2014) */
-static uint64_t next_random(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Fisher-Yates on the story pointers; the modulo's bias (under 2^-40 for
- * any file that fits in memory) does not matter for picking calibration text */
+/* Fisher-Yates on the story pointers, seed > 0 (times an odd constant: a
+ * nonzero state, its bits spread); the modulo's bias (under 2^-30 for any
+ * file that fits in memory) does not matter for picking calibration text */
 static void shuffle_stories(story_list *st, unsigned seed)
 {
-    uint64_t state = seed;
+    uint64_t state = (uint64_t)seed * 0x9E3779B97F4A7C15ull;
     size_t i;
     for (i = st->count; i > 1; i--) {
-        size_t j = (size_t)(next_random(&state) % i);
+        size_t j = (size_t)(llama_random(&state) % i);
         char *s = st->story[i - 1];
         st->story[i - 1] = st->story[j];
         st->story[j] = s;

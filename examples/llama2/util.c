@@ -27,6 +27,14 @@ void llama_err(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+uint64_t llama_random(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1Dull;
+}
+
 uint64_t llama_fnv1a(uint64_t h, const void *data, size_t len)
 {
     const unsigned char *p = data;
