@@ -13,19 +13,8 @@
 # (parallel runs, default: online CPUs).
 set -u
 . "$(dirname "$0")/env.sh"
-MODEL=$DATA/stories260K.bin
-TOK=$DATA/tok512.bin
-VALID=$DATA/tinystories-valid.txt
-CALIB=$DATA/tinystories-train-calib.txt
+model_data awq-draws --bin
 DRAWS=${DRAWS:-16}
-if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$VALID" ] || [ ! -f "$CALIB" ]; then
-    echo "awq-draws: SKIPPED ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
-    exit 0
-fi
-if [ ! -x "$BIN" ]; then
-    echo "awq-draws: $BIN is not built (run make first)"
-    exit 1
-fi
 case $DRAWS in '' | *[!0-9]* | 0 | 1) echo "awq-draws: DRAWS must be 2 or more"; exit 1 ;; esac
 JOBS=${QLIB_MODEL_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qlib-draws.XXXXXX") || exit 1

@@ -6,13 +6,7 @@
 # Environment: QLIB_DATA (default ../shared/data), QLIB_LLAMA (the binary).
 set -u
 . "$(dirname "$0")/env.sh"
-MODEL=$DATA/stories260K.bin
-TOK=$DATA/tok512.bin
-CALIB=$DATA/tinystories-train-calib.txt
-if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$CALIB" ]; then
-    echo "cli-check: SKIPPED ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
-    exit 0
-fi
+model_data cli-check
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qlib-cli.XXXXXX") || exit 1
 trap 'rm -rf "$WORK"' EXIT
 PASSED=0

@@ -6,15 +6,8 @@
 # the same model back out as GGUF and HF. Environment: QLIB_DATA, QLIB_LLAMA.
 set -u
 . "$(dirname "$0")/env.sh"
-MODEL=$DATA/stories260K.bin
-TOK=$DATA/tok512.bin
-VALID=$DATA/tinystories-valid.txt
-CALIB=$DATA/tinystories-train-calib.txt
+model_data formats-check
 PY=/usr/bin/python3
-if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$VALID" ]; then
-    echo "formats-check: SKIPPED ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
-    exit 0
-fi
 if ! "$PY" -c 'import numpy' 2> /dev/null; then
     echo "formats-check: SKIPPED ($PY has no numpy)"
     exit 0

@@ -6,19 +6,7 @@
 # QLIB_MODEL_JOBS (parallel runs, default: online CPUs).
 set -u
 . "$(dirname "$0")/env.sh"
-MODEL=$DATA/stories260K.bin
-TOK=$DATA/tok512.bin
-VALID=$DATA/tinystories-valid.txt
-CALIB=$DATA/tinystories-train-calib.txt
-
-if [ ! -f "$MODEL" ] || [ ! -f "$TOK" ] || [ ! -f "$VALID" ] || [ ! -f "$CALIB" ]; then
-    echo "model-check: SKIPPED ($DATA does not hold stories260K.bin, tok512.bin and the texts)"
-    exit 0
-fi
-if [ ! -x "$BIN" ]; then
-    echo "model-check: $BIN is not built (run make first)"
-    exit 1
-fi
+model_data model-check --bin
 
 # Targets: the unquantized model's NLL measured by an independent numpy forward pass
 # (PROVENANCE.md), and the start of llama2.c's greedy sample.
