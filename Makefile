@@ -370,10 +370,11 @@ model-check: $(LLAMA_BIN)
 interop-check: $(LLAMA_BIN)
 	@QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/interop/run.sh
 
-# what AWQ's shared scales cost over DRAWS (16) calibration draws (a
-# measurement, a few minutes: not part of check)
+# what AWQ's shared scales cost over DRAWS (16) calibration draws, with
+# SCALES (act, duo or both: --awq-scales) (a measurement, a few minutes: not
+# part of check)
 awq-draws: $(LLAMA_BIN)
-	@DRAWS=$(or $(DRAWS),16) QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/awq_draws.sh
+	@DRAWS=$(or $(DRAWS),16) SCALES=$(or $(SCALES),act) QLIB_DATA=$(DATA) QLIB_LLAMA=$(LLAMA_BIN) bash test/model/awq_draws.sh
 
 # quantize of a synthetic 0.9 GB Llama under a memory bound (slow: not part of check)
 memory-check: $(LLAMA_BIN)

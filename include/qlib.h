@@ -158,6 +158,11 @@ typedef enum qlib_param {
     QLIB_PARAM_AWQ_ROUNDING = 23,      /* int (0.2): 0 = round to nearest (the default);
                                           1 = GPTQ on the AWQ-scaled weights, which needs a
                                           calibration with QLIB_CALIB_HESSIAN too */
+    QLIB_PARAM_AWQ_SCALES = 24,        /* int (0.2): the scales AWQ's grid searches: 0 = s =
+                                          mean|x|^alpha (the AWQ paper's, the default);
+                                          1 = AutoAWQ's "duo" scales, mean|x|^alpha /
+                                          wbar^(1-alpha); 2 = both, 2 x AWQ_GRID candidates
+                                          (docs/ALGORITHMS.md) */
     QLIB_PARAM_OUTLIER_THRESHOLD = 30  /* float: LLM.int8(), default 6.0; <= 0 disables */
 } qlib_param;
 

@@ -92,6 +92,8 @@ static qlib_config *cand_config(quant_job *j, qlib_method m, int bits, int group
         qlib_config_set_int(c, QLIB_PARAM_CLIP_GRID, o->clip_grid);
     if (o->awq_rounding != OPT_UNSET)
         qlib_config_set_int(c, QLIB_PARAM_AWQ_ROUNDING, o->awq_rounding);
+    if (o->awq_scales != OPT_UNSET)
+        qlib_config_set_int(c, QLIB_PARAM_AWQ_SCALES, o->awq_scales);
     return c;
 }
 

@@ -306,6 +306,12 @@ typedef struct qm_writer {
 enum { QM_FLAG_EMB_QUANTIZED = 2, QM_FLAG_CLS_QUANTIZED = 4 };
 enum { QM_REC_EMB = N_PROJ, QM_REC_CLS = N_PROJ + 1 };
 int  qm_write_floats(qm_writer *w, const model_source *src, unsigned flags);
+/* The fp32 section written again over the one qm_write_floats wrote, with
+ * the RMSNorm weights rms_att and rms_ffn (n_layers x dim each) in place of
+ * the source's (AWQ's folded scales); the file position is left at its
+ * end. */
+int  qm_rewrite_floats(qm_writer *w, const model_source *src, unsigned flags,
+                       const float *rms_att, const float *rms_ffn);
 int  qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p);
 
 /* ----------------------------------------------------------- tokenizer */
@@ -397,12 +403,13 @@ typedef struct llama_opts {
     const char *calib_ids;  /* --calib-tokens FILE */
     const char *type, *format;   /* convert: --type f32|f16, --format gguf|hf */
     const char *tokens_out; /* ppl, generate: the token ids, one sequence a line */
-    int clip_grid, awq_rounding;              /* OPT_UNSET: qlib's default */
+    int clip_grid, awq_rounding, awq_scales;  /* OPT_UNSET: qlib's default */
     int embed_bits;         /* quantize: 0 (float), 8 or 4: the token embedding and classifier */
     const char *fallback;   /* quantize --format gguf: f32, f16 or q8_0 */
     float target_bpw;       /* quantize: the bit budget, 0 = none */
     int quiet;              /* quantize, ppl: no progress */
     int awq_shared;         /* quantize, qlm output: AWQ's q/k/v and w1/w3 with one set of input scales */
+    int awq_fold;           /* quantize, qlm output: AWQ's scales folded, as GGUF and HF output do */
     int calib_seed;         /* quantize: --calib's stories in this seed's order (0: the file's) */
     float temperature, topp;
     int steps;

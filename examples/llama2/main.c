@@ -8,7 +8,7 @@
 #include "llama.h"
 
 enum { C_PPL = 1, C_GEN = 2, C_QUANT = 4, C_INFO = 8, C_CONV = 16, C_ALL = 31 };
-enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED, K_CALIB_TOKENS, K_ROUNDING };
+enum { K_STR, K_INT, K_FLOAT, K_FLAG, K_METHOD, K_COMPUTE, K_SEED, K_CALIB_TOKENS, K_ROUNDING, K_SCALES };
 
 typedef struct opt_spec {
     const char *name, *alias;
@@ -38,6 +38,7 @@ static const opt_spec OPTS[] = {
     { "--act-order", NULL, C_QUANT, K_FLAG, OFF(act_order), 0, 0 },
     { "--clip-grid", NULL, C_QUANT, K_INT, OFF(clip_grid), 0, 1000 },
     { "--awq-rounding", NULL, C_QUANT, K_ROUNDING, OFF(awq_rounding), 0, 0 },
+    { "--awq-scales", NULL, C_QUANT, K_SCALES, OFF(awq_scales), 0, 0 },
     { "--sym", NULL, C_QUANT, K_FLAG, OFF(sym), 0, 0 },
     { "--calib", NULL, C_QUANT, K_STR, OFF(calib), 0, 0 },
     { "--calib-tokens", NULL, C_QUANT, K_CALIB_TOKENS, OFF(calib_ids), 2, INT_MAX },
@@ -50,6 +51,7 @@ static const opt_spec OPTS[] = {
     { "--target-bpw", NULL, C_QUANT, K_FLOAT, OFF(target_bpw), 1, 32 },
     { "--quiet", "-q", C_QUANT | C_PPL, K_FLAG, OFF(quiet), 0, 0 },
     { "--awq-shared", NULL, C_QUANT, K_FLAG, OFF(awq_shared), 0, 0 },
+    { "--awq-fold", NULL, C_QUANT, K_FLAG, OFF(awq_fold), 0, 0 },
     { "--calib-seed", NULL, C_QUANT, K_INT, OFF(calib_seed), 0, INT_MAX },
 };
 #define N_OPTS (sizeof(OPTS) / sizeof(OPTS[0]))
@@ -63,10 +65,11 @@ static void usage(FILE *f)
           "  generate  [--prompt TEXT] [-t TEMP] [-p TOPP] [-n STEPS] [-s SEED]\n"
           "  quantize  --method rtn|gptq|awq|llm-int8|none [--bits B] [--group G] [--sym]\n"
           "            [--act-order] [--clip-grid N] [--awq-rounding rtn|gptq]\n"
+          "            [--awq-scales act|duo|both]\n"
           "            [--calib TEXT [--calib-seed S] | --calib-tokens IDS]\n"
           "            [--calib-budget N]\n"
           "            [--embed-bits 8|4] [--target-bpw B] -o OUT [--format qlm|gguf|gptq|awq]\n"
-          "            [--fallback f32|f16|q8_0] [--awq-shared] [--quiet]\n"
+          "            [--fallback f32|f16|q8_0] [--awq-shared | --awq-fold] [--quiet]\n"
           "  convert   -o OUT [--type f32|f16|keep] [--format gguf|hf]   a GGUF file or an HF directory\n"
           "  info      the model's configuration and tensors\n"
           "common options: --threads N, --isa scalar|avx2|neon|..., --compute auto|f32\n"
@@ -153,6 +156,11 @@ static int set_value(const opt_spec *sp, const char *v, llama_opts *o)
             return -1;
         *(int *)(void *)field = strcmp(v, "gptq") == 0;
         return 0;
+    case K_SCALES:
+        if (strcmp(v, "act") && strcmp(v, "duo") && strcmp(v, "both"))
+            return -1;
+        *(int *)(void *)field = strcmp(v, "act") == 0 ? 0 : strcmp(v, "duo") == 0 ? 1 : 2;
+        return 0;
     case K_SEED:
         if (parse_long(v, 0, LLONG_MAX, &n))
             return -1;
@@ -227,6 +235,7 @@ static void default_opts(llama_opts *o)
     o->group = OPT_UNSET;
     o->clip_grid = OPT_UNSET;
     o->awq_rounding = OPT_UNSET;
+    o->awq_scales = OPT_UNSET;
     o->calib_tokens = 8192;
     o->temperature = 0.0f;
     o->topp = 1.0f;

@@ -136,6 +136,37 @@ done:
     return rc;
 }
 
+int qm_rewrite_floats(qm_writer *w, const model_source *src, unsigned flags,
+                      const float *rms_att, const float *rms_ffn)
+{
+    const llama_config *c = &src->cfg;
+    size_t L = (size_t)c->n_layers, d = (size_t)c->dim, l, written = w->written;
+    model_source folded = *src;
+    src_tensor *norms = xcalloc(2 * L, sizeof(src_tensor), "norms");
+    int rc = -1;
+    if (!norms)
+        return -1;
+    for (l = 0; l < 2 * L; l++) {
+        const float *row = (l < L ? rms_att : rms_ffn) + (l % L) * d;
+        norms[l].data = (const unsigned char *)row;
+        norms[l].dtype = DT_F32;
+        norms[l].rows = 1;
+        norms[l].cols = d;
+    }
+    folded.norm_att = norms;
+    folded.norm_ffn = norms + L;
+    if (fseek(w->f, 0, SEEK_SET) != 0) {
+        llama_err("%s: seek failed: %s", w->path, strerror(errno));
+        goto done;
+    }
+    w->written = 0;
+    rc = qm_write_floats(w, &folded, flags);
+    w->written = written;
+done:
+    free(norms);
+    return rc;
+}
+
 int qm_write_tensor(qm_writer *w, const qlib_tensor *t, int l, int p)
 {
     unsigned char rec[QM_RECORD_BYTES];

@@ -83,6 +83,9 @@ static int make_config(const llama_opts *o, qlib_config **cfg)
     if (rc == RC_OK && o->awq_rounding != OPT_UNSET)
         rc = set_param(*cfg, QLIB_PARAM_AWQ_ROUNDING, o->awq_rounding, "--awq-rounding",
                        o->awq_rounding ? "gptq" : "rtn");
+    if (rc == RC_OK && o->awq_scales != OPT_UNSET)
+        rc = set_param(*cfg, QLIB_PARAM_AWQ_SCALES, o->awq_scales, "--awq-scales",
+                       o->awq_scales == 0 ? "act" : o->awq_scales == 1 ? "duo" : "both");
     if (rc != RC_OK) {
         qlib_config_destroy(*cfg);
         *cfg = NULL;
@@ -147,6 +150,10 @@ static int check_quant_opts(const llama_opts *o)
     }
     if (output_format(o) < 0) {
         llama_err("--format %s: qlm, gguf, gptq or awq", o->format);
+        return -1;
+    }
+    if (o->awq_fold && (o->method != QLIB_METHOD_AWQ || o->target_bpw > 0.0f)) {
+        llama_err("--awq-fold applies to --method awq, without --target-bpw");
         return -1;
     }
     if ((o->methods & (o->methods - 1)) && o->target_bpw <= 0.0f) {
@@ -276,9 +283,10 @@ static void free_calib(quant_job *j)
     j->calib = NULL;
 }
 
-/* A copy of c with AWQ's scale grid of one point (alpha 0: every input
- * scale 1), keeping its clipping search and rounding: AWQ for a projection
- * whose scales were folded beforehand, or cannot be. */
+/* A copy of c with AWQ's scale grid of one point (alpha 0 of the scales
+ * mean|x|^alpha: every input scale 1), keeping its clipping search and
+ * rounding: AWQ for a projection whose scales were folded beforehand, or
+ * cannot be. */
 static qlib_config *clip_only(const qlib_config *c)
 {
     static const qlib_param ints[] = { QLIB_PARAM_BITS, QLIB_PARAM_GROUP_SIZE, QLIB_PARAM_SYMMETRIC,
@@ -297,7 +305,8 @@ static qlib_config *clip_only(const qlib_config *c)
     for (i = 0; i < sizeof(floats) / sizeof(floats[0]); i++)
         if (qlib_config_get_float(c, floats[i], &f) == QLIB_OK)
             qlib_config_set_float(o, floats[i], f);
-    if (qlib_config_set_int(o, QLIB_PARAM_AWQ_GRID, 1) != QLIB_OK) {
+    if (qlib_config_set_int(o, QLIB_PARAM_AWQ_GRID, 1) != QLIB_OK
+        || qlib_config_set_int(o, QLIB_PARAM_AWQ_SCALES, 0) != QLIB_OK) {
         qlib_config_destroy(o);
         return NULL;
     }
@@ -807,7 +816,7 @@ int cmd_quantize(const llama_opts *o)
     j.o = o;
     j.format = output_format(o);
     j.calibrated = (o->methods & ((1u << QLIB_METHOD_GPTQ) | (1u << QLIB_METHOD_AWQ))) != 0;
-    j.fold = o->method == QLIB_METHOD_AWQ && j.format != FMT_QLM;
+    j.fold = o->method == QLIB_METHOD_AWQ && (j.format != FMT_QLM || o->awq_fold);
     if ((rc = make_config(o, &j.cfg)) != RC_OK)
         return rc;
     /* the output is created first: a bad -o fails before any work */

@@ -770,12 +770,16 @@ done:
 }
 
 /* ------------------------------------------------------------- qlm */
+static unsigned qlm_flags(const quant_job *j)
+{
+    return (j->emb_q ? QM_FLAG_EMB_QUANTIZED : 0) | (j->cls_q && j->cls_q != j->emb_q ? QM_FLAG_CLS_QUANTIZED : 0);
+}
+
 static int qlm_begin(quant_job *j)
 {
-    unsigned flags = (j->emb_q ? QM_FLAG_EMB_QUANTIZED : 0) | (j->cls_q && j->cls_q != j->emb_q ? QM_FLAG_CLS_QUANTIZED : 0);
     j->qw.f = j->out->f;
     j->qw.path = j->out->tmp;
-    return qm_write_floats(&j->qw, &j->m.src, flags);
+    return qm_write_floats(&j->qw, &j->m.src, qlm_flags(j));
 }
 
 static int qlm_layer(quant_job *j, int l)
@@ -800,6 +804,9 @@ static int qlm_end(quant_job *j)
     if (j->cls_q && j->cls_q != j->emb_q
         && (tensor_digest(j->ctx, j->cls_q, 0, &j->digest[base + 1])
             || qm_write_tensor(&j->qw, j->cls_q, j->m.cfg.n_layers, QM_REC_CLS)))
+        return -1;
+    /* --awq-fold: the RMSNorm weights now hold AWQ's scales */
+    if (j->fold && qm_rewrite_floats(&j->qw, &j->m.src, qlm_flags(j), j->m.rms_att, j->m.rms_ffn))
         return -1;
     j->file_bytes = j->qw.written;
     return 0;

@@ -25,6 +25,7 @@ OPTIONS = {
     "clip": Param.AWQ_CLIP,
     "max_shrink": Param.AWQ_MAX_SHRINK,
     "awq_rounding": Param.AWQ_ROUNDING,
+    "awq_scales": Param.AWQ_SCALES,
     "outlier_threshold": Param.OUTLIER_THRESHOLD,
 }
 _KEYWORDS = {p: name for name, p in OPTIONS.items()}

@@ -41,6 +41,7 @@ class Param(enum.IntEnum):
     AWQ_CLIP = 21
     AWQ_MAX_SHRINK = 22
     AWQ_ROUNDING = 23
+    AWQ_SCALES = 24
     OUTLIER_THRESHOLD = 30
 
 

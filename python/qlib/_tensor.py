@@ -227,6 +227,7 @@ class Tensor(_Handle):
 
 
 _ROUNDINGS = {"rtn": 0, "gptq": 1}
+_SCALES = {"act": 0, "duo": 1, "both": 2}
 
 
 def _set_options(cfg, method, options):
@@ -238,6 +239,11 @@ def _set_options(cfg, method, options):
                 raise ValueError("awq_rounding must be \"rtn\" or \"gptq\" (or 0 or 1), got %r"
                                  % value)
             value = _ROUNDINGS[value.lower()]
+        if name == "awq_scales" and isinstance(value, str):
+            if value.lower() not in _SCALES:
+                raise ValueError("awq_scales must be \"act\", \"duo\" or \"both\" (or 0, 1 or 2), "
+                                 "got %r" % value)
+            value = _SCALES[value.lower()]
         param = OPTIONS[name]
         try:
             cfg.set(param, value)
@@ -257,7 +263,7 @@ def _calib_handle(calib):
 def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
              group_size=None, symmetric=None, act_order=None, static_groups=None, damp=None,
              block_size=None, grid=None, clip=None, max_shrink=None, outlier_threshold=None,
-             clip_grid=None, awq_rounding=None):
+             clip_grid=None, awq_rounding=None, awq_scales=None):
     """Quantizes w (N x K, like an nn.Linear weight: a numpy array, a torch
     tensor or anything numpy.asarray takes) and returns a Tensor.
 
@@ -269,7 +275,9 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
     by GPTQ (CALIB_HESSIAN) and AWQ (CALIB_ACT_STATS | CALIB_SAMPLES, and
     CALIB_HESSIAN with awq_rounding="gptq"); RTN reads its statistics, when
     given, to weight the clip_grid search. clip_grid: the clipping search's
-    grid (RTN, GPTQ, AWQ; 0 = off); awq_rounding: "rtn" (0) or "gptq" (1).
+    grid (RTN, GPTQ, AWQ; 0 = off); awq_rounding: "rtn" (0) or "gptq" (1);
+    awq_scales: the scales AWQ's grid searches, "act" (0, mean|x|^alpha, the
+    default), "duo" (1, AutoAWQ's mean|x|^alpha / wbar^(1-alpha)) or "both" (2).
 
     progress: None or ``progress(stage, fraction)``, called on this thread
     between units of work with a stage name ("hessian", "gptq", "awq-scale",
@@ -290,7 +298,7 @@ def quantize(w, method="rtn", *, calib=None, ctx=None, progress=None, bits=None,
     options = dict(bits=bits, group_size=group_size, symmetric=symmetric, act_order=act_order,
                    static_groups=static_groups, damp=damp, block_size=block_size, grid=grid,
                    clip=clip, max_shrink=max_shrink, outlier_threshold=outlier_threshold,
-                   clip_grid=clip_grid, awq_rounding=awq_rounding)
+                   clip_grid=clip_grid, awq_rounding=awq_rounding, awq_scales=awq_scales)
     with Config(m) as cfg:
         _set_options(cfg, m, options)
         out = _lib.tensor_p()

@@ -1,6 +1,8 @@
 /* AWQ (Lin et al., 2023): per-input-channel scales s = mean|x|^alpha with
- * alpha searched on a grid, then a clipping ratio per group, both chosen by
- * the layer's output error on the calibration samples. The tensor stores the
+ * alpha searched on a grid (or AutoAWQ's "duo" scales, mean|x|^alpha over
+ * a weight statistic to the 1 - alpha, or both families: AWQ_SCALES), then a
+ * clipping ratio per group, both chosen by the layer's output error on the
+ * calibration samples. The tensor stores the
  * codes of Q(W diag(s)) and the input scales 1/s, so that its effective
  * weights are Q(W diag(s)) diag(1/s).
  *
@@ -21,6 +23,11 @@
 
 #define CLIP_STEPS 20                    /* clipping ratios 1 - i/20 */
 #define MEAN_FLOOR 1e-4                  /* smallest channel mean, as a fraction of the largest */
+#define DUO_EPS 1e-4                     /* duo scales: added to wbar^(1-alpha); least s */
+#define DUO_GROUP_EPS 1e-6               /* duo scales: added to a group's largest |w| */
+
+/* QLIB_PARAM_AWQ_SCALES */
+enum { SCALES_ACT = 0, SCALES_DUO = 1, SCALES_BOTH = 2 };
 #define CHUNK_FLOATS ((size_t)1 << 20)   /* D per scoring GEMM: up to this many floats */
 #define CLIP_FLOATS ((size_t)1 << 19)    /* D per clipping GEMM */
 #define MIN_CHUNKS 8                     /* small layers are split too, for the threads */
@@ -224,6 +231,49 @@ static void channel_scales(const awq_layer *L, double alpha, float *s, float *in
     }
 }
 
+/* wbar_j, the weight statistic of AutoAWQ's duo scales: |w_rj| over the
+ * largest |w| of its group in row r (plus DUO_GROUP_EPS), averaged over the
+ * rows of all count layers. */
+static void weight_means(const awq_layer *L, size_t count, double *wm)
+{
+    size_t k = L[0].k, rows = 0;
+    for (size_t j = 0; j < k; j++) wm[j] = 0.0;
+    for (size_t t = 0; t < count; t++) {
+        for (size_t r = 0; r < L[t].n; r++) {
+            const float *wr = L[t].w + r * L[t].ldw;
+            for (size_t g0 = 0; g0 < k; g0 += L[t].glen) {
+                size_t g1 = min_size(g0 + L[t].glen, k);
+                double big = 0.0;
+                for (size_t j = g0; j < g1; j++) big = fmax(big, fabs((double)wr[j]));
+                for (size_t j = g0; j < g1; j++) wm[j] += fabs((double)wr[j]) / (big + DUO_GROUP_EPS);
+            }
+        }
+        rows += L[t].n;
+    }
+    for (size_t j = 0; j < k; j++) wm[j] /= (double)rows;
+}
+
+/* AutoAWQ's duo scales: v_j = max(m_j^alpha / (wbar_j^(1-alpha) + DUO_EPS),
+ * DUO_EPS), m_j = mean |x_j|, and s_j = v_j / sqrt(max v * min v). Every v_j
+ * is at least DUO_EPS and at most m_max^alpha / DUO_EPS, so s is finite and
+ * positive. */
+static void duo_scales(const awq_layer *L, const double *wm, double alpha, float *s, float *inv)
+{
+    double n = (double)L->n_tokens, vmax = 0.0, vmin = HUGE_VAL;
+    for (size_t j = 0; j < L->k; j++) {
+        double x = pow(L->abs_sum[j] / n, alpha) / (pow(wm[j], 1.0 - alpha) + DUO_EPS);
+        x = fmax(x, DUO_EPS);
+        vmax = fmax(vmax, x);
+        vmin = fmin(vmin, x);
+    }
+    double norm = sqrt(vmax * vmin);
+    for (size_t j = 0; j < L->k; j++) {
+        double x = pow(L->abs_sum[j] / n, alpha) / (pow(wm[j], 1.0 - alpha) + DUO_EPS);
+        s[j] = (float)(fmax(x, DUO_EPS) / norm);
+        inv[j] = 1.0f / s[j];
+    }
+}
+
 /* ---- output error of rows of D ---- */
 
 /* sum a[c] b[c] in fp32 lanes, added up in double: the per-lane sums are
@@ -358,33 +408,44 @@ static int tensor_params(const awq_layer *L, const float *s, size_t step, qlib_q
     return clip_params(L, lo, hi, step, p);
 }
 
-/* The alpha grid for count layers that read one input: the scales with the
- * least output error summed over the layers, into s and inv; best[t] points
- * at them, with layer t's per-tensor parameters, and best_err[t] is layer
- * t's error. Ties keep the smaller alpha, so channels of equal magnitude
- * keep s = 1. Progress: [0, share] of the part. */
-static qlib_status search_alpha(const awq_layer *L, size_t count, int grid, double share,
-                                float *s, float *inv, awq_cand *best, double *best_err,
-                                size_t *best_i)
+/* The alpha grid for count layers that read one input: the scales of the
+ * family (AWQ_SCALES) with the least output error summed over the layers,
+ * into s and inv; best[t] points at them, with layer t's per-tensor
+ * parameters, and best_err[t] is layer t's error. Ties keep the earlier
+ * candidate (the smaller alpha, and mean|x|^alpha before the duo scales), so
+ * channels of equal magnitude keep s = 1. Progress: [0, share] of the
+ * part. */
+static qlib_status search_alpha(const awq_layer *L, size_t count, int grid, int family,
+                                double share, float *s, float *inv, awq_cand *best,
+                                double *best_err, size_t *best_i)
 {
     size_t k = L[0].k;
     const qlib_allocator *a = &L[0].ctx->alloc;
     float *cs = qlib_mem_alloc(a, 2 * k * sizeof(float));
     awq_cand *c = qlib_mem_alloc(a, count * (sizeof(awq_cand) + sizeof(double)));
-    if (!cs || !c) {
+    double *wm = family != SCALES_ACT ? qlib_mem_alloc(a, k * sizeof(double)) : NULL;
+    if (!cs || !c || (family != SCALES_ACT && !wm)) {
         qlib_mem_free(a, cs);
         qlib_mem_free(a, c);
+        qlib_mem_free(a, wm);
         return qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory for the AWQ scale search", FN);
     }
+    if (wm) weight_means(L, count, wm);
     double *e = (double *)(void *)(c + count), best_total = 0.0;
-    int found = 0;
+    int found = 0, n_cand = family == SCALES_BOTH ? 2 * grid : grid;
     qlib_status st = QLIB_OK;
-    for (int i = 0; i < grid; i++) {
-        if (qlib_progress(L[0].ctx, "awq-scale", share * i / grid)) {
+    /* candidate i: alpha (i mod grid) / grid; of the duo family when
+     * AWQ_SCALES is 1, or 2 and i >= grid */
+    for (int i = 0; i < n_cand; i++) {
+        if (qlib_progress(L[0].ctx, "awq-scale", share * i / n_cand)) {
             st = qlib_progress_cancelled(FN, "awq-scale");
             break;
         }
-        channel_scales(&L[0], (double)i / grid, cs, cs + k);
+        double alpha = (double)(i % grid) / grid;
+        if (family == SCALES_DUO || (family == SCALES_BOTH && i >= grid))
+            duo_scales(&L[0], wm, alpha, cs, cs + k);
+        else
+            channel_scales(&L[0], alpha, cs, cs + k);
         double total = 0.0;
         size_t t;
         for (t = 0; t < count; t++) {
@@ -409,6 +470,7 @@ static qlib_status search_alpha(const awq_layer *L, size_t count, int grid, doub
     }
     qlib_mem_free(a, cs);
     qlib_mem_free(a, c);
+    qlib_mem_free(a, wm);
     if (st == QLIB_OK && !found)
         st = qlib_fail(QLIB_ERR_NUMERIC, "%s: a group's range is too large for an fp16 scale", FN);
     return st;
@@ -782,9 +844,10 @@ qlib_status qlib_awq_search_alpha(qlib_ctx *ctx, const float *w, size_t n, size_
     double err;
     size_t i = 0;
     int grid = qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID);
-    s = sc ? search_alpha(L, 1, grid, SHARE_SCALE, sc, sc + k, &best, &err, &i)
+    s = sc ? search_alpha(L, 1, grid, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_SCALES), SHARE_SCALE, sc,
+                          sc + k, &best, &err, &i)
            : qlib_fail(QLIB_ERR_NOMEM, "%s: out of memory", FN);
-    if (s == QLIB_OK) *alpha = (float)((double)i / grid);
+    if (s == QLIB_OK) *alpha = (float)((double)(i % (size_t)grid) / grid);
     qlib_mem_free(&ctx->alloc, sc);
     layers_free(ctx, L, 1);
     return s;
@@ -888,7 +951,7 @@ qlib_status qlib_quantize_shared_awq(qlib_ctx *ctx, size_t count, const float *c
     double *err = best ? (double *)(void *)(best + count) : NULL;
     if (s == QLIB_OK)
         s = search_alpha(L, count, qlib_cfg_int(cfg, QLIB_PARAM_AWQ_GRID),
-                         gptq_rounding ? SHARE_SCALE_GPTQ : SHARE_SCALE, sc, sc + k, best, err,
+                         qlib_cfg_int(cfg, QLIB_PARAM_AWQ_SCALES), gptq_rounding ? SHARE_SCALE_GPTQ : SHARE_SCALE, sc, sc + k, best, err,
                          &alpha_i);
     if (s == QLIB_OK)
         s = gptq_rounding ? round_gptq(ctx, L, count, cfg, calib, best, out)

@@ -46,6 +46,7 @@ static const qlib_param_spec awq_params[] = {
     MAX_SHRINK("AWQ max shrink"),
     { QLIB_PARAM_AWQ_ROUNDING, QLIB_PK_INT, 0, 1, 0, 0, 0, "AWQ rounding" },
     CLIP_GRID,
+    { QLIB_PARAM_AWQ_SCALES, QLIB_PK_INT, 0, 2, 0, 0, 0, "AWQ scales" },
 };
 static const qlib_param_spec llm_int8_params[] = {
     BITS(W(8), 8), FIXED(QLIB_PARAM_GROUP_SIZE, 0), FIXED(QLIB_PARAM_SYMMETRIC, 1),

@@ -43,6 +43,13 @@ expect 2 "--bits 8 is not valid for --method none" "${Q[@]}" --method none --bit
 expect 2 "--bits 4 is not valid for --method llm-int8" "${Q[@]}" --method llm-int8 --bits 4
 expect 2 "--group is not an option of --method llm-int8" "${Q[@]}" --method llm-int8 --group 32
 expect 2 "--sym is not an option of --method none" "${Q[@]}" --method none --sym
+expect 2 "--awq-scales is not an option of --method gptq" "${Q[@]}" --method gptq --calib "$CALIB" \
+    --awq-scales duo
+expect 2 "bad value 'auto' for --awq-scales" "${Q[@]}" --method awq --calib "$CALIB" --awq-scales auto
+expect 2 "--awq-fold applies to --method awq, without --target-bpw" "${Q[@]}" --method gptq \
+    --calib "$CALIB" --awq-fold
+expect 2 "--awq-fold applies to --method awq, without --target-bpw" "${Q[@]}" --method awq \
+    --calib "$CALIB" --target-bpw 4.5 --awq-fold
 expect 2 "needs --tokenizer" quantize --model "$MODEL" --method gptq --calib "$CALIB" -o "$WORK/q.qm"
 expect 2 "needs --tokenizer" ppl --model "$MODEL" --text "$CALIB"
 expect 2 "needs --tokenizer" generate --model "$MODEL"

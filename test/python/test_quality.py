@@ -89,6 +89,30 @@ def test_awq_rounding(data):
     no_h.close()
 
 
+def test_awq_scales(data):
+    ws, calib, _, _ = data
+    w = ws[0]
+    assert qlib.method_defaults("awq")["awq_scales"] == 0
+    with qlib.Config("awq") as c:
+        c["awq_scales"] = 2
+        assert c[qlib.PARAM_AWQ_SCALES] == 2
+        with pytest.raises(qlib.ArgError):
+            c["awq_scales"] = 3
+    with pytest.raises(TypeError):
+        qlib.quantize(w, "rtn", awq_scales="duo")
+    with pytest.raises(ValueError):
+        qlib.quantize(w, "awq", calib=calib, awq_scales="auto")
+    t = {name: qlib.quantize(w, "awq", calib=calib, bits=3, group_size=32, awq_scales=name)
+         for name in ("act", "duo", "both")}
+    assert qlib.quantize(w, "awq", calib=calib, bits=3, group_size=32).to_bytes() \
+        == t["act"].to_bytes()
+    assert qlib.quantize(w, "awq", calib=calib, bits=3, group_size=32,
+                         awq_scales=1).to_bytes() == t["duo"].to_bytes()
+    assert t["duo"].to_bytes() != t["act"].to_bytes()
+    # both families searched: the tensor is one family's, bit for bit
+    assert t["both"].to_bytes() in (t["act"].to_bytes(), t["duo"].to_bytes())
+
+
 def test_shared_gptq_equals_separate(data):
     ws, calib, _, _ = data
     with qlib.Config("gptq") as cfg:

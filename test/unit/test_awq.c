@@ -51,6 +51,11 @@ static qlib_tensor *awq(qlib_ctx *ctx, const float *w, size_t n, size_t k, const
     return t;
 }
 
+static void set_scales(qlib_config *cfg, int scales)
+{
+    ck_assert_int_eq(qlib_config_set_int(cfg, QLIB_PARAM_AWQ_SCALES, scales), QLIB_OK);
+}
+
 static qlib_calib *calib_from(qlib_ctx *ctx, const float *x, size_t m, size_t k, size_t max_samples)
 {
     qlib_calib *c = NULL;
@@ -368,6 +373,133 @@ START_TEST(test_awq_input_scales_direction)
 }
 END_TEST
 
+/* AWQ_SCALES 1, AutoAWQ's duo scales, from their definition: v_j =
+ * max(m_j^a / (wbar_j^(1-a) + 1e-4), 1e-4), with m_j the mean |x_j| over the
+ * m calibration rows and wbar_j the mean, over the rows of all count
+ * layers, of |w_rj| over (the largest |w| of its group in row r) + 1e-6;
+ * s = v / sqrt(max v * min v), and the tensor multiplies x by 1/s. */
+static void duo_expected(const float *x, size_t m, size_t k, const float *const *w,
+                         const size_t *n, size_t count, size_t group, double a, float *inv)
+{
+    double *v = malloc(k * sizeof(double)), vmax = 0.0, vmin = HUGE_VAL;
+    ck_assert_ptr_nonnull(v);
+    for (size_t j = 0; j < k; j++) {
+        double mean_x = 0.0, wbar = 0.0;
+        size_t rows = 0;
+        for (size_t i = 0; i < m; i++) mean_x += fabs((double)x[i * k + j]);
+        mean_x /= (double)m;
+        for (size_t t = 0; t < count; t++) {
+            for (size_t r = 0; r < n[t]; r++) {
+                const float *row = w[t] + r * k + j / group * group;
+                double big = 0.0;
+                for (size_t c = 0; c < group; c++) big = fmax(big, fabs((double)row[c]));
+                wbar += fabs((double)w[t][r * k + j]) / (big + 1e-6);
+            }
+            rows += n[t];
+        }
+        wbar /= (double)rows;
+        v[j] = fmax(pow(mean_x, a) / (pow(wbar, 1.0 - a) + 1e-4), 1e-4);
+        vmax = fmax(vmax, v[j]);
+        vmin = fmin(vmin, v[j]);
+    }
+    for (size_t j = 0; j < k; j++) inv[j] = 1.0f / (float)(v[j] / sqrt(vmax * vmin));
+    free(v);
+}
+
+/* The largest |got - want| / want over k scales. */
+static double scales_gap(const float *got, const float *want, size_t k)
+{
+    double gap = 0.0;
+    for (size_t j = 0; j < k; j++) gap = fmax(gap, fabs((double)got[j] - want[j]) / want[j]);
+    return gap;
+}
+
+/* With a grid of two (alpha 0 and 1/2) and AWQ_SCALES 1, a tensor's input
+ * scales are the duo scales of one of the two exponents, within float
+ * rounding (the two differ by far more); qlib_quantize_shared's count
+ * tensors share the scales of all their rows. */
+START_TEST(test_awq_duo_scales)
+{
+    const size_t k = 256, group = 32;
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    layer l = make_layer(32, k, 64, 1, 30.0f, 4), l2 = make_layer(48, k, 1, 1, 30.0f, 5);
+    qlib_calib *c = calib_from(ctx, l.x_cal, l.m_cal, k, l.m_cal);
+    awq_opts o = opts(4, (int)group, 0);
+    o.grid = 2;
+    o.clip = 0;
+    qlib_config *cfg = awq_config(&o);
+    set_scales(cfg, 1);
+    float *want0 = tu_alloc_floats(k), *want1 = tu_alloc_floats(k);
+    const float *w[2] = { l.w, l2.w };
+    const size_t n[2] = { l.n, l2.n }, ld[2] = { k, k };
+    for (size_t count = 1; count <= 2; count++) {
+        qlib_tensor *t[2] = { NULL, NULL };
+        ck_assert_int_eq(qlib_quantize_shared(ctx, count, w, n, k, ld, cfg, c, t), QLIB_OK);
+        duo_expected(l.x_cal, l.m_cal, k, w, n, count, group, 0.0, want0);
+        duo_expected(l.x_cal, l.m_cal, k, w, n, count, group, 0.5, want1);
+        ck_assert_msg(scales_gap(want0, want1, k) > 1e-2, "the two exponents' scales differ");
+        for (size_t i = 0; i < count; i++) {
+            const float *got = qlib_tensor_input_scales(t[i]);
+            ck_assert_ptr_nonnull(got);
+            double g0 = scales_gap(got, want0, k), g1 = scales_gap(got, want1, k);
+            ck_assert_msg(fmin(g0, g1) < 1e-6, "count %zu tensor %zu: scales %g / %g from the duo "
+                          "scales of alpha 0 / 0.5", count, i, g0, g1);
+            if (i) ck_assert_mem_eq(got, qlib_tensor_input_scales(t[0]), k * sizeof(float));
+            qlib_tensor_destroy(t[i]);
+        }
+    }
+    free(want0);
+    free(want1);
+    qlib_config_destroy(cfg);
+    qlib_calib_destroy(c);
+    free_layer(&l);
+    free_layer(&l2);
+    qlib_ctx_destroy(ctx);
+}
+END_TEST
+
+/* AWQ_SCALES 2 searches both families and keeps the least error: its
+ * tensor is, bit for bit, the one AWQ_SCALES 0 or 1 makes. Over these
+ * layers each family wins at least once. */
+START_TEST(test_awq_both_families)
+{
+    const size_t k = 256;
+    qlib_ctx *ctx = tu_ctx(1, NULL);
+    int wins[2] = { 0, 0 };
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        layer l = make_layer(32, k, 64, 1, seed % 2 ? 30.0f : 4.0f, seed);
+        qlib_calib *c = calib_from(ctx, l.x_cal, l.m_cal, k, l.m_cal);
+        awq_opts o = opts(seed % 4 < 2 ? 4 : 3, 32, 0);
+        float *wh[3];
+        const float *in[3];
+        qlib_tensor *t[3];
+        for (int f = 0; f < 3; f++) {
+            qlib_config *cfg = awq_config(&o);
+            set_scales(cfg, f);
+            ck_assert_int_eq(qlib_quantize(ctx, l.w, l.n, k, k, cfg, c, &t[f]), QLIB_OK);
+            qlib_config_destroy(cfg);
+            wh[f] = dequantized(ctx, t[f]);
+            in[f] = qlib_tensor_input_scales(t[f]);
+        }
+        int same[2];
+        for (int f = 0; f < 2; f++)
+            same[f] = !memcmp(in[2], in[f], k * sizeof(float))
+                      && !memcmp(wh[2], wh[f], l.n * k * sizeof(float));
+        ck_assert_msg(same[0] || same[1], "seed %llu: both families' tensor is neither family's",
+                      (unsigned long long)seed);
+        wins[same[1] && !same[0]]++;
+        for (int f = 0; f < 3; f++) {
+            free(wh[f]);
+            qlib_tensor_destroy(t[f]);
+        }
+        qlib_calib_destroy(c);
+        free_layer(&l);
+    }
+    ck_assert_msg(wins[0] > 0 && wins[1] > 0, "mean|x|^alpha won %d, duo %d", wins[0], wins[1]);
+    qlib_ctx_destroy(ctx);
+}
+END_TEST
+
 /* Channels that never fire get the floor of the means, not a zero or
  * infinite scale; all-zero activations give s = 1 and RTN's weights. */
 START_TEST(test_awq_dead_channels)
@@ -596,6 +728,8 @@ Suite *suite_awq(void)
     tcase_add_test(exact, test_awq_input_scales_direction);
     tcase_add_test(exact, test_awq_clip_options);
     tcase_add_test(exact, test_awq_dead_channels);
+    tcase_add_test(exact, test_awq_duo_scales);
+    tcase_add_test(exact, test_awq_both_families);
     tcase_add_test(det, test_awq_threads_identical);
     tcase_add_test(det, test_awq_serialize_roundtrip);
     tcase_add_test(errors, test_awq_errors);

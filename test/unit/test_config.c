@@ -33,6 +33,7 @@ static const param_info params[] = {
     { QLIB_PARAM_AWQ_CLIP, 0, M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_AWQ_MAX_SHRINK, 1, M(QLIB_METHOD_RTN) | M(QLIB_METHOD_GPTQ) | M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_AWQ_ROUNDING, 0, M(QLIB_METHOD_AWQ) },
+    { QLIB_PARAM_AWQ_SCALES, 0, M(QLIB_METHOD_AWQ) },
     { QLIB_PARAM_OUTLIER_THRESHOLD, 1, M(QLIB_METHOD_LLM_INT8) },
 };
 #undef M
@@ -230,6 +231,14 @@ START_TEST(test_awq_params)
     static const int rounding_bad[] = { -1, 2, 3, INT_MAX, INT_MIN };
     check_int_range(QLIB_METHOD_AWQ, QLIB_PARAM_AWQ_ROUNDING, rounding_good,
                     COUNT(rounding_good), rounding_bad, COUNT(rounding_bad));
+    /* AWQ_SCALES (0.2): 0, the paper's mean|x|^alpha, by default */
+    static const int scales_good[] = { 0, 1, 2 };
+    static const int scales_bad[] = { -1, 3, 24, INT_MAX, INT_MIN };
+    check_int_range(QLIB_METHOD_AWQ, QLIB_PARAM_AWQ_SCALES, scales_good, COUNT(scales_good),
+                    scales_bad, COUNT(scales_bad));
+    qlib_config *c = make(QLIB_METHOD_AWQ);
+    ck_assert_int_eq(get_i(c, QLIB_PARAM_AWQ_SCALES), 0);
+    qlib_config_destroy(c);
 }
 END_TEST
 
@@ -302,7 +311,7 @@ END_TEST
 
 START_TEST(test_unknown_params)
 {
-    static const int unknown[] = { 0, 4, 6, 9, 14, 15, 19, 24, 29, 31, 100, -1, INT_MAX,
+    static const int unknown[] = { 0, 4, 6, 9, 14, 15, 19, 25, 29, 31, 100, -1, INT_MAX,
                                    INT_MIN };
     for (size_t mi = 0; mi < N_METHODS; mi++) {
         qlib_config *c = make(all_methods[mi]);
