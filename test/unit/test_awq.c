@@ -459,24 +459,25 @@ START_TEST(test_awq_duo_scales)
 END_TEST
 
 /* AWQ_SCALES 2 searches both families and keeps the least error: its
- * tensor is, bit for bit, the one AWQ_SCALES 0 or 1 makes. Over these
- * layers each family wins at least once. */
+ * tensor is, bit for bit, the one AWQ_SCALES 0 or 1 makes, and each family
+ * wins some of these 16 layers (on x86-64 with OpenBLAS mean|x|^alpha won 7,
+ * the duo scales 9). */
 START_TEST(test_awq_both_families)
 {
-    const size_t k = 256;
+    const size_t n = 32, k = 256, m = 64;
     qlib_ctx *ctx = tu_ctx(1, NULL);
     int wins[2] = { 0, 0 };
-    for (uint64_t seed = 1; seed <= 8; seed++) {
-        layer l = make_layer(32, k, 64, 1, seed % 2 ? 30.0f : 4.0f, seed);
-        qlib_calib *c = calib_from(ctx, l.x_cal, l.m_cal, k, l.m_cal);
-        awq_opts o = opts(seed % 4 < 2 ? 4 : 3, 32, 0);
+    for (uint64_t seed = 1; seed <= 16; seed++) {
+        layer l = make_layer(n, k, m, 1, 30.0f, seed);
+        qlib_calib *c = calib_from(ctx, l.x_cal, m, k, m);
+        awq_opts o = opts(seed % 2 ? 4 : 3, 32, 0);
         float *wh[3];
         const float *in[3];
         qlib_tensor *t[3];
         for (int f = 0; f < 3; f++) {
             qlib_config *cfg = awq_config(&o);
             set_scales(cfg, f);
-            ck_assert_int_eq(qlib_quantize(ctx, l.w, l.n, k, k, cfg, c, &t[f]), QLIB_OK);
+            ck_assert_int_eq(qlib_quantize(ctx, l.w, n, k, k, cfg, c, &t[f]), QLIB_OK);
             qlib_config_destroy(cfg);
             wh[f] = dequantized(ctx, t[f]);
             in[f] = qlib_tensor_input_scales(t[f]);
@@ -484,10 +485,10 @@ START_TEST(test_awq_both_families)
         int same[2];
         for (int f = 0; f < 2; f++)
             same[f] = !memcmp(in[2], in[f], k * sizeof(float))
-                      && !memcmp(wh[2], wh[f], l.n * k * sizeof(float));
-        ck_assert_msg(same[0] || same[1], "seed %llu: both families' tensor is neither family's",
-                      (unsigned long long)seed);
-        wins[same[1] && !same[0]]++;
+                      && !memcmp(wh[2], wh[f], n * k * sizeof(float));
+        ck_assert_msg(same[0] != same[1], "seed %llu: both families' tensor is %s family's",
+                      (unsigned long long)seed, same[0] ? "each" : "neither");
+        wins[same[1]]++;
         for (int f = 0; f < 3; f++) {
             free(wh[f]);
             qlib_tensor_destroy(t[f]);
