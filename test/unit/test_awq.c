@@ -445,8 +445,8 @@ START_TEST(test_awq_duo_scales)
             ck_assert_msg(fmin(g0, g1) < 1e-6, "count %zu tensor %zu: scales %g / %g from the duo "
                           "scales of alpha 0 / 0.5", count, i, g0, g1);
             if (i) ck_assert_mem_eq(got, qlib_tensor_input_scales(t[0]), k * sizeof(float));
-            qlib_tensor_destroy(t[i]);
         }
+        for (size_t i = 0; i < count; i++) qlib_tensor_destroy(t[i]);
     }
     free(want0);
     free(want1);
