@@ -31,7 +31,13 @@ DATA=${QLIB_DATA:+$(from_caller "$QLIB_DATA")}
 cd "$(dirname "$0")/../.." || exit 1
 DATA=${DATA:-../shared/data}
 TOL=1e-4    # relative: quant errors, NLL
-NOISE=4     # GPTQ: times the largest of the four rounding-level variations above
+# GPTQ: times the largest of the four rounding-level variations above. Four
+# variations underestimate the spread of a process this chaotic: on a host
+# whose OpenBLAS runs its Haswell kernels, one 3-bit layer with static groups
+# (gptq-192x768-b3-g32-s0-ao0-sg1-c0) differed between the builds by 8.7
+# times its measured variation (0.0013 against 0.00015, relative), while its
+# 63 other layers and the model's NLL agreed; with 4 that failed.
+NOISE=10
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qlib-agree.XXXXXX") || exit 1
 trap 'rm -rf "$WORK"' EXIT
 trap 'jobs -p | xargs -r kill 2>/dev/null; exit 130' INT TERM
