@@ -226,24 +226,24 @@ class Tensor(_Handle):
             n, k, m.name.lower(), fmt, self.bits_per_weight, self.nbytes)
 
 
-_ROUNDINGS = {"rtn": 0, "gptq": 1}
-_SCALES = {"act": 0, "duo": 1, "both": 2}
+# options that also take names: option -> {name: value}
+_NAMED_VALUES = {
+    "awq_rounding": {"rtn": 0, "gptq": 1},
+    "awq_scales": {"act": 0, "duo": 1, "both": 2},
+}
 
 
 def _set_options(cfg, method, options):
     for name, value in options.items():
         if value is None:
             continue
-        if name == "awq_rounding" and isinstance(value, str):
-            if value.lower() not in _ROUNDINGS:
-                raise ValueError("awq_rounding must be \"rtn\" or \"gptq\" (or 0 or 1), got %r"
-                                 % value)
-            value = _ROUNDINGS[value.lower()]
-        if name == "awq_scales" and isinstance(value, str):
-            if value.lower() not in _SCALES:
-                raise ValueError("awq_scales must be \"act\", \"duo\" or \"both\" (or 0, 1 or 2), "
-                                 "got %r" % value)
-            value = _SCALES[value.lower()]
+        names = _NAMED_VALUES.get(name)
+        if names and isinstance(value, str):
+            if value.lower() not in names:
+                raise ValueError("%s must be %s (or %s), got %r" % (
+                    name, " or ".join('"%s"' % n for n in names),
+                    " or ".join(str(v) for v in names.values()), value))
+            value = names[value.lower()]
         param = OPTIONS[name]
         try:
             cfg.set(param, value)
